@@ -1,0 +1,144 @@
+"""The challenge's dataset layout: clip ids, split CSVs and where each clip's media lies.
+
+The one home of the six emotion label names and of the id padding rule.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+EMOTIONS: tuple[str, ...] = (
+    "Admiration",
+    "Amusement",
+    "Determination",
+    "Empathic Pain",
+    "Excitement",
+    "Joy",
+)
+ID_COLUMN = "Filename"
+ID_WIDTH = 5
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+VIDEO_SUFFIXES = (".mp4", ".m4a", ".webm", ".mkv", ".mov")
+MEDIA_SUFFIXES = AUDIO_SUFFIXES + VIDEO_SUFFIXES
+
+Source = Literal["auto", "audio", "video"]
+
+
+class DatasetError(ValueError):
+    """Input that cannot be turned into a clip list; the message is one line for the user."""
+
+
+def pad_id(raw: str | int) -> str:
+    """Clip id as the challenge writes it: digits zero-padded to five ("42" -> "00042").
+
+    Non-numeric ids (a plain folder's file stems) are returned unchanged.
+    """
+    text = str(raw).strip()
+    if text.endswith(".0") and text[:-2].isdigit():  # pandas wrote the id as a float
+        text = text[:-2]
+    for suffix in MEDIA_SUFFIXES:  # some tools write "00042.mp4"
+        if text.lower().endswith(suffix):
+            text = text[: -len(suffix)]
+    return text.zfill(ID_WIDTH) if text.isdigit() else text
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a CSV with a header: (column names, rows as dicts). A clear error when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such CSV file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames:
+            raise DatasetError(f"{path}: the CSV is empty (no header row)")
+        return [name.strip() for name in reader.fieldnames], [
+            {(k or "").strip(): (v or "") for k, v in row.items()} for row in reader
+        ]
+
+
+def read_csv_ids(path: Path) -> list[str]:
+    """Clip ids from the first column of a CSV (normally `Filename`), zero-padded, in file order."""
+    columns, rows = read_csv_rows(path)
+    first = columns[0]
+    ids = [pad_id(row[first]) for row in rows if row.get(first, "").strip()]
+    duplicated = sorted(clip_id for clip_id, n in Counter(ids).items() if n > 1)
+    if duplicated:
+        raise DatasetError(f"{path}: duplicated ids {', '.join(duplicated[:10])}")
+    return ids
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip to extract: its id and the media file to decode (None when none was found)."""
+
+    id: str
+    path: Path | None
+
+
+def is_challenge_layout(root: Path) -> bool:
+    """True for a dataset root shaped like Hume-Vidmimic2 (`raw/`, `audio/`, `*_split.csv`)."""
+    return (root / "raw").is_dir() or (root / "audio").is_dir() or any(root.glob("*_split.csv"))
+
+
+def _media_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in suffixes:
+            found.setdefault(pad_id(path.stem), path)
+    return found
+
+
+def find_clips(root: Path, *, split: str | None = None, source: Source = "auto") -> list[Clip]:
+    """The clips under `root`, sorted by id.
+
+    In the challenge layout each id is decoded from `raw/` (its video) or `audio/`:
+    `source="video"` or `"audio"` forces one, `"auto"` takes the video when there is one, so
+    that train, valid and test all go through the same codec path. With `split`, only the ids of
+    `root/{split}_split.csv`; an id with no media file is kept with `path=None` (recorded as
+    skipped by the extractor). Any other folder: every media file below it, id = file stem.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such file or folder")
+    if root.is_file():
+        return [Clip(pad_id(root.stem), root)]
+    if is_challenge_layout(root):
+        videos = _media_by_stem(root / "raw", VIDEO_SUFFIXES)
+        audios = _media_by_stem(root / "audio", AUDIO_SUFFIXES)
+        if split is not None:
+            csv_path = root / f"{split}_split.csv"
+            if not csv_path.is_file():
+                available = sorted(p.name for p in root.glob("*_split.csv"))
+                raise DatasetError(
+                    f"{csv_path}: no such split file (found: {', '.join(available) or 'none'})"
+                )
+            ids = read_csv_ids(csv_path)
+        else:
+            ids = sorted(set(videos) | set(audios))
+        preferred = {"video": (videos,), "audio": (audios,), "auto": (videos, audios)}[source]
+        clips = []
+        for clip_id in ids:
+            path = next((table[clip_id] for table in preferred if clip_id in table), None)
+            clips.append(Clip(clip_id, path))
+        return sorted(clips, key=lambda c: c.id)
+    if split is not None:
+        raise DatasetError(f"{root}: --split needs the challenge layout ({split}_split.csv)")
+    by_id: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in MEDIA_SUFFIXES:
+            clip_id = pad_id(path.stem)
+            if clip_id in by_id:
+                raise DatasetError(
+                    f"two files share the id {clip_id!r}: {by_id[clip_id]} and {path}"
+                )
+            by_id[clip_id] = path
+    if not by_id:
+        raise DatasetError(f"{root}: no audio or video files ({', '.join(MEDIA_SUFFIXES)})")
+    return [Clip(clip_id, path) for clip_id, path in sorted(by_id.items())]

@@ -1,0 +1,320 @@
+"""Stage one: decode clips, run the backbone once, stream the outputs into the feature cache.
+
+Decoding runs in DataLoader worker processes, a batch ahead of inference. Batches are planned by
+length from the whole clip list (deterministically), and one batch is one committed part of the
+cache, so an interrupted run resumes with exactly the batches it would have run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from emi_features import __version__
+from emi_features.audio import SAMPLE_RATE, DecodeError, load_audio, probe_seconds
+from emi_features.backbones import VAD_LABELS, Backbone, load_backbone
+from emi_features.dataset import Clip, Source, find_clips
+from emi_features.distributed import Ranks
+from emi_features.frames import MIN_SAMPLES, frame_count, plan_batches, plan_windows, split_by_cost
+from emi_features.writer import CacheWriter, ClipFeatures
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class DecodedBatch:
+    """What a worker hands over: normalised clips (each (N,) float32) and the skipped ids."""
+
+    ids: list[str] = field(default_factory=list)
+    waves: list[np.ndarray] = field(default_factory=list)
+    num_samples: list[int] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class _DecodeBatches(Dataset):
+    """Item k = batch k decoded and normalised as the backbone's feature extractor does."""
+
+    def __init__(self, batches: list[list[Clip]], backbone: Backbone):
+        self.batches = batches
+        self.extractor = backbone.feature_extractor
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> DecodedBatch:
+        decoded = DecodedBatch()
+        for clip in self.batches[index]:
+            try:
+                samples = load_audio(clip.path)
+            except DecodeError as error:
+                decoded.skipped[clip.id] = str(error)
+                continue
+            wave = self.extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np")
+            wave = wave["input_values"][0].astype(np.float32)
+            if wave.size < MIN_SAMPLES:  # normalised over the clip, then zero-padded (as batches)
+                wave = np.pad(wave, (0, MIN_SAMPLES - wave.size))
+            decoded.ids.append(clip.id)
+            decoded.waves.append(wave)
+            decoded.num_samples.append(int(samples.size))
+        return decoded
+
+
+def _pad(waves: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(w.size for w in waves)
+    values = np.zeros((len(waves), longest), dtype=np.float32)
+    mask = np.zeros((len(waves), longest), dtype=np.int64)
+    for row, wave in enumerate(waves):
+        values[row, : wave.size] = wave
+        mask[row, : wave.size] = 1
+    return torch.from_numpy(values).to(device), torch.from_numpy(mask).to(device)
+
+
+@torch.inference_mode()
+def encode_clips(
+    backbone: Backbone, waves: list[np.ndarray], *, device: torch.device, dtype: torch.dtype
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """One padded batch through the backbone: per clip (frames (T, D), frame_vad (T, 3)) fp32."""
+    values, mask = _pad(waves, device)
+    encoded = backbone.encode(values.to(dtype), mask)
+    out = []
+    for row, wave in enumerate(waves):
+        count = frame_count(wave.size)
+        vad = encoded.frame_vad[row, :count].float() if encoded.frame_vad is not None else None
+        out.append((encoded.frames[row, :count].float(), vad))
+    return out
+
+
+def encode_long_clip(
+    backbone: Backbone,
+    wave: np.ndarray,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    window_seconds: float,
+    overlap_seconds: float,
+    batch_seconds: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A clip longer than the window: overlapping windows, stitched onto the whole-clip grid.
+
+    Memory is bounded by the window and batch, not the clip (frames are kept on the CPU).
+    """
+    windows = plan_windows(
+        wave.size, int(window_seconds * SAMPLE_RATE), int(overlap_seconds * SAMPLE_RATE)
+    )
+    per_batch = max(1, int(batch_seconds // window_seconds))
+    frames, frame_vad = [], []
+    for first in range(0, len(windows), per_batch):
+        chunk = windows[first : first + per_batch]
+        encoded = encode_clips(
+            backbone, [wave[w.start : w.stop] for w in chunk], device=device, dtype=dtype
+        )
+        for window, (window_frames, window_vad) in zip(chunk, encoded, strict=True):
+            keep = slice(window.keep_from - window.first_frame, window.keep_to - window.first_frame)
+            frames.append(window_frames[keep].cpu())
+            if window_vad is not None:
+                frame_vad.append(window_vad[keep].cpu())
+    return torch.cat(frames), (torch.cat(frame_vad) if frame_vad else None)
+
+
+@torch.inference_mode()
+def summarise(
+    clip_id: str,
+    frames: torch.Tensor,
+    frame_vad: torch.Tensor | None,
+    num_samples: int,
+    backbone: Backbone,
+) -> ClipFeatures:
+    """The per-clip record: fp32 mean of the frames, and the VAD head on that mean."""
+    mean = frames.float().mean(dim=0)
+    vad = None
+    if backbone.has_vad:
+        vad = backbone.vad(mean.to(next(backbone.parameters()).device)).float().cpu().numpy()
+    return ClipFeatures(
+        id=clip_id,
+        frames=frames.cpu().numpy(),
+        frame_vad=frame_vad.cpu().numpy() if frame_vad is not None else None,
+        mean=mean.cpu().numpy(),
+        vad=vad,
+        num_samples=num_samples,
+    )
+
+
+@dataclass
+class ExtractResult:
+    """What an extraction did: clips written (in the whole cache), skipped ids, timings."""
+
+    path: Path
+    clips: int
+    skipped: dict[str, str]
+    processed_clips: int
+    processed_seconds: float
+    wall_seconds: float
+
+    def summary(self) -> str:
+        rate = self.processed_seconds / max(self.wall_seconds, 1e-9)
+        return (
+            f"{self.path}: {self.clips} clips in the cache, {len(self.skipped)} skipped; this run "
+            f"{self.processed_clips} clips, {self.processed_seconds / 3600:.2f} h of audio in "
+            f"{self.wall_seconds:.1f} s ({rate:.1f} audio s/s)"
+        )
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def extract(
+    input_path: str | Path,
+    *,
+    model: str,
+    out: str | Path,
+    split: str | None = None,
+    source: Source = "auto",
+    device: str | None = None,
+    dtype: str | None = None,
+    layer: int | None = None,
+    batch_seconds: float = 160.0,
+    window_seconds: float = 30.0,
+    overlap_seconds: float = 4.0,
+    workers: int = 2,
+    overwrite: bool = False,
+    retry_skipped: bool = False,
+    offline: bool = False,
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract every clip of `input_path` (see `find_clips`) into the cache `out`.
+
+    Resumes an interrupted cache; refuses one written with other settings unless `overwrite`.
+    Under torchrun, each rank takes a share of the batches balanced by audio length.
+    """
+    started = time.perf_counter()
+    ranks = Ranks.from_environment(device or default_device())
+    torch_device = ranks.device
+    dtype = dtype or ("float32" if torch_device.type == "cpu" else "bfloat16")
+    if torch_device.type == "cpu" and dtype != "float32":
+        log.warning("%s on a CPU is much slower than float32", dtype)
+    clips = find_clips(Path(input_path), split=split, source=source)
+    backbone = load_backbone(model, layer=layer, offline=offline)
+    backbone.to(device=torch_device, dtype=DTYPES[dtype])
+    attrs: dict[str, Any] = {
+        "backbone": model,
+        "backbone_fingerprint": backbone.fingerprint,
+        "hidden_size": backbone.hidden_size,
+        "layer": "last" if layer is None else str(layer),
+        "source": source,
+        "dtype": dtype,
+        "window_seconds": float(window_seconds),
+        "overlap_seconds": float(overlap_seconds),
+        "sample_rate": SAMPLE_RATE,
+        "frame_hop": 320,
+        "package_version": __version__,
+    }
+    if backbone.has_vad:
+        attrs["vad_labels"] = ",".join(VAD_LABELS)
+    writer = ranks.open_writer(
+        lambda **kw: CacheWriter(out, attrs, overwrite=overwrite, retry_skipped=retry_skipped, **kw)
+    )
+    by_id = {clip.id: clip for clip in clips}
+    lengths = dict(
+        zip(by_id, ranks.map_threads(probe_seconds, [c.path for c in clips]), strict=True)
+    )
+    batches = plan_batches(lengths, batch_seconds=batch_seconds, window_seconds=window_seconds)
+    done = writer.done_ids
+    ranks.barrier()  # every rank must see the same finished set before any rank writes
+    todo = [batch for batch in batches if not done.issuperset(batch)]
+    costs = [len(batch) * max(lengths[i] for i in batch) for batch in todo]
+    mine = [todo[k] for k in split_by_cost(costs, ranks.world_size)[ranks.rank]]
+    log.info(
+        "%d clips, %d already in %s; this %s runs %d batches",
+        len(clips),
+        len(clips) - sum(len(b) for b in todo),
+        out,
+        ranks.describe(),
+        len(mine),
+    )
+    loader = DataLoader(
+        _DecodeBatches([[by_id[i] for i in batch] for batch in mine], backbone),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    total_seconds = sum(lengths[i] for batch in mine for i in batch)
+    processed_clips, processed_samples = 0, 0
+    bar = tqdm(
+        total=round(total_seconds, 1),
+        unit="s",
+        unit_scale=True,
+        desc="audio",
+        disable=not progress or None,
+        dynamic_ncols=True,
+    )
+    with bar:
+        for decoded in loader:
+            records = []
+            for clip_id, reason in decoded.skipped.items():
+                log.warning("skip %s: %s", clip_id, reason)
+            short = [
+                k
+                for k, wave in enumerate(decoded.waves)
+                if wave.size <= window_seconds * SAMPLE_RATE
+            ]
+            if short:
+                encoded = encode_clips(
+                    backbone,
+                    [decoded.waves[k] for k in short],
+                    device=torch_device,
+                    dtype=DTYPES[dtype],
+                )
+                for k, (frames, frame_vad) in zip(short, encoded, strict=True):
+                    records.append(
+                        summarise(
+                            decoded.ids[k], frames, frame_vad, decoded.num_samples[k], backbone
+                        )
+                    )
+            for k, wave in enumerate(decoded.waves):
+                if k in short:
+                    continue
+                frames, frame_vad = encode_long_clip(
+                    backbone,
+                    wave,
+                    device=torch_device,
+                    dtype=DTYPES[dtype],
+                    window_seconds=window_seconds,
+                    overlap_seconds=overlap_seconds,
+                    batch_seconds=batch_seconds,
+                )
+                records.append(
+                    summarise(decoded.ids[k], frames, frame_vad, decoded.num_samples[k], backbone)
+                )
+            for record in records:
+                if record.num_samples < MIN_SAMPLES:
+                    log.info(
+                        "%s: %d samples, zero-padded to %d",
+                        record.id,
+                        record.num_samples,
+                        MIN_SAMPLES,
+                    )
+            writer.write_part(records, decoded.skipped)
+            processed_clips += len(records)
+            processed_samples += sum(decoded.num_samples)
+            bar.update(round(sum(lengths[i] for i in decoded.ids + list(decoded.skipped)), 1))
+            bar.set_postfix(clips=processed_clips, skipped=len(decoded.skipped), refresh=False)
+    clips_written, skipped = ranks.finish(writer)
+    return ExtractResult(
+        path=Path(out),
+        clips=clips_written,
+        skipped=skipped,
+        processed_clips=ranks.sum(processed_clips),
+        processed_seconds=ranks.sum(processed_samples) / SAMPLE_RATE,
+        wall_seconds=time.perf_counter() - started,
+    )

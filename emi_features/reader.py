@@ -1,0 +1,135 @@
+"""Reading the feature cache (format_version 1). Needs only h5py and numpy: stage two uses it.
+
+Layout (see the README): `/ids` (N,), `/offsets` (N+1,), frame groups `/frames` (F, D) float16
+and `/frame_vad` (F, 3) whose rows offsets[i]:offsets[i+1] belong to clip i, clip groups
+`/mean` (N, D), `/vad` (N, 3), `/num_samples` (N,), `/skipped/{ids,reasons}` (M,).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT = "emi-cache"
+FORMAT_VERSION = 1
+FRAME_GROUPS = ("frames", "frame_vad")
+CLIP_GROUPS = ("mean", "vad", "num_samples")
+
+
+class CacheError(ValueError):
+    """A cache that cannot be used as asked; the message is one line for the user."""
+
+
+def _strings(dataset: h5py.Dataset) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in dataset[()]]
+
+
+def read_skipped(handle: h5py.File) -> dict[str, str]:
+    """`/skipped` of an open cache or part: clip id -> reason."""
+    if "skipped" not in handle:
+        return {}
+    return dict(
+        zip(_strings(handle["skipped/ids"]), _strings(handle["skipped/reasons"]), strict=True)
+    )
+
+
+class FeatureCache:
+    """An open cache. Arrays come back as numpy; `read` loads a whole group in one read.
+
+    >>> with FeatureCache("cache.h5") as cache:
+    ...     frames = cache.clip("frames", "00042")   # (T, D) float16, 50 frames/s
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CacheError(f"{self.path}: no such cache file")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise CacheError(f"{self.path}: not an HDF5 file ({error})") from error
+        self.attrs: dict[str, Any] = {
+            k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._file.attrs.items()
+        }
+        if self.attrs.get("format") != FORMAT:
+            self.close()
+            raise CacheError(f"{self.path}: not an emi cache (no format='{FORMAT}' attribute)")
+        version = int(self.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            self.close()
+            raise CacheError(
+                f"{self.path}: cache format_version {version} is not supported "
+                f"(this emi reads {FORMAT_VERSION}); re-extract or upgrade emi"
+            )
+        self.ids: list[str] = _strings(self._file["ids"])
+        self.offsets: np.ndarray = self._file["offsets"][()].astype(np.int64)
+        self._index = {clip_id: i for i, clip_id in enumerate(self.ids)}
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._file
+
+    @property
+    def complete(self) -> bool:
+        """False while an extraction is still adding clips (or was interrupted)."""
+        return bool(self.attrs.get("complete", True))
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.attrs.get("backbone_fingerprint", ""))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.attrs["hidden_size"])
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Clip id -> the reason it is not in the cache."""
+        return read_skipped(self._file)
+
+    def index(self, clip_id: str) -> int:
+        try:
+            return self._index[clip_id]
+        except KeyError:
+            raise CacheError(f"{self.path}: clip {clip_id!r} is not in the cache") from None
+
+    def is_frame_group(self, name: str) -> bool:
+        """True for a group with one row per frame (indexed through offsets)."""
+        dataset = self._file[name]
+        return dataset.shape[0] == int(self.offsets[-1]) and name.rsplit("/", 1)[-1] in (
+            *FRAME_GROUPS,
+            "frames",
+        )
+
+    def read(self, name: str) -> np.ndarray:
+        """A whole group, e.g. `read("frames")` -> (F, D) float16, in one read."""
+        if name not in self._file:
+            raise CacheError(f"{self.path}: the cache has no group {name!r}")
+        return self._file[name][()]
+
+    def clip(self, name: str, clip: str | int) -> np.ndarray:
+        """One clip's rows of a group: (T, ...) for a frame group, the row for a clip group."""
+        index = self.index(clip) if isinstance(clip, str) else int(clip)
+        dataset = self._file[name]
+        if self.is_frame_group(name):
+            return dataset[self.offsets[index] : self.offsets[index + 1]]
+        return dataset[index]
+
+
+def open_cache(path: str | Path) -> FeatureCache:
+    """Open a cache for reading; raises CacheError (one line) for a missing or foreign file."""
+    return FeatureCache(path)

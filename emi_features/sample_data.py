@@ -1,0 +1,173 @@
+"""A synthetic dataset in the exact challenge layout, with labels that are audible.
+
+Each clip is a buzzy "voice": a harmonic tone with a pitch, a syllable rate (amplitude bursts),
+a brightness (how slowly the harmonics fall off) and a breathiness (noise mixed in), at a random
+loudness that carries no label (the feature extractor normalises it away). The six intensities
+are fixed functions of those four properties, each in [0, 1] (see `intensities`), cut at 0.4 and
+quantised to k/N like annotator fractions, so many are exactly zero.
+
+The sample shows that the pipeline learns audible properties end to end; it says nothing about
+emotions or about how well a head does on the real data.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import soundfile
+import soxr
+
+from emi_features.audio import SAMPLE_RATE
+from emi_features.dataset import EMOTIONS, ID_COLUMN, ID_WIDTH
+
+VIDEO_RATE = 44_100  # the AAC track of raw/*.mp4 is stereo at another rate than 16 kHz
+LABEL_THRESHOLD = 0.4
+
+
+@dataclass(frozen=True)
+class Voice:
+    """The audible properties of one clip, each in [0, 1], and its length in seconds."""
+
+    pitch: float  # 0 -> 100 Hz, 1 -> 320 Hz (log scale)
+    rate: float  # 0 -> 2 syllables/s, 1 -> 7 syllables/s
+    brightness: float  # 0 -> harmonics fall as k^-3, 1 -> as k^-1
+    breathiness: float  # 0 -> pure tone, 1 -> noise at 0.8 of the tone's level
+    seconds: float
+
+
+def intensities(voice: Voice) -> np.ndarray:
+    """The label function before quantisation: (6,) in [0, 1], in the order of EMOTIONS."""
+    raw = np.array(
+        [
+            voice.brightness,  # Admiration
+            voice.rate,  # Amusement
+            1.0 - voice.pitch,  # Determination
+            voice.breathiness,  # Empathic Pain
+            (voice.pitch + voice.rate) / 2,  # Excitement
+            (voice.pitch + voice.brightness) / 2,  # Joy
+        ]
+    )
+    return np.clip((raw - LABEL_THRESHOLD) / (1 - LABEL_THRESHOLD), 0.0, 1.0)
+
+
+def quantise(values: np.ndarray, annotators: int) -> np.ndarray:
+    """Round to fractions k/annotators, as the challenge's labels are."""
+    return np.round(values * annotators) / annotators
+
+
+def render(voice: Voice, rng: np.random.Generator, rate: int) -> np.ndarray:
+    """The clip's waveform (N,) float32 at `rate`, peak at a random loudness."""
+    n = max(1, int(round(voice.seconds * rate)))
+    t = np.arange(n) / rate
+    f0 = 100.0 * (3.2**voice.pitch) * (1 + 0.01 * np.sin(2 * np.pi * 5.0 * t))  # slight vibrato
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    tilt = 3.0 - 2.0 * voice.brightness
+    harmonics = range(1, int(min(7000 / (100 * 3.2**voice.pitch), 40)) + 1)
+    tone = sum(k**-tilt * np.sin(k * phase + rng.uniform(0, 2 * np.pi)) for k in harmonics)
+    tone /= np.max(np.abs(tone)) + 1e-9
+    noise = rng.standard_normal(n)
+    noise /= np.max(np.abs(noise)) + 1e-9
+    syllables = 2.0 + 5.0 * voice.rate
+    envelope = np.clip(np.sin(np.pi * syllables * t + rng.uniform(0, np.pi)), 0, None) ** 0.7
+    wave = envelope * (tone + 0.8 * voice.breathiness * noise)
+    wave /= np.max(np.abs(wave)) + 1e-9
+    return (wave * rng.uniform(0.05, 0.8)).astype(np.float32)
+
+
+def _lengths(count: int, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(rng.lognormal(mean=np.log(2.2), sigma=0.45, size=count), 0.3, 8.0)
+
+
+def write_mp4(path: Path, wave: np.ndarray, rate: int) -> None:
+    """A tiny video track plus a stereo AAC track at `rate`, like the challenge's raw/*.mp4."""
+    import av
+
+    stereo = np.stack([wave, wave * 0.9]).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=2)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="stereo")
+        audio.bit_rate = 24_000
+        seconds = stereo.shape[1] / rate
+        for index in range(max(1, int(seconds * 2))):
+            image = np.full((32, 32, 3), (index * 40) % 255, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        chunk = 1024
+        for start in range(0, stereo.shape[1], chunk):
+            block = np.ascontiguousarray(stereo[:, start : start + chunk])
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate = rate
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+
+
+def generate_sample(
+    root: str | Path,
+    *,
+    train: int = 120,
+    valid: int = 60,
+    test: int = 60,
+    seed: int = 0,
+    long_seconds: float = 70.0,
+) -> Path:
+    """Write the dataset under `root`: raw/*.mp4 for every clip, audio/*.mp3 (16 kHz mono) for
+    train and valid, and {train,valid,test}_split.csv (test without labels, as shipped).
+
+    One train clip lasts 0.064 s (the real data's shortest) and one valid clip `long_seconds`.
+    """
+    root = Path(root)
+    (root / "raw").mkdir(parents=True, exist_ok=True)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    splits = {"train": train, "valid": valid, "test": test}
+    next_id = 0
+    for split, count in splits.items():
+        lengths = _lengths(count, rng)
+        if split == "train" and count:
+            lengths[0] = 0.064
+        if split == "valid" and count and long_seconds:
+            lengths[-1] = long_seconds
+        rows = []
+        for seconds in lengths:
+            clip_id = str(next_id).zfill(ID_WIDTH)
+            next_id += 1
+            voice = Voice(*rng.uniform(0, 1, size=4), seconds=float(seconds))
+            labels = quantise(intensities(voice), annotators=int(rng.integers(5, 11)))
+            wave = render(voice, rng, VIDEO_RATE)
+            write_mp4(root / "raw" / f"{clip_id}.mp4", wave, VIDEO_RATE)
+            if split != "test":  # the same sound, as the organisers' 16 kHz mono mp3
+                soundfile.write(
+                    root / "audio" / f"{clip_id}.mp3",
+                    soxr.resample(wave, VIDEO_RATE, SAMPLE_RATE),
+                    SAMPLE_RATE,
+                    format="MP3",
+                )
+            rows.append([clip_id, *(f"{v:.4f}" for v in labels)])
+        with (root / f"{split}_split.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            if split == "test":
+                writer.writerow([ID_COLUMN])
+                writer.writerows([row[:1] for row in rows])
+            else:
+                writer.writerow([ID_COLUMN, *EMOTIONS])
+                writer.writerows(rows)
+    return root
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--train", type=int, default=120, help="Train clips.")
+@click.option("--valid", type=int, default=60, help="Valid clips.")
+@click.option("--test", type=int, default=60, help="Test clips (videos only, no labels).")
+@click.option("--seed", type=int, default=0)
+@click.option("--long-seconds", type=float, default=70.0, help="Length of the one long clip.")
+def main(out: str, **options: int) -> None:
+    """Write a synthetic dataset in the challenge layout to OUT (see emi_features.sample_data)."""
+    root = generate_sample(out, **options)
+    click.echo(f"wrote a synthetic sample in {root}", err=True)
