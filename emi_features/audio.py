@@ -69,16 +69,22 @@ def load_audio(path: Path | None) -> np.ndarray:
         raise DecodeError(f"missing file {path}")
     if path.stat().st_size == 0:
         raise DecodeError(f"empty file {path.name}")
-    try:
-        if path.suffix.lower() in AUDIO_SUFFIXES:
-            channels, rate = _read_soundfile(path)
-        else:
-            channels, rate = _read_av(path)
-    except DecodeError:
-        raise
-    except Exception as error:  # every codec library has its own exception types
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DecodeError(f"cannot decode {path.name}: {reason}") from error
+    readers = (
+        [_read_av] if path.suffix.lower() not in AUDIO_SUFFIXES else [_read_soundfile, _read_av]
+    )
+    for reader in readers:  # libsndfile first for audio files, FFmpeg for the rest or as fallback
+        try:
+            channels, rate = reader(path)
+            break
+        except DecodeError:
+            raise
+        except Exception as error:  # every codec library has its own exception types
+            text = str(error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
+            failure = DecodeError(f"cannot decode {path.name}: {reason}")
+            failure.__cause__ = error
+    else:
+        raise failure
     samples = to_mono_16k(channels, rate)
     if samples.size == 0:
         raise DecodeError(f"no samples in {path.name}")

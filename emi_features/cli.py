@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -17,6 +18,10 @@ def setup_logging(verbose: bool) -> None:
         format="emi: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
     for noisy in ("transformers", "huggingface_hub", "urllib3", "httpx", "h5py"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
