@@ -22,7 +22,7 @@ def setup_logging(verbose: bool) -> None:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    for noisy in ("transformers", "huggingface_hub", "urllib3", "httpx", "h5py"):
+    for noisy in ("transformers", "huggingface_hub", "urllib3", "httpx", "h5py", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 

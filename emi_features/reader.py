@@ -115,11 +115,15 @@ class FeatureCache:
             "frames",
         )
 
-    def read(self, name: str) -> np.ndarray:
-        """A whole group, e.g. `read("frames")` -> (F, D) float16, in one read."""
+    def dataset(self, name: str) -> h5py.Dataset | h5py.Group:
+        """The open h5py object, for partial reads (`read_direct`) of large groups."""
         if name not in self._file:
             raise CacheError(f"{self.path}: the cache has no group {name!r}")
-        return self._file[name][()]
+        return self._file[name]
+
+    def read(self, name: str) -> np.ndarray:
+        """A whole group, e.g. `read("frames")` -> (F, D) float16, in one read."""
+        return self.dataset(name)[()]
 
     def clip(self, name: str, clip: str | int) -> np.ndarray:
         """One clip's rows of a group: (T, ...) for a frame group, the row for a clip group."""

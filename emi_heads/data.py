@@ -1,0 +1,137 @@
+"""Cache groups loaded once into memory, in label order; batches are sliced from them.
+
+Inputs a head can read (each only when the cache has it):
+- `frames`: (F, D) float16, every clip's first `max_seconds` of frames, with `offsets`;
+  `frame_vad`: (F, 3) float32 alongside (the VAD head on each frame);
+- clip vectors: `mean` (N, D) the global mean vector, `vad` (N, 3) the clip VAD prediction,
+  `frame_stats` (N, 2D) mean and standard deviation over the cropped frames,
+  `frame_vad_stats` (N, 6) the same for frame VAD, and `features/<name>` for any extra group
+  under `/features/` (a per-clip array as is, a frame group pooled to mean and std).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from emi_features.frames import FRAME_HOP
+from emi_features.reader import FeatureCache
+
+FRAMES_PER_SECOND = 16_000 // FRAME_HOP
+VAD_INPUTS = ("vad", "frame_vad", "frame_vad_stats")
+
+
+def _pooled_stats(frames: np.ndarray, offsets: np.ndarray, block: int = 512) -> np.ndarray:
+    """(F, d), offsets (N+1,) -> (N, 2d) float32: per-clip mean and standard deviation."""
+    count = len(offsets) - 1
+    out = np.zeros((count, 2 * frames.shape[1]), dtype=np.float32)
+    for first in range(0, count, block):
+        last = min(first + block, count)
+        rows = frames[offsets[first] : offsets[last]].astype(np.float64)
+        starts = offsets[first:last] - offsets[first]
+        lengths = np.diff(offsets[first : last + 1])[:, None]
+        mean = np.add.reduceat(rows, starts, axis=0) / lengths
+        square = np.add.reduceat(rows * rows, starts, axis=0) / lengths
+        out[first:last] = np.hstack([mean, np.sqrt(np.maximum(square - mean * mean, 0.0))])
+    return out
+
+
+def _read_clip_rows(
+    dataset, source_offsets: np.ndarray, rows: list[int], max_frames: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `rows` clips (cropped to max_frames) read straight into one array, clip by clip."""
+    lengths = np.diff(source_offsets)[rows]
+    if max_frames is not None:
+        lengths = np.minimum(lengths, max_frames)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    out = np.empty((int(offsets[-1]), dataset.shape[1]), dtype=dataset.dtype)
+    for k, row in enumerate(rows):
+        if lengths[k]:
+            start = int(source_offsets[row])
+            dataset.read_direct(
+                out, np.s_[start : start + lengths[k]], np.s_[offsets[k] : offsets[k + 1]]
+            )
+    return out, offsets
+
+
+@dataclass
+class Inputs:
+    """The loaded inputs of N clips, in the order of `ids`."""
+
+    ids: list[str]
+    vectors: dict[str, torch.Tensor]
+    frames: torch.Tensor | None = None
+    frame_vad: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Width of every input: what a head is built for."""
+        dims = {name: int(v.shape[1]) for name, v in self.vectors.items()}
+        if self.frames is not None:
+            dims["frames"] = int(self.frames.shape[1])
+        if self.frame_vad is not None:
+            dims["frame_vad"] = 3
+        return dims
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        """Clip vectors (B, d) and, when loaded, padded frames (B, T, D) float32 with `lengths`
+        (B,); frame VAD, when loaded, is its own (B, T, 3)."""
+        batch = {name: v[index].to(device, non_blocking=True) for name, v in self.vectors.items()}
+        if self.frames is not None and self.offsets is not None:
+            starts, stops = self.offsets[index], self.offsets[index + 1]
+            spans = list(zip(starts.tolist(), stops.tolist(), strict=True))
+            batch["lengths"] = stops - starts  # every clip has at least one frame
+            batch["frames"] = pad_sequence(
+                [self.frames[a:b].float() for a, b in spans], batch_first=True
+            ).to(device)
+            if self.frame_vad is not None:
+                batch["frame_vad"] = pad_sequence(
+                    [self.frame_vad[a:b] for a, b in spans], batch_first=True
+                ).to(device)
+        return batch
+
+
+def load_inputs(
+    cache: FeatureCache,
+    ids: list[str],
+    *,
+    need_frames: bool,
+    use_vad: bool = True,
+    max_seconds: float | None = None,
+) -> Inputs:
+    """Read what the heads need for `ids` (all in the cache) into memory, one pass per group."""
+    rows = [cache.index(i) for i in ids]
+    max_frames = None if max_seconds is None else max(1, int(max_seconds * FRAMES_PER_SECOND))
+    vectors: dict[str, torch.Tensor] = {}
+    vectors["mean"] = torch.from_numpy(cache.read("mean")[rows].astype(np.float32))
+    if use_vad and "vad" in cache:
+        vectors["vad"] = torch.from_numpy(cache.read("vad")[rows].astype(np.float32))
+    frames, offsets = _read_clip_rows(cache.dataset("frames"), cache.offsets, rows, max_frames)
+    vectors["frame_stats"] = torch.from_numpy(_pooled_stats(frames, offsets))
+    frame_vad = None
+    if use_vad and "frame_vad" in cache:
+        frame_vad, _ = _read_clip_rows(cache.dataset("frame_vad"), cache.offsets, rows, max_frames)
+        vectors["frame_vad_stats"] = torch.from_numpy(_pooled_stats(frame_vad, offsets))
+    if "features" in cache:
+        for name, item in cache.dataset("features").items():
+            if hasattr(item, "shape"):  # a per-clip array aligned to /ids
+                vectors[f"features/{name}"] = torch.from_numpy(item[()][rows].astype(np.float32))
+            else:  # a frame group with its own offsets
+                extra, extra_offsets = _read_clip_rows(
+                    item["frames"], item["offsets"][()], rows, max_frames
+                )
+                vectors[f"features/{name}"] = torch.from_numpy(_pooled_stats(extra, extra_offsets))
+    return Inputs(
+        ids=list(ids),
+        vectors=vectors,
+        frames=torch.from_numpy(frames) if need_frames else None,
+        frame_vad=torch.from_numpy(frame_vad) if need_frames and frame_vad is not None else None,
+        offsets=torch.from_numpy(offsets) if need_frames else None,
+    )

@@ -1,0 +1,61 @@
+"""PNG plots of a run: training curves, and predicted against true per column on validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from emi_features.dataset import EMOTIONS  # noqa: E402
+from emi_heads.metrics import pearson_columns  # noqa: E402
+
+
+def plot_curves(path: Path, rows: list[dict[str, float]]) -> None:
+    """Loss and validation r per epoch (or validation r per ridge alpha)."""
+    if not rows:
+        return
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    if "alpha" in rows[0]:
+        axes[0].set_visible(False)
+        axes[1].semilogx([r["alpha"] for r in rows], [r["valid_r"] for r in rows], marker="o")
+        axes[1].set(xlabel="ridge alpha", ylabel="valid mean r")
+    else:
+        epochs = [r["epoch"] for r in rows]
+        axes[0].plot(epochs, [r["loss"] for r in rows], label="loss")
+        axes[0].plot(epochs, [r["aux_loss"] for r in rows], label="auxiliary")
+        axes[0].set(xlabel="epoch", ylabel="train loss")
+        axes[0].legend()
+        if "valid_r" in rows[0]:
+            axes[1].plot(epochs, [r["valid_r"] for r in rows], label="mean", color="black")
+            for name in EMOTIONS:
+                axes[1].plot(epochs, [r[f"r_{name}"] for r in rows], label=name, alpha=0.5)
+            axes[1].set(xlabel="epoch", ylabel="valid Pearson r")
+            axes[1].legend(fontsize=7)
+        else:
+            axes[1].set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def plot_scatter(path: Path, predictions: np.ndarray, targets: np.ndarray) -> None:
+    """Predicted against true for each of the six columns, with r in each title."""
+    r = pearson_columns(predictions, targets)
+    figure, axes = plt.subplots(2, 3, figsize=(10, 6.5))
+    for k, (axis, name) in enumerate(zip(axes.ravel(), EMOTIONS, strict=True)):
+        axis.scatter(targets[:, k], predictions[:, k], s=6, alpha=0.5)
+        axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+        axis.set(
+            title=f"{name}  r={r[k]:.3f}",
+            xlabel="true",
+            ylabel="predicted",
+            xlim=(-0.02, 1.02),
+            ylim=(-0.02, 1.02),
+        )
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

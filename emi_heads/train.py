@@ -1,0 +1,357 @@
+"""`emi-train`: one head from the cache, read top to bottom.
+
+Load labels and cache groups once; fit (ridge) or train (AdamW, warm-up then cosine decay,
+gradient clipping, EMA of the weights, early stopping on the validation mean Pearson r); save the
+best weights as they improve, the config, per-epoch log, metrics and plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from emi_features import __version__
+from emi_features.dataset import EMOTIONS
+from emi_features.reader import open_cache
+from emi_heads.data import Inputs, load_inputs
+from emi_heads.heads import HEADS, HeadConfig, build_head
+from emi_heads.labels import Labels, align_to_cache, read_labels
+from emi_heads.losses import mse, parse_loss
+from emi_heads.metrics import format_scores, mean_pearson, pearson_columns
+from emi_heads.rundir import (
+    CONFIG,
+    LOG,
+    METRICS,
+    WEIGHTS,
+    EpochLog,
+    predict,
+    save_json,
+    save_predictions,
+    save_weights,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a head is trained; saved in config.json beside the head's own config."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    loss: str = "mse+pearson"
+    aux_weight: float = 0.3  # each branch's auxiliary head (concat)
+    vad_weight: float = 0.1  # the VAD latent tied to the cached VAD (concat, supervised)
+    ema: bool = True
+    ema_decay: float = 0.999
+    patience: int = 10
+    max_seconds: float | None = 12.0
+    seed: int = 0
+
+
+class Ema:
+    """Exponential moving average of a model's floating-point state, with a warm-up
+    (decay min(d, (1 + t) / (10 + t))) so that short runs are not dominated by the start."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.steps = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for key, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.shadow[key].lerp_(value.detach(), 1 - decay)
+            else:
+                self.shadow[key].copy_(value)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict(self.shadow)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    valid_r: float | None
+    valid_columns: list[float] | None
+    seconds: float
+
+
+def _load_split(
+    cache, paths: list[Path], what: str, head_config: HeadConfig, train_config: TrainConfig
+) -> tuple[Labels, Inputs]:
+    labels = align_to_cache(read_labels(paths), set(cache.ids), cache.skipped, what)
+    if not labels.ids:
+        raise ValueError(f"{what}: no labelled clip is in the cache")
+    inputs = load_inputs(
+        cache,
+        labels.ids,
+        need_frames=HEADS[head_config.head].build.needs_frames,
+        use_vad=head_config.use_vad,
+        max_seconds=train_config.max_seconds,
+    )
+    return labels, inputs
+
+
+def _fit_ridge(
+    model,
+    train: Inputs,
+    train_labels: Labels,
+    valid: tuple[Labels, Inputs] | None,
+    alphas: tuple[float, ...],
+) -> tuple[float, list[dict[str, float]]]:
+    """Fit each alpha, keep the best on validation (the middle one with no validation)."""
+    everything = train.batch(torch.arange(len(train)), torch.device("cpu"))
+    if valid is None:
+        alpha = alphas[len(alphas) // 2]
+        model.fit(everything, train_labels.values, alpha)
+        return alpha, []
+    rows, best = [], (-math.inf, alphas[0])
+    for alpha in alphas:
+        model.fit(everything, train_labels.values, alpha)
+        r = mean_pearson(predict(model, valid[1], device=torch.device("cpu")), valid[0].values)
+        rows.append({"alpha": alpha, "valid_r": r})
+        log.info("ridge alpha %g: valid r %.4f", alpha, r)
+        best = max(best, (r, alpha))
+    model.fit(everything, train_labels.values, best[1])
+    return best[1], rows
+
+
+def train(
+    cache_path: str | Path,
+    train_csvs: list[Path],
+    valid_csv: Path | None,
+    out: str | Path,
+    head_config: HeadConfig,
+    train_config: TrainConfig,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train one head and write its run directory `out`."""
+    started = time.perf_counter()
+    run_dir = Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed_everything(train_config.seed)
+    with open_cache(cache_path) as cache:
+        train_labels, train_inputs = _load_split(
+            cache, train_csvs, "--train", head_config, train_config
+        )
+        valid = None
+        if valid_csv is not None:
+            valid = _load_split(cache, [valid_csv], "--valid", head_config, train_config)
+        cache_info = {
+            "path": str(cache.path),
+            "backbone": cache.attrs.get("backbone"),
+            "backbone_fingerprint": cache.fingerprint,
+            "hidden_size": cache.hidden_size,
+        }
+    head_config = replace(head_config, dims=train_inputs.dims)
+    if head_config.head == "lstm" and "frame_vad" not in head_config.dims:
+        log.info(
+            "the cache has no frame VAD%s: lstm runs on the frames alone",
+            "" if head_config.use_vad else " in use (--no-vad)",
+        )
+    model = build_head(head_config).to(torch_device)
+    config: dict[str, Any] = {
+        "head": head_config.to_dict(),
+        "train": asdict(train_config),
+        "labels": list(EMOTIONS),
+        "cache": cache_info,
+        "label_mean": train_labels.values.mean(axis=0).tolist(),
+        "train_csvs": [str(p) for p in train_csvs],
+        "valid_csv": str(valid_csv) if valid_csv else None,
+        "emi_version": __version__,
+    }
+    save_json(run_dir / CONFIG, config)
+    log.info(
+        "%s head, %d parameters, %d train clips%s, on %s",
+        head_config.head,
+        sum(p.numel() for p in model.parameters()),
+        len(train_labels.ids),
+        f", {len(valid[0].ids)} valid" if valid else "",
+        torch_device,
+    )
+
+    if not HEADS[head_config.head].trained_by_sgd:
+        alpha, rows = _fit_ridge(model, train_inputs, train_labels, valid, head_config.ridge_alphas)
+        save_weights(run_dir, model)
+        epoch_log, best_epoch = EpochLog(run_dir / LOG, ["alpha", "valid_r"]), 0
+        for row in rows:
+            epoch_log.add(row)
+        epoch_log.close()
+    else:
+        best_epoch, epoch_log = _train_sgd(
+            model, train_inputs, train_labels, valid, train_config, run_dir, torch_device, progress
+        )
+    return _finish(run_dir, model, valid, epoch_log, best_epoch, torch_device, started)
+
+
+def _train_sgd(
+    model,
+    train_inputs: Inputs,
+    train_labels: Labels,
+    valid,
+    config: TrainConfig,
+    run_dir: Path,
+    device: torch.device,
+    progress: bool,
+) -> tuple[int, EpochLog]:
+    loss_fn = parse_loss(config.loss)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train_inputs) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, total, max(1, int(config.warmup_fraction * total)))
+    )
+    ema = Ema(model, config.ema_decay) if config.ema else None
+    targets = torch.from_numpy(train_labels.values)
+    generator = torch.Generator().manual_seed(config.seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    columns = [
+        "epoch",
+        "loss",
+        "aux_loss",
+        "lr",
+        "valid_r",
+        *[f"r_{e}" for e in EMOTIONS],
+        "seconds",
+    ]
+    epoch_log = EpochLog(run_dir / LOG, columns)
+    best_r, best_epoch, stale = -math.inf, 0, 0
+    for epoch in range(1, config.epochs + 1):
+        tic = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_inputs), generator=generator)
+        total_loss = total_aux = 0.0
+        batches = tqdm(
+            order.split(config.batch_size),
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=not progress or None,
+        )
+        for index in batches:
+            batch = train_inputs.batch(index, device)
+            target = targets[index].to(device)
+            with autocast:
+                output = model(batch)
+            loss = loss_fn(output.prediction.float(), target)
+            aux = torch.zeros((), device=device)
+            for name, value in output.aux.items():
+                if name == "vad_latent":
+                    aux = aux + config.vad_weight * mse(value.float(), batch["vad"])
+                else:
+                    aux = aux + config.aux_weight * loss_fn(value.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            (loss + aux).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            total_loss += loss.item() * len(index)
+            total_aux += aux.item() * len(index)
+        row = {
+            "epoch": epoch,
+            "loss": total_loss / len(train_inputs),
+            "aux_loss": total_aux / len(train_inputs),
+            "lr": scheduler.get_last_lr()[0],
+        }
+        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if ema is not None:
+            ema.copy_to(model)  # evaluate and save the averaged weights
+        line = f"epoch {epoch}/{config.epochs} loss {row['loss']:.4f} aux {row['aux_loss']:.4f}"
+        improved = valid is None
+        if valid is not None:
+            columns_r = pearson_columns(predict(model, valid[1], device=device), valid[0].values)
+            row["valid_r"] = float(columns_r.mean())
+            row.update({f"r_{e}": float(v) for e, v in zip(EMOTIONS, columns_r, strict=True)})
+            line += f" valid {format_scores(columns_r)}"
+            improved = row["valid_r"] > best_r
+        if improved:
+            best_r, best_epoch, stale = row.get("valid_r", -math.inf), epoch, 0
+            save_weights(run_dir, model)
+        else:
+            stale += 1
+        model.load_state_dict(live)
+        row["seconds"] = time.perf_counter() - tic
+        epoch_log.add(row)
+        log.info("%s %.1fs%s", line, row["seconds"], " *" if improved and valid else "")
+        if valid is not None and stale >= config.patience:
+            log.info("early stop: no better valid r for %d epochs", config.patience)
+            break
+    epoch_log.close()
+    return best_epoch, epoch_log
+
+
+def _finish(
+    run_dir: Path,
+    model,
+    valid,
+    epoch_log: EpochLog,
+    best_epoch: int,
+    device: torch.device,
+    started: float,
+) -> TrainResult:
+    from safetensors.torch import load_file
+
+    from emi_heads.plots import plot_curves, plot_scatter
+
+    model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
+    metrics: dict[str, Any] = {"best_epoch": best_epoch, "seconds": time.perf_counter() - started}
+    columns_r = None
+    if valid is not None:
+        predictions = predict(model, valid[1], device=device)
+        columns_r = pearson_columns(predictions, valid[0].values)
+        metrics.update(
+            {
+                "valid_mean_r": float(columns_r.mean()),
+                "valid_r": dict(zip(EMOTIONS, map(float, columns_r), strict=True)),
+            }
+        )
+        save_predictions(run_dir / "valid_predictions.csv", valid[0].ids, predictions)
+        plot_scatter(run_dir / "valid_scatter.png", predictions, valid[0].values)
+    plot_curves(run_dir / "curves.png", epoch_log.rows)
+    save_json(run_dir / METRICS, metrics)
+    if columns_r is not None:
+        log.info("best epoch %d: valid %s -> %s", best_epoch, format_scores(columns_r), run_dir)
+    return TrainResult(
+        run_dir,
+        best_epoch,
+        metrics.get("valid_mean_r"),
+        None if columns_r is None else columns_r.tolist(),
+        metrics["seconds"],
+    )
