@@ -61,6 +61,14 @@ class HeadOutput:
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _set_output_bias(layers: list[nn.Linear], label_mean: np.ndarray) -> None:
+    """Start sigmoid outputs at the training label mean (labels are mostly near zero)."""
+    mean = torch.as_tensor(label_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
+    with torch.no_grad():
+        for layer in layers:
+            layer.bias.copy_(torch.log(mean / (1 - mean)))
+
+
 class LstmHead(nn.Module):
     """frames ⊕ frame VAD (B, T, D+3) -> LSTM -> last state ⊕ mean (B, H+D) -> MLP -> (B, 6)."""
 
@@ -85,6 +93,9 @@ class LstmHead(nn.Module):
             nn.Tanh(),
             nn.Linear(config.mlp_hidden, OUTPUTS),
         )
+
+    def init_output_bias(self, label_mean: np.ndarray) -> None:
+        _set_output_bias([self.mlp[-1]], label_mean)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> HeadOutput:
         frames = batch["frames"]
@@ -150,6 +161,9 @@ class ConcatHead(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(config.mlp_hidden, OUTPUTS),
         )
+
+    def init_output_bias(self, label_mean: np.ndarray) -> None:
+        _set_output_bias([self.fusion[-1], *self.aux_heads.values()], label_mean)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> HeadOutput:
         embedded = {

@@ -183,7 +183,10 @@ def train(
             "the cache has no frame VAD%s: lstm runs on the frames alone",
             "" if head_config.use_vad else " in use (--no-vad)",
         )
-    model = build_head(head_config).to(torch_device)
+    model = build_head(head_config)
+    if hasattr(model, "init_output_bias"):
+        model.init_output_bias(train_labels.values.mean(axis=0))
+    model.to(torch_device)
     config: dict[str, Any] = {
         "head": head_config.to_dict(),
         "train": asdict(train_config),

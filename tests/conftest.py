@@ -42,3 +42,56 @@ def write_wav(path: Path, seconds: float, rate: int = 16_000, channels: int = 1,
          for _ in range(channels)], axis=1).astype(np.float32)
     soundfile.write(path, data, rate, subtype="FLOAT")
     return data
+
+
+def write_synthetic_cache(path: Path, ids: list[str], latents: np.ndarray, *, dim: int = 16,
+                          with_vad: bool = True, fingerprint: str = "synthetic-a",
+                          seed: int = 0, skipped: dict[str, str] | None = None) -> Path:
+    """A cache written through the real writer whose frames carry `latents` (N, 6): each frame
+    is noise plus latents @ P, so every head can learn the labels that latents define."""
+    from emi_features.writer import CacheWriter, ClipFeatures
+
+    rng = np.random.default_rng(seed)
+    projection = np.random.default_rng(99).standard_normal((latents.shape[1], dim))
+    attrs = {"backbone": "synthetic", "backbone_fingerprint": fingerprint, "hidden_size": dim}
+    writer = CacheWriter(path, attrs, overwrite=True)
+    clips = []
+    for clip_id, latent in zip(ids, latents, strict=True):
+        length = int(rng.integers(5, 60))
+        frames = (rng.standard_normal((length, dim)) + latent @ projection).astype(np.float32)
+        frame_vad = np.tile(latent[:3], (length, 1)).astype(np.float32) if with_vad else None
+        clips.append(ClipFeatures(clip_id, frames, frame_vad, frames.mean(axis=0),
+                                  latent[:3].astype(np.float32) if with_vad else None,
+                                  length * 320 + 80))
+    writer.write_part(clips, skipped or {})
+    writer.finish()
+    return path
+
+
+def write_labels(path: Path, ids: list[str], values: np.ndarray) -> Path:
+    from emi_features.dataset import EMOTIONS
+
+    lines = ["Filename," + ",".join(EMOTIONS)]
+    lines += [f"{int(i)}," + ",".join(f"{v:.4f}" for v in row) for i, row in zip(ids, values,
+                                                                              strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A learnable task: 240 train, 120 valid clips; labels a quantised function of latents."""
+    root = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(7)
+    ids = [f"{i:05d}" for i in range(360)]
+    latents = rng.uniform(0, 1, size=(360, 6))
+    labels = np.round(np.clip((latents - 0.3) / 0.7, 0, 1) * 8) / 8
+    write_synthetic_cache(root / "cache.h5", ids, latents)
+    shuffled = labels[:240][np.random.default_rng(1).permutation(240)]
+    return {
+        "cache": root / "cache.h5",
+        "train": write_labels(root / "train.csv", ids[:240], labels[:240]),
+        "valid": write_labels(root / "valid.csv", ids[240:], labels[240:]),
+        "shuffled": write_labels(root / "shuffled.csv", ids[:240], shuffled),
+        "root": root,
+    }
