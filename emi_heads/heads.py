@@ -79,6 +79,9 @@ class LstmHead(nn.Module):
         self.use_vad = config.use_vad and "frame_vad" in config.dims
         self.use_mean = config.use_mean
         width = config.dims["frames"] + (3 if self.use_vad else 0)
+        # Frames of different backbones differ in scale (log-mel vs. layer-normed hidden
+        # states); a LayerNorm keeps the LSTM's gates out of saturation for all of them.
+        self.input_norm = nn.LayerNorm(width)
         self.lstm = nn.LSTM(
             width,
             config.hidden,
@@ -102,7 +105,7 @@ class LstmHead(nn.Module):
         if self.use_vad:
             frames = torch.cat([frames, batch["frame_vad"].to(frames.dtype)], dim=-1)
         packed = pack_padded_sequence(
-            frames, batch["lengths"].cpu(), batch_first=True, enforce_sorted=False
+            self.input_norm(frames), batch["lengths"].cpu(), batch_first=True, enforce_sorted=False
         )
         _, (hidden, _) = self.lstm(packed)
         state = hidden[-1]
