@@ -165,7 +165,9 @@ class HFBackbone(Backbone):
         num_layers = encoder.config.num_hidden_layers
         if layer is not None and not -num_layers - 1 <= layer <= num_layers:
             raise BackboneError(f"--layer {layer}: {name} has hidden states 0..{num_layers}")
-        self.layer = None if layer in (None, -1, num_layers) else layer
+        # None: last_hidden_state (after the final layer norm of stable-layer-norm models);
+        # k: hidden_states[k] as transformers returns them (0 = the CNN features projected).
+        self.layer = None if layer is None else layer % (num_layers + 1)
         self.has_vad = head is not None and self.layer is None
         if head is not None and self.layer is not None:
             log.warning("the VAD head reads the last layer: no VAD groups with --layer %s", layer)

@@ -48,7 +48,12 @@ def setup_logging(verbose: bool) -> None:
     default=None,
     help="Backbone precision  [default: float32 on CPU, bfloat16 on GPU]",
 )
-@click.option("--layer", type=int, default=None, help="Hidden layer to store  [default: last]")
+@click.option(
+    "--layer",
+    type=int,
+    default=None,
+    help="hidden_states[N] to store (0 = CNN features)  [default: last_hidden_state]",
+)
 @click.option("--batch-seconds", type=float, default=160.0, help="Padded audio seconds per batch.")
 @click.option(
     "--window-seconds",

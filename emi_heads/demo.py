@@ -178,3 +178,7 @@ def main(data: Path | None, out: Path, model: str, device: str | None) -> None:
     """
     summary = run_demo(data, out, model, device)
     click.echo("\n" + format_table(summary))
+
+
+if __name__ == "__main__":
+    main()

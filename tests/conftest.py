@@ -31,22 +31,35 @@ def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def write_wav(path: Path, seconds: float, rate: int = 16_000, channels: int = 1,
-              seed: int = 0) -> np.ndarray:
+def write_wav(
+    path: Path, seconds: float, rate: int = 16_000, channels: int = 1, seed: int = 0
+) -> np.ndarray:
     """A random-tone wav; returns the samples written, (N, channels) float32."""
     rng = np.random.default_rng(seed)
     n = int(seconds * rate)
     t = np.arange(n) / rate
     data = np.stack(
-        [0.3 * np.sin(2 * np.pi * rng.uniform(150, 600) * t) + 0.05 * rng.standard_normal(n)
-         for _ in range(channels)], axis=1).astype(np.float32)
+        [
+            0.3 * np.sin(2 * np.pi * rng.uniform(150, 600) * t) + 0.05 * rng.standard_normal(n)
+            for _ in range(channels)
+        ],
+        axis=1,
+    ).astype(np.float32)
     soundfile.write(path, data, rate, subtype="FLOAT")
     return data
 
 
-def write_synthetic_cache(path: Path, ids: list[str], latents: np.ndarray, *, dim: int = 16,
-                          with_vad: bool = True, fingerprint: str = "synthetic-a",
-                          seed: int = 0, skipped: dict[str, str] | None = None) -> Path:
+def write_synthetic_cache(
+    path: Path,
+    ids: list[str],
+    latents: np.ndarray,
+    *,
+    dim: int = 16,
+    with_vad: bool = True,
+    fingerprint: str = "synthetic-a",
+    seed: int = 0,
+    skipped: dict[str, str] | None = None,
+) -> Path:
     """A cache written through the real writer whose frames carry `latents` (N, 6): each frame
     is noise plus latents @ P, so every head can learn the labels that latents define."""
     from emi_features.writer import CacheWriter, ClipFeatures
@@ -60,9 +73,16 @@ def write_synthetic_cache(path: Path, ids: list[str], latents: np.ndarray, *, di
         length = int(rng.integers(5, 60))
         frames = (rng.standard_normal((length, dim)) + latent @ projection).astype(np.float32)
         frame_vad = np.tile(latent[:3], (length, 1)).astype(np.float32) if with_vad else None
-        clips.append(ClipFeatures(clip_id, frames, frame_vad, frames.mean(axis=0),
-                                  latent[:3].astype(np.float32) if with_vad else None,
-                                  length * 320 + 80))
+        clips.append(
+            ClipFeatures(
+                clip_id,
+                frames,
+                frame_vad,
+                frames.mean(axis=0),
+                latent[:3].astype(np.float32) if with_vad else None,
+                length * 320 + 80,
+            )
+        )
     writer.write_part(clips, skipped or {})
     writer.finish()
     return path
@@ -72,8 +92,9 @@ def write_labels(path: Path, ids: list[str], values: np.ndarray) -> Path:
     from emi_features.dataset import EMOTIONS
 
     lines = ["Filename," + ",".join(EMOTIONS)]
-    lines += [f"{int(i)}," + ",".join(f"{v:.4f}" for v in row) for i, row in zip(ids, values,
-                                                                              strict=True)]
+    lines += [
+        f"{int(i)}," + ",".join(f"{v:.4f}" for v in row) for i, row in zip(ids, values, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -46,8 +46,9 @@ def test_mp3_and_mp4_decode_to_the_same_sound(tmp_path):
         (lambda p: p.write_bytes(b""), "empty file"),
         (lambda p: p.write_bytes(b"this is not audio at all" * 50), "cannot decode"),
         (
-            lambda p: soundfile.write(p, np.array([0.1, np.nan, 0.2] * 300, np.float32),
-                                      SAMPLE_RATE, subtype="FLOAT"),
+            lambda p: soundfile.write(
+                p, np.array([0.1, np.nan, 0.2] * 300, np.float32), SAMPLE_RATE, subtype="FLOAT"
+            ),
             "non-finite samples",
         ),
     ],

@@ -75,7 +75,7 @@ def test_batched_equals_one_at_a_time(tiny_model_dir):
     options = {"device": torch.device("cpu"), "dtype": torch.float32}
     batched = encode_clips(backbone, waves, **options)
     for wave, (frames, frame_vad) in zip(waves, batched, strict=True):
-        (alone, alone_vad), = encode_clips(backbone, [wave], **options)
+        ((alone, alone_vad),) = encode_clips(backbone, [wave], **options)
         assert frames.shape == alone.shape == (frame_count(wave.size), 64)
         np.testing.assert_allclose(frames, alone, atol=1e-4)
         np.testing.assert_allclose(frame_vad, alone_vad, atol=1e-4)
@@ -85,25 +85,47 @@ def test_long_clips_run_in_windows_on_the_whole_clip_grid(tiny_model_dir):
     backbone = load_backbone(str(tiny_model_dir))
     options = {"device": torch.device("cpu"), "dtype": torch.float32, "batch_seconds": 4.0}
     wave = np.random.default_rng(1).standard_normal(16_000 * 7 + 123).astype(np.float32)
-    frames, frame_vad = encode_long_clip(backbone, wave, window_seconds=2.0,
-                                         overlap_seconds=0.5, **options)
+    frames, frame_vad = encode_long_clip(
+        backbone, wave, window_seconds=2.0, overlap_seconds=0.5, **options
+    )
     assert frames.shape == (frame_count(wave.size), 64) and frame_vad.shape == (frames.shape[0], 3)
-    (whole, _), = encode_clips(backbone, [wave], device=options["device"], dtype=torch.float32)
+    ((whole, _),) = encode_clips(backbone, [wave], device=options["device"], dtype=torch.float32)
     # windows see less context, but the grid is the same: frames correlate with the whole run
     corr = np.corrcoef(frames.numpy().ravel(), whole.numpy().ravel())[0, 1]
     assert corr > 0.9
     short = wave[: 16_000 * 2 - 10]  # just under the window: exactly the whole-clip run
-    windowed, _ = encode_long_clip(backbone, short, window_seconds=2.0, overlap_seconds=0.5,
-                                   **options)
-    (alone, _), = encode_clips(backbone, [short], device=options["device"], dtype=torch.float32)
+    windowed, _ = encode_long_clip(
+        backbone, short, window_seconds=2.0, overlap_seconds=0.5, **options
+    )
+    ((alone, _),) = encode_clips(backbone, [short], device=options["device"], dtype=torch.float32)
     np.testing.assert_allclose(windowed, alone, atol=1e-5)
 
 
 def test_challenge_layout_video_by_default_audio_on_request(tiny_model_dir, sample_root, tmp_path):
-    run_extract(sample_root, "--model", tiny_model_dir, "--out", tmp_path / "v.h5",
-                "--split", "valid", "--window-seconds", "10")
-    run_extract(sample_root, "--model", tiny_model_dir, "--out", tmp_path / "a.h5",
-                "--split", "valid", "--source", "audio", "--window-seconds", "10")
+    run_extract(
+        sample_root,
+        "--model",
+        tiny_model_dir,
+        "--out",
+        tmp_path / "v.h5",
+        "--split",
+        "valid",
+        "--window-seconds",
+        "10",
+    )
+    run_extract(
+        sample_root,
+        "--model",
+        tiny_model_dir,
+        "--out",
+        tmp_path / "a.h5",
+        "--split",
+        "valid",
+        "--source",
+        "audio",
+        "--window-seconds",
+        "10",
+    )
     with open_cache(tmp_path / "v.h5") as video, open_cache(tmp_path / "a.h5") as audio:
         assert video.ids == audio.ids == ["00008", "00009", "00010", "00011", "00012"]
         assert video.attrs["source"] == "auto" and audio.attrs["source"] == "audio"
@@ -116,8 +138,7 @@ def test_challenge_layout_video_by_default_audio_on_request(tiny_model_dir, samp
         assert corr > 0.9
 
 
-def test_bad_inputs_are_skipped_with_reasons_and_the_run_goes_on(tiny_model_dir, tmp_path,
-                                                                 caplog):
+def test_bad_inputs_are_skipped_with_reasons_and_the_run_goes_on(tiny_model_dir, tmp_path, caplog):
     folder = tmp_path / "in"
     folder.mkdir()
     write_wav(folder / "good.wav", 1.0)
@@ -144,12 +165,15 @@ def test_missing_split_ids_are_recorded(tiny_model_dir, sample_root, tmp_path):
     (root / "raw").mkdir(parents=True)
     (root / "train_split.csv").write_text("Filename\n7\n8\n")
     write_wav(root / "raw" / "00007.wav", 0.5)  # a wav is no video: nothing for id 7
-    result = run_extract(root, "--model", tiny_model_dir, "--out", tmp_path / "c.h5", "--split",
-                         "train", ok=False)
+    result = run_extract(
+        root, "--model", tiny_model_dir, "--out", tmp_path / "c.h5", "--split", "train", ok=False
+    )
     assert result.exit_code == 1
     with open_cache(tmp_path / "c.h5") as cache:
-        assert cache.skipped == {"00007": "no media file for this id",
-                                 "00008": "no media file for this id"}
+        assert cache.skipped == {
+            "00007": "no media file for this id",
+            "00008": "no media file for this id",
+        }
 
 
 def test_other_settings_on_an_existing_cache_are_refused(tiny_model_dir, wav_folder, tmp_path):
@@ -159,8 +183,9 @@ def test_other_settings_on_an_existing_cache_are_refused(tiny_model_dir, wav_fol
     assert result.exit_code == 1
     assert "written with other settings" in result.output and "--overwrite" in result.output
     assert "backbone_fingerprint" in result.output
-    result = run_extract(wav_folder, "--model", tiny_model_dir, "--out", out, "--layer", "1",
-                         ok=False)
+    result = run_extract(
+        wav_folder, "--model", tiny_model_dir, "--out", out, "--layer", "1", ok=False
+    )
     assert "layer" in result.output
     run_extract(wav_folder, "--model", "fbank", "--out", out, "--overwrite")
     with open_cache(out) as cache:
@@ -189,8 +214,15 @@ def test_reader_refuses_an_unknown_format_version(tiny_model_dir, wav_folder, tm
 
 
 def test_unknown_model_gets_one_line_saying_what_to_do(wav_folder, tmp_path):
-    result = run_extract(wav_folder, "--model", "no-such-org/no-such-model", "--offline",
-                         "--out", tmp_path / "c.h5", ok=False)
+    result = run_extract(
+        wav_folder,
+        "--model",
+        "no-such-org/no-such-model",
+        "--offline",
+        "--out",
+        tmp_path / "c.h5",
+        ok=False,
+    )
     assert result.exit_code == 1
     assert "cannot load model 'no-such-org/no-such-model'" in result.output
     assert "hf download" in result.output and "Traceback" not in result.output
@@ -200,9 +232,10 @@ def test_unknown_model_gets_one_line_saying_what_to_do(wav_folder, tmp_path):
 def test_real_vad_model_reference_values():
     """Opt-in (pytest -m hub): the model card's values for one second of zeros."""
     backbone = load_backbone("audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim")
-    wave = backbone.feature_extractor(np.zeros(16_000, np.float32), sampling_rate=16_000,
-                                      return_tensors="np")["input_values"][0]
-    (frames, _), = encode_clips(backbone, [wave], device=torch.device("cpu"), dtype=torch.float32)
+    wave = backbone.feature_extractor(
+        np.zeros(16_000, np.float32), sampling_rate=16_000, return_tensors="np"
+    )["input_values"][0]
+    ((frames, _),) = encode_clips(backbone, [wave], device=torch.device("cpu"), dtype=torch.float32)
     with torch.inference_mode():
         vad = backbone.vad(frames.mean(dim=0)).numpy()
     np.testing.assert_allclose(vad, [0.5460754, 0.6062266, 0.40431657], atol=1e-4)

@@ -41,8 +41,9 @@ def test_batches_are_by_length_within_budget_and_deterministic():
     lengths = {f"{i:05d}": float(rng.uniform(0.1, 12)) for i in range(300)}
     lengths["long"] = 100.0
     batches = plan_batches(lengths, batch_seconds=60, window_seconds=30)
-    assert batches == plan_batches(dict(reversed(lengths.items())), batch_seconds=60,
-                                   window_seconds=30)
+    assert batches == plan_batches(
+        dict(reversed(lengths.items())), batch_seconds=60, window_seconds=30
+    )
     assert sorted(i for b in batches for i in b) == sorted(lengths)
     assert ["long"] in batches
     for batch in batches:

@@ -18,13 +18,26 @@ from emi_heads.losses import parse_loss
 from emi_heads.metrics import mean_pearson
 from emi_heads.train import Ema
 
-FAST = {"linear": [], "concat": ["--lr", "3e-3", "--epochs", "40"],
-        "lstm": ["--lr", "3e-3", "--epochs", "12", "--hidden", "32"]}
+FAST = {
+    "linear": [],
+    "concat": ["--lr", "3e-3", "--epochs", "40"],
+    "lstm": ["--lr", "3e-3", "--epochs", "12", "--hidden", "32"],
+}
 
 
 def run_train(synthetic, head, out, *extra, train="train", ok=True, valid=True):
-    args = [str(synthetic["cache"]), "--train", str(synthetic[train]), "--head", head, "--out",
-            str(out), "--quiet", *FAST[head], *extra]
+    args = [
+        str(synthetic["cache"]),
+        "--train",
+        str(synthetic[train]),
+        "--head",
+        head,
+        "--out",
+        str(out),
+        "--quiet",
+        *FAST[head],
+        *extra,
+    ]
     if valid:
         args += ["--valid", str(synthetic["valid"])]
     result = CliRunner().invoke(train_command, args)
@@ -44,8 +57,14 @@ def test_each_head_learns_and_beats_a_shuffled_label_control(synthetic, tmp_path
     real, control = metrics(tmp_path / "real"), metrics(tmp_path / "control")
     assert real["valid_mean_r"] > 0.6, real
     assert abs(control["valid_mean_r"]) < 0.25, control
-    for name in ("weights.safetensors", "config.json", "log.csv", "curves.png",
-                 "valid_scatter.png", "valid_predictions.csv"):
+    for name in (
+        "weights.safetensors",
+        "config.json",
+        "log.csv",
+        "curves.png",
+        "valid_scatter.png",
+        "valid_predictions.csv",
+    ):
         assert (tmp_path / "real" / name).is_file(), name
     config = json.loads((tmp_path / "real" / "config.json").read_text())
     assert config["cache"]["backbone_fingerprint"] == "synthetic-a"
@@ -58,8 +77,9 @@ def test_same_seed_repeats_exactly_and_another_seed_differs(synthetic, tmp_path)
     a, b, c = (load_file(str(tmp_path / n / "weights.safetensors")) for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
-    assert (tmp_path / "a" / "log.csv").read_text().splitlines()[1].split(",")[:4] == \
-        (tmp_path / "b" / "log.csv").read_text().splitlines()[1].split(",")[:4]
+    assert (tmp_path / "a" / "log.csv").read_text().splitlines()[1].split(",")[:4] == (
+        tmp_path / "b" / "log.csv"
+    ).read_text().splitlines()[1].split(",")[:4]
 
 
 def test_ema_follows_its_formula_and_changes_the_saved_weights(synthetic, tmp_path):
@@ -79,10 +99,15 @@ def test_ema_follows_its_formula_and_changes_the_saved_weights(synthetic, tmp_pa
 
 def test_ablation_switches_remove_inputs(synthetic, tmp_path):
     dims = {"frame_stats": 32, "mean": 16, "vad": 3, "frame_vad_stats": 6}
-    assert branch_inputs(HeadConfig("concat", dims)) == ["frame_stats", "mean", "vad",
-                                                         "frame_vad_stats"]
+    assert branch_inputs(HeadConfig("concat", dims)) == [
+        "frame_stats",
+        "mean",
+        "vad",
+        "frame_vad_stats",
+    ]
     assert branch_inputs(HeadConfig("concat", dims, use_vad=False, use_mean=False)) == [
-        "frame_stats"]
+        "frame_stats"
+    ]
     run_train(synthetic, "lstm", tmp_path / "novad", "--no-vad", "--no-mean", "--epochs", "2")
     weights = load_file(str(tmp_path / "novad" / "weights.safetensors"))
     assert weights["lstm.weight_ih_l0"].shape[1] == 16  # frames only, no +3 VAD
@@ -100,9 +125,20 @@ def test_vad_latent_supervised_free_and_off(synthetic, tmp_path):
 
 
 def test_final_model_on_train_plus_valid_without_validation(synthetic, tmp_path):
-    args = [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--train",
-            str(synthetic["valid"]), "--head", "concat", "--out", str(tmp_path / "final"),
-            "--epochs", "3", "--quiet"]
+    args = [
+        str(synthetic["cache"]),
+        "--train",
+        str(synthetic["train"]),
+        "--train",
+        str(synthetic["valid"]),
+        "--head",
+        "concat",
+        "--out",
+        str(tmp_path / "final"),
+        "--epochs",
+        "3",
+        "--quiet",
+    ]
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
     assert metrics(tmp_path / "final")["best_epoch"] == 3
@@ -113,13 +149,21 @@ def test_final_model_on_train_plus_valid_without_validation(synthetic, tmp_path)
     ("content", "message"),
     [
         ("Filename,Admiration\n0,0.5\n", "missing column(s) 'Amusement'"),
-        ("Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,Joy\n"
-         "0,0.1,0.2,0.3,0.4,0.5,0.6\n1,0.1,1.5,0.3,0.4,0.5,0.6\n2,0.1,,0.3,0.4,0.5,0.6\n",
-         "bad rows (line) 3, 4"),
-        ("Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,Joy\n"
-         "0,0.1,0.2,0.3,0.4,0.5,nan\n", "bad rows (line) 2"),
-        ("Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,Joy\n"
-         "99999,0.1,0.2,0.3,0.4,0.5,0.6\n", "1 id(s) of --train are not in the cache: 99999"),
+        (
+            "Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,Joy\n"
+            "0,0.1,0.2,0.3,0.4,0.5,0.6\n1,0.1,1.5,0.3,0.4,0.5,0.6\n2,0.1,,0.3,0.4,0.5,0.6\n",
+            "bad rows (line) 3, 4",
+        ),
+        (
+            "Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,Joy\n"
+            "0,0.1,0.2,0.3,0.4,0.5,nan\n",
+            "bad rows (line) 2",
+        ),
+        (
+            "Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,Joy\n"
+            "99999,0.1,0.2,0.3,0.4,0.5,0.6\n",
+            "1 id(s) of --train are not in the cache: 99999",
+        ),
     ],
 )
 def test_bad_labels_are_one_clear_line(synthetic, tmp_path, content, message):
@@ -136,14 +180,21 @@ def test_ids_the_cache_skipped_are_left_out_with_a_warning(tmp_path, caplog):
 
     ids = [f"{i:05d}" for i in range(40)]
     latents = np.random.default_rng(0).uniform(size=(40, 6))
-    cache = write_synthetic_cache(tmp_path / "c.h5", ids[:38], latents[:38],
-                                  skipped={"00038": "empty file", "00039": "no audio track"})
+    cache = write_synthetic_cache(
+        tmp_path / "c.h5",
+        ids[:38],
+        latents[:38],
+        skipped={"00038": "empty file", "00039": "no audio track"},
+    )
     labels = write_labels(tmp_path / "l.csv", ids, latents)
-    result = CliRunner().invoke(train_command, [str(cache), "--train", str(labels), "--head",
-                                                "linear", "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        train_command,
+        [str(cache), "--train", str(labels), "--head", "linear", "--out", str(tmp_path / "run")],
+    )
     assert result.exit_code == 0, result.output
-    assert any("leaving out 2 id(s) the cache skipped: 00038 (empty file)" in m
-               for m in caplog.messages)
+    assert any(
+        "leaving out 2 id(s) the cache skipped: 00038 (empty file)" in m for m in caplog.messages
+    )
 
 
 def test_losses_parse_and_compute():
@@ -151,11 +202,50 @@ def test_losses_parse_and_compute():
     target = torch.tensor([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
     assert parse_loss("pearson")(prediction, prediction).item() == pytest.approx(0.0, abs=1e-4)
     assert parse_loss("pearson")(prediction, target).item() == pytest.approx(
-        1 - mean_pearson(prediction.numpy(), target.numpy()), abs=1e-4)
+        1 - mean_pearson(prediction.numpy(), target.numpy()), abs=1e-4
+    )
     assert parse_loss("mse")(prediction, target).item() == pytest.approx(
-        float(((prediction - target) ** 2).mean()))
+        float(((prediction - target) ** 2).mean())
+    )
     combined = parse_loss("mse+0.5*ccc")(prediction, target).item()
-    assert combined == pytest.approx(parse_loss("mse")(prediction, target).item()
-                                     + 0.5 * parse_loss("ccc")(prediction, target).item())
+    assert combined == pytest.approx(
+        parse_loss("mse")(prediction, target).item()
+        + 0.5 * parse_loss("ccc")(prediction, target).item()
+    )
     with pytest.raises(ValueError, match="NAME one of mse, pearson, ccc"):
         parse_loss("mse+l1")
+
+
+def test_heads_adapt_to_a_cache_without_vad(tmp_path, caplog):
+    from conftest import write_synthetic_cache
+
+    caplog.set_level("INFO")
+    ids = [f"{i:05d}" for i in range(60)]
+    latents = np.random.default_rng(0).uniform(size=(60, 6))
+    cache = write_synthetic_cache(tmp_path / "c.h5", ids, latents, with_vad=False)
+    train = write_labels(tmp_path / "train.csv", ids[:40], latents[:40])
+    valid = write_labels(tmp_path / "valid.csv", ids[40:], latents[40:])
+    for head in ("lstm", "concat"):
+        result = CliRunner().invoke(
+            train_command,
+            [
+                str(cache),
+                "--train",
+                str(train),
+                "--valid",
+                str(valid),
+                "--head",
+                head,
+                "--out",
+                str(tmp_path / head),
+                "--epochs",
+                "2",
+                "--hidden",
+                "16",
+                "--quiet",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    assert "the cache has no frame VAD: lstm runs on the frames alone" in caplog.messages
+    config = json.loads((tmp_path / "concat" / "config.json").read_text())["head"]
+    assert "vad" not in config["dims"] and "frame_vad_stats" not in config["dims"]

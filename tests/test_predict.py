@@ -34,9 +34,22 @@ def test_metric_equals_scipy_and_constant_columns_give_zero(caplog):
 def two_runs(synthetic, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for head, extra in (("linear", []), ("concat", ["--epochs", "5", "--lr", "3e-3"])):
-        result = CliRunner().invoke(train_command, [
-            str(synthetic["cache"]), "--train", str(synthetic["train"]), "--valid",
-            str(synthetic["valid"]), "--head", head, "--out", str(root / head), "--quiet", *extra])
+        result = CliRunner().invoke(
+            train_command,
+            [
+                str(synthetic["cache"]),
+                "--train",
+                str(synthetic["train"]),
+                "--valid",
+                str(synthetic["valid"]),
+                "--head",
+                head,
+                "--out",
+                str(root / head),
+                "--quiet",
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, result.output
     return root / "linear", root / "concat"
 
@@ -57,8 +70,9 @@ def test_ensemble_is_the_mean_of_its_runs(synthetic, two_runs, tmp_path):
     outs = {}
     for name, runs in (("a", two_runs[:1]), ("b", two_runs[1:]), ("ab", two_runs)):
         outs[name] = tmp_path / f"{name}.csv"
-        run_predict(*runs, "--cache", synthetic["cache"], "--ids", synthetic["valid"], "--out",
-                    outs[name])
+        run_predict(
+            *runs, "--cache", synthetic["cache"], "--ids", synthetic["valid"], "--out", outs[name]
+        )
     values = {k: np.array([row[1:] for row in read_rows(p)[1:]], float) for k, p in outs.items()}
     inside = (values["a"] > 0) & (values["a"] < 1)  # a ridge can leave [0, 1]: clipped alone
     assert inside.mean() > 0.7
@@ -77,8 +91,9 @@ def test_submission_is_exact_and_never_short(synthetic, two_runs, tmp_path, capl
     assert [r[0] for r in rows[1:]] == ["00007", "00250", "00300", "99999"]
     values = np.array([r[1:] for r in rows[1:]], float)
     assert ((values >= 0) & (values <= 1)).all()
-    assert any("1 id(s) not in the cache get the training label mean: 99999" in m
-               for m in caplog.messages)
+    assert any(
+        "1 id(s) not in the cache get the training label mean: 99999" in m for m in caplog.messages
+    )
     assert "1 filled with the label mean" in result.output
     check = run_predict("--check", out, "--ids", ids_csv)
     assert "valid submission, 4 rows" in check.output
@@ -86,8 +101,15 @@ def test_submission_is_exact_and_never_short(synthetic, two_runs, tmp_path, capl
 
 def test_labelled_ids_print_the_score(synthetic, two_runs, tmp_path, caplog):
     caplog.set_level("INFO")
-    run_predict(two_runs[0], "--cache", synthetic["cache"], "--ids", synthetic["valid"], "--out",
-                tmp_path / "s.csv")
+    run_predict(
+        two_runs[0],
+        "--cache",
+        synthetic["cache"],
+        "--ids",
+        synthetic["valid"],
+        "--out",
+        tmp_path / "s.csv",
+    )
     assert any("on 120 labelled ids: r 0." in m for m in caplog.messages)
 
 
@@ -95,14 +117,20 @@ def test_checker_names_every_problem(synthetic, tmp_path):
     ids_csv = tmp_path / "ids.csv"
     ids_csv.write_text("Filename\n1\n2\n3\n")
     bad = tmp_path / "bad.csv"
-    bad.write_text(",".join(HEADER) + "\n00002,0.1,0.2,0.3,0.4,0.5,1.2\n1,0,0,0,0,0,0\n"
-                   "00004,0,0,0,0,0,nan\n")
+    bad.write_text(
+        ",".join(HEADER) + "\n00002,0.1,0.2,0.3,0.4,0.5,1.2\n1,0,0,0,0,0,0\n00004,0,0,0,0,0,nan\n"
+    )
     with pytest.raises(SubmissionError) as caught:
         check_submission(bad, ids_csv)
     message = str(caught.value)
-    for part in ("ids not zero-padded to five digits: 1", "requested id(s) missing: 00001",
-                 "id(s) not requested: 00004", "not sorted", "line 2: values must be finite",
-                 "line 4: values must be finite"):
+    for part in (
+        "ids not zero-padded to five digits: 1",
+        "requested id(s) missing: 00001",
+        "id(s) not requested: 00004",
+        "not sorted",
+        "line 2: values must be finite",
+        "line 4: values must be finite",
+    ):
         assert part in message, part
     result = run_predict("--check", bad, "--ids", ids_csv, ok=False)
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -110,10 +138,19 @@ def test_checker_names_every_problem(synthetic, tmp_path):
 
 def test_a_cache_of_another_backbone_is_refused(synthetic, two_runs, tmp_path):
     ids = [f"{i:05d}" for i in range(10)]
-    other = write_synthetic_cache(tmp_path / "other.h5", ids, np.zeros((10, 6)),
-                                  fingerprint="synthetic-b")
-    result = run_predict(two_runs[0], "--cache", other, "--ids", synthetic["valid"], "--out",
-                         tmp_path / "s.csv", ok=False)
+    other = write_synthetic_cache(
+        tmp_path / "other.h5", ids, np.zeros((10, 6)), fingerprint="synthetic-b"
+    )
+    result = run_predict(
+        two_runs[0],
+        "--cache",
+        other,
+        "--ids",
+        synthetic["valid"],
+        "--out",
+        tmp_path / "s.csv",
+        ok=False,
+    )
     assert result.exit_code == 1
     assert "was trained on features of synthetic (synthetic-a)" in result.output
     assert "synthetic-b" in result.output and not (tmp_path / "s.csv").exists()
@@ -121,7 +158,17 @@ def test_a_cache_of_another_backbone_is_refused(synthetic, two_runs, tmp_path):
 
 def test_train_ids_missing_from_the_cache_name_the_rows(synthetic, tmp_path):
     labels = write_labels(tmp_path / "l.csv", ["00001", "77777"], np.zeros((2, 6)))
-    result = CliRunner().invoke(train_command, [str(synthetic["cache"]), "--train", str(labels),
-                                                "--head", "linear", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        train_command,
+        [
+            str(synthetic["cache"]),
+            "--train",
+            str(labels),
+            "--head",
+            "linear",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 1
     assert "1 id(s) of --train are not in the cache: 77777" in result.output

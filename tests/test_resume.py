@@ -18,16 +18,31 @@ from emi_features.reader import open_cache
 
 def extract_process(folder, model_dir, out):
     return subprocess.Popen(
-        [sys.executable, "-m", "emi_features", str(folder), "--model", str(model_dir), "--out",
-         str(out), "--batch-seconds", "2", "--workers", "1", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "emi_features",
+            str(folder),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--batch-seconds",
+            "2",
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
 def cache_arrays(path):
     with open_cache(path) as cache:
-        groups = {name: cache.read(name) for name in ("frames", "frame_vad", "mean", "vad",
-                                                      "num_samples")}
+        groups = {
+            name: cache.read(name) for name in ("frames", "frame_vad", "mean", "vad", "num_samples")
+        }
         return cache.ids, cache.offsets, groups
 
 
