@@ -94,6 +94,8 @@ def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: objec
         raise click.ClickException(
             "interrupted: committed clips are kept; re-run to resume"
         ) from None
+    if result.rank != 0:
+        return
     if result.processed_clips or result.clips:
         click.echo(result.summary(), err=True)
     if result.clips == 0:

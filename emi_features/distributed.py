@@ -109,6 +109,9 @@ class Ranks:
         if self.rank == 0:
             result = writer.finish()
         self.barrier()
-        if self.distributed:
-            dist.destroy_process_group()
         return result
+
+    def close(self) -> None:
+        """Leave the process group (after the last collective)."""
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()

@@ -158,6 +158,7 @@ class ExtractResult:
     processed_clips: int
     processed_seconds: float
     wall_seconds: float
+    rank: int = 0  # under torchrun only rank 0 reports: it consolidated the cache
 
     def summary(self) -> str:
         rate = self.processed_seconds / max(self.wall_seconds, 1e-9)
@@ -310,11 +311,14 @@ def extract(
             bar.update(round(sum(lengths[i] for i in decoded.ids + list(decoded.skipped)), 1))
             bar.set_postfix(clips=processed_clips, skipped=len(decoded.skipped), refresh=False)
     clips_written, skipped = ranks.finish(writer)
-    return ExtractResult(
+    result = ExtractResult(
         path=Path(out),
         clips=clips_written,
         skipped=skipped,
-        processed_clips=ranks.sum(processed_clips),
+        processed_clips=int(ranks.sum(processed_clips)),
         processed_seconds=ranks.sum(processed_samples) / SAMPLE_RATE,
         wall_seconds=time.perf_counter() - started,
+        rank=ranks.rank,
     )
+    ranks.close()
+    return result
