@@ -54,7 +54,12 @@ def setup_logging(verbose: bool) -> None:
     default=None,
     help="hidden_states[N] to store (0 = CNN features)  [default: last_hidden_state]",
 )
-@click.option("--batch-seconds", type=float, default=160.0, help="Padded audio seconds per batch.")
+@click.option(
+    "--batch-seconds",
+    type=float,
+    default=None,
+    help="Padded audio seconds per batch; 0: one clip each  [default: 0 on CPU, 160 on GPU]",
+)
 @click.option(
     "--window-seconds",
     type=float,
@@ -62,6 +67,12 @@ def setup_logging(verbose: bool) -> None:
     help="Longer clips run in overlapping windows of this length.",
 )
 @click.option("--overlap-seconds", type=float, default=4.0, help="Overlap between windows.")
+@click.option(
+    "--part-seconds",
+    type=float,
+    default=120.0,
+    help="Audio per committed part of the cache: what a crash can lose at most.",
+)
 @click.option("--workers", type=int, default=2, help="Decoding processes.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache instead of resuming.")
 @click.option("--retry-skipped", is_flag=True, help="Try clips an earlier run skipped again.")

@@ -1,8 +1,9 @@
 """Stage one: decode clips, run the backbone once, stream the outputs into the feature cache.
 
-Decoding runs in DataLoader worker processes, a batch ahead of inference. Batches are planned by
-length from the whole clip list (deterministically), and one batch is one committed part of the
-cache, so an interrupted run resumes with exactly the batches it would have run.
+Decoding runs in DataLoader worker processes, ahead of inference. Batches are planned by length
+from the whole clip list (deterministically) and grouped into parts of at least
+`part_seconds` of audio; a part is the unit the cache commits, so an interrupted run resumes
+with exactly the batches it would have run.
 """
 
 from __future__ import annotations
@@ -31,41 +32,67 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 @dataclass
-class DecodedBatch:
-    """What a worker hands over: normalised clips (each (N,) float32) and the skipped ids."""
+class DecodedPart:
+    """What a worker hands over: normalised clips (each (N,) float32), the planned batches as
+    indices into them (skipped clips left out), and the skipped ids with reasons."""
 
     ids: list[str] = field(default_factory=list)
     waves: list[np.ndarray] = field(default_factory=list)
     num_samples: list[int] = field(default_factory=list)
+    batches: list[list[int]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-class _DecodeBatches(Dataset):
-    """Item k = batch k decoded and normalised as the backbone's feature extractor does."""
+class _DecodeParts(Dataset):
+    """Item k = part k (a list of batches) decoded and normalised as the backbone's feature
+    extractor does."""
 
-    def __init__(self, batches: list[list[Clip]], backbone: Backbone):
-        self.batches = batches
+    def __init__(self, parts: list[list[list[Clip]]], backbone: Backbone):
+        self.parts = parts
         self.extractor = backbone.feature_extractor
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.parts)
 
-    def __getitem__(self, index: int) -> DecodedBatch:
-        decoded = DecodedBatch()
-        for clip in self.batches[index]:
-            try:
-                samples = load_audio(clip.path)
-            except DecodeError as error:
-                decoded.skipped[clip.id] = str(error)
-                continue
-            wave = self.extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np")
-            wave = wave["input_values"][0].astype(np.float32)
-            if wave.size < MIN_SAMPLES:  # normalised over the clip, then zero-padded (as batches)
-                wave = np.pad(wave, (0, MIN_SAMPLES - wave.size))
-            decoded.ids.append(clip.id)
-            decoded.waves.append(wave)
-            decoded.num_samples.append(int(samples.size))
+    def __getitem__(self, index: int) -> DecodedPart:
+        decoded = DecodedPart()
+        for batch in self.parts[index]:
+            members = []
+            for clip in batch:
+                try:
+                    samples = load_audio(clip.path)
+                except DecodeError as error:
+                    decoded.skipped[clip.id] = str(error)
+                    continue
+                wave = self.extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np")
+                wave = wave["input_values"][0].astype(np.float32)
+                if wave.size < MIN_SAMPLES:  # normalised over the clip, then zero-padded
+                    wave = np.pad(wave, (0, MIN_SAMPLES - wave.size))
+                members.append(len(decoded.ids))
+                decoded.ids.append(clip.id)
+                decoded.waves.append(wave)
+                decoded.num_samples.append(int(samples.size))
+            if members:
+                decoded.batches.append(members)
         return decoded
+
+
+def plan_parts(
+    batches: list[list[str]], lengths: dict[str, float], part_seconds: float
+) -> list[list[list[str]]]:
+    """Consecutive batches grouped until a part holds `part_seconds` of audio."""
+    parts: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    seconds = 0.0
+    for batch in batches:
+        current.append(batch)
+        seconds += sum(lengths[i] for i in batch)
+        if seconds >= part_seconds:
+            parts.append(current)
+            current, seconds = [], 0.0
+    if current:
+        parts.append(current)
+    return parts
 
 
 def _pad(waves: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +111,9 @@ def encode_clips(
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """One padded batch through the backbone: per clip (frames (T, D), frame_vad (T, 3)) fp32."""
     values, mask = _pad(waves, device)
-    encoded = backbone.encode(values.to(dtype), mask)
+    # all clips of equal length: no padding, and the unmasked attention path is the faster one
+    unpadded = all(w.size == waves[0].size for w in waves)
+    encoded = backbone.encode(values.to(dtype), None if unpadded else mask)
     out = []
     for row, wave in enumerate(waves):
         count = frame_count(wave.size)
@@ -148,6 +177,52 @@ def summarise(
     )
 
 
+def encode_batch(
+    backbone: Backbone,
+    decoded: DecodedPart,
+    batch: list[int],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    window_seconds: float,
+    overlap_seconds: float,
+    batch_seconds: float,
+) -> list[ClipFeatures]:
+    """One planned batch of a decoded part: short clips padded together, a long clip alone in
+    windows. Returns the clips' records in batch order."""
+    records = []
+    long = [k for k in batch if decoded.waves[k].size > window_seconds * SAMPLE_RATE]
+    short = [k for k in batch if k not in long]
+    encoded = (
+        encode_clips(backbone, [decoded.waves[k] for k in short], device=device, dtype=dtype)
+        if short
+        else []
+    )
+    for k, (frames, frame_vad) in zip(short, encoded, strict=True):
+        records.append(
+            summarise(decoded.ids[k], frames, frame_vad, decoded.num_samples[k], backbone)
+        )
+    for k in long:
+        frames, frame_vad = encode_long_clip(
+            backbone,
+            decoded.waves[k],
+            device=device,
+            dtype=dtype,
+            window_seconds=window_seconds,
+            overlap_seconds=overlap_seconds,
+            batch_seconds=batch_seconds,
+        )
+        records.append(
+            summarise(decoded.ids[k], frames, frame_vad, decoded.num_samples[k], backbone)
+        )
+    for record in records:
+        if record.num_samples < MIN_SAMPLES:
+            log.info(
+                "%s: %d samples, zero-padded to %d", record.id, record.num_samples, MIN_SAMPLES
+            )
+    return records
+
+
 @dataclass
 class ExtractResult:
     """What an extraction did: clips written (in the whole cache), skipped ids, timings."""
@@ -173,6 +248,12 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_batch_seconds(device: torch.device) -> float:
+    """Padded audio per batch: 0 (one clip per batch) on a CPU, where batching measured slower
+    (bench/extraction.py), 160 s on a GPU, which needs large matrices to fill."""
+    return 0.0 if device.type == "cpu" else 160.0
+
+
 def extract(
     input_path: str | Path,
     *,
@@ -183,9 +264,10 @@ def extract(
     device: str | None = None,
     dtype: str | None = None,
     layer: int | None = None,
-    batch_seconds: float = 160.0,
+    batch_seconds: float | None = None,
     window_seconds: float = 30.0,
     overlap_seconds: float = 4.0,
+    part_seconds: float = 120.0,
     workers: int = 2,
     overwrite: bool = False,
     retry_skipped: bool = False,
@@ -201,6 +283,8 @@ def extract(
     ranks = Ranks.from_environment(device or default_device())
     torch_device = ranks.device
     dtype = dtype or ("float32" if torch_device.type == "cpu" else "bfloat16")
+    if batch_seconds is None:
+        batch_seconds = default_batch_seconds(torch_device)
     if torch_device.type == "cpu" and dtype != "float32":
         log.warning("%s on a CPU is much slower than float32", dtype)
     clips = find_clips(Path(input_path), split=split, source=source)
@@ -229,27 +313,34 @@ def extract(
         zip(by_id, ranks.map_threads(probe_seconds, [c.path for c in clips]), strict=True)
     )
     batches = plan_batches(lengths, batch_seconds=batch_seconds, window_seconds=window_seconds)
+    parts = plan_parts(batches, lengths, part_seconds)
     done = writer.done_ids
     ranks.barrier()  # every rank must see the same finished set before any rank writes
-    todo = [batch for batch in batches if not done.issuperset(batch)]
-    costs = [len(batch) * max(lengths[i] for i in batch) for batch in todo]
+    todo = [part for part in parts if not done.issuperset(i for b in part for i in b)]
+    costs = [sum(len(b) * max(lengths[i] for i in b) for b in part) for part in todo]
     mine = [todo[k] for k in split_by_cost(costs, ranks.world_size)[ranks.rank]]
     log.info(
-        "%d clips, %d already in %s; this %s runs %d batches",
+        "%d clips, %d already in %s; this %s runs %d parts",
         len(clips),
-        len(clips) - sum(len(b) for b in todo),
+        len(clips) - sum(len(b) for part in todo for b in part),
         out,
         ranks.describe(),
         len(mine),
     )
     loader = DataLoader(
-        _DecodeBatches([[by_id[i] for i in batch] for batch in mine], backbone),
+        _DecodeParts([[[by_id[i] for i in b] for b in part] for part in mine], backbone),
         batch_size=None,
         num_workers=workers,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
     )
-    total_seconds = sum(lengths[i] for batch in mine for i in batch)
+    options = {
+        "device": torch_device,
+        "dtype": DTYPES[dtype],
+        "window_seconds": window_seconds,
+        "overlap_seconds": overlap_seconds,
+        "batch_seconds": batch_seconds,
+    }
+    total_seconds = sum(lengths[i] for part in mine for b in part for i in b)
     processed_clips, processed_samples = 0, 0
     bar = tqdm(
         total=round(total_seconds, 1),
@@ -261,50 +352,13 @@ def extract(
     )
     with bar:
         for decoded in loader:
-            records = []
             for clip_id, reason in decoded.skipped.items():
                 log.warning("skip %s: %s", clip_id, reason)
-            short = [
-                k
-                for k, wave in enumerate(decoded.waves)
-                if wave.size <= window_seconds * SAMPLE_RATE
+            records = [
+                record
+                for batch in decoded.batches
+                for record in encode_batch(backbone, decoded, batch, **options)
             ]
-            if short:
-                encoded = encode_clips(
-                    backbone,
-                    [decoded.waves[k] for k in short],
-                    device=torch_device,
-                    dtype=DTYPES[dtype],
-                )
-                for k, (frames, frame_vad) in zip(short, encoded, strict=True):
-                    records.append(
-                        summarise(
-                            decoded.ids[k], frames, frame_vad, decoded.num_samples[k], backbone
-                        )
-                    )
-            for k, wave in enumerate(decoded.waves):
-                if k in short:
-                    continue
-                frames, frame_vad = encode_long_clip(
-                    backbone,
-                    wave,
-                    device=torch_device,
-                    dtype=DTYPES[dtype],
-                    window_seconds=window_seconds,
-                    overlap_seconds=overlap_seconds,
-                    batch_seconds=batch_seconds,
-                )
-                records.append(
-                    summarise(decoded.ids[k], frames, frame_vad, decoded.num_samples[k], backbone)
-                )
-            for record in records:
-                if record.num_samples < MIN_SAMPLES:
-                    log.info(
-                        "%s: %d samples, zero-padded to %d",
-                        record.id,
-                        record.num_samples,
-                        MIN_SAMPLES,
-                    )
             writer.write_part(records, decoded.skipped)
             processed_clips += len(records)
             processed_samples += sum(decoded.num_samples)

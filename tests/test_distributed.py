@@ -30,6 +30,8 @@ def command(folder, model_dir, out, ranks: int) -> list[str]:
         "cpu",
         "--batch-seconds",
         "3",
+        "--part-seconds",
+        "3",
         "--workers",
         "1",
         "--quiet",

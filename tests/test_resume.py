@@ -29,6 +29,8 @@ def extract_process(folder, model_dir, out):
             str(out),
             "--batch-seconds",
             "2",
+            "--part-seconds",
+            "2",
             "--workers",
             "1",
             "--quiet",
