@@ -25,7 +25,7 @@ from emi_features.backbones import VAD_LABELS, Backbone, load_backbone
 from emi_features.dataset import Clip, Source, find_clips
 from emi_features.distributed import Ranks
 from emi_features.frames import MIN_SAMPLES, frame_count, plan_batches, plan_windows, split_by_cost
-from emi_features.writer import CacheWriter, ClipFeatures
+from emi_features.writer import BackgroundWriter, CacheWriter, ClipFeatures
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -156,25 +156,37 @@ def encode_long_clip(
 
 @torch.inference_mode()
 def summarise(
-    clip_id: str,
-    frames: torch.Tensor,
-    frame_vad: torch.Tensor | None,
-    num_samples: int,
+    ids: list[str],
+    encoded: list[tuple[torch.Tensor, torch.Tensor | None]],
+    num_samples: list[int],
     backbone: Backbone,
-) -> ClipFeatures:
-    """The per-clip record: fp32 mean of the frames, and the VAD head on that mean."""
-    mean = frames.float().mean(dim=0)
-    vad = None
-    if backbone.has_vad:
-        vad = backbone.vad(mean.to(next(backbone.parameters()).device)).float().cpu().numpy()
-    return ClipFeatures(
-        id=clip_id,
-        frames=frames.cpu().numpy(),
-        frame_vad=frame_vad.cpu().numpy() if frame_vad is not None else None,
-        mean=mean.cpu().numpy(),
-        vad=vad,
-        num_samples=num_samples,
+) -> list[ClipFeatures]:
+    """Per-clip records for a batch: fp32 means and the VAD head on them computed where the
+    frames are, frames converted to float16 there too, then one transfer per group."""
+    means = torch.stack([frames.float().mean(dim=0) for frames, _ in encoded])
+    vads = (
+        backbone.vad(means.to(next(backbone.parameters(), means).device)).float().cpu().numpy()
+        if backbone.has_vad
+        else None
     )
+    lengths = [len(frames) for frames, _ in encoded]
+    cuts = np.cumsum(lengths)[:-1]
+    frames = np.split(torch.cat([f.to(torch.float16) for f, _ in encoded]).cpu().numpy(), cuts)
+    frame_vad = [None] * len(encoded)
+    if encoded[0][1] is not None:
+        frame_vad = np.split(torch.cat([v.float() for _, v in encoded]).cpu().numpy(), cuts)
+    means = means.cpu().numpy()
+    return [
+        ClipFeatures(
+            id=clip_id,
+            frames=frames[k],
+            frame_vad=frame_vad[k],
+            mean=means[k],
+            vad=None if vads is None else vads[k],
+            num_samples=num_samples[k],
+        )
+        for k, clip_id in enumerate(ids)
+    ]
 
 
 def encode_batch(
@@ -190,20 +202,21 @@ def encode_batch(
 ) -> list[ClipFeatures]:
     """One planned batch of a decoded part: short clips padded together, a long clip alone in
     windows. Returns the clips' records in batch order."""
-    records = []
     long = [k for k in batch if decoded.waves[k].size > window_seconds * SAMPLE_RATE]
     short = [k for k in batch if k not in long]
-    encoded = (
-        encode_clips(backbone, [decoded.waves[k] for k in short], device=device, dtype=dtype)
-        if short
-        else []
-    )
-    for k, (frames, frame_vad) in zip(short, encoded, strict=True):
-        records.append(
-            summarise(decoded.ids[k], frames, frame_vad, decoded.num_samples[k], backbone)
+    records = []
+    if short:
+        encoded = encode_clips(
+            backbone, [decoded.waves[k] for k in short], device=device, dtype=dtype
+        )
+        records += summarise(
+            [decoded.ids[k] for k in short],
+            encoded,
+            [decoded.num_samples[k] for k in short],
+            backbone,
         )
     for k in long:
-        frames, frame_vad = encode_long_clip(
+        encoded = encode_long_clip(
             backbone,
             decoded.waves[k],
             device=device,
@@ -212,9 +225,7 @@ def encode_batch(
             overlap_seconds=overlap_seconds,
             batch_seconds=batch_seconds,
         )
-        records.append(
-            summarise(decoded.ids[k], frames, frame_vad, decoded.num_samples[k], backbone)
-        )
+        records += summarise([decoded.ids[k]], [encoded], [decoded.num_samples[k]], backbone)
     for record in records:
         if record.num_samples < MIN_SAMPLES:
             log.info(
@@ -350,20 +361,25 @@ def extract(
         disable=not progress or None,
         dynamic_ncols=True,
     )
-    with bar:
-        for decoded in loader:
-            for clip_id, reason in decoded.skipped.items():
-                log.warning("skip %s: %s", clip_id, reason)
-            records = [
-                record
-                for batch in decoded.batches
-                for record in encode_batch(backbone, decoded, batch, **options)
-            ]
-            writer.write_part(records, decoded.skipped)
-            processed_clips += len(records)
-            processed_samples += sum(decoded.num_samples)
-            bar.update(round(sum(lengths[i] for i in decoded.ids + list(decoded.skipped)), 1))
-            bar.set_postfix(clips=processed_clips, skipped=len(decoded.skipped), refresh=False)
+    background = BackgroundWriter(writer)
+    try:
+        with bar:
+            for decoded in loader:
+                for clip_id, reason in decoded.skipped.items():
+                    log.warning("skip %s: %s", clip_id, reason)
+                records = [
+                    record
+                    for batch in decoded.batches
+                    for record in encode_batch(backbone, decoded, batch, **options)
+                ]
+                background.write_part(records, decoded.skipped)
+                processed_clips += len(records)
+                processed_samples += sum(decoded.num_samples)
+                done_seconds = sum(lengths[i] for i in decoded.ids + list(decoded.skipped))
+                bar.update(round(done_seconds, 1))
+                bar.set_postfix(clips=processed_clips, skipped=len(decoded.skipped), refresh=False)
+    finally:
+        background.close()  # an interrupted run still commits what it computed
     clips_written, skipped = ranks.finish(writer)
     result = ExtractResult(
         path=Path(out),

@@ -12,7 +12,9 @@ reads what the parts (or a finished cache) hold and continues.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,8 @@ STRING = h5py.string_dtype("utf-8")
 class ClipFeatures:
     """One extracted clip, as stage one computes it.
 
-    frames: (T, D) float32 (stored float16); frame_vad: (T, 3) or None; mean: (D,) float32 mean
-    of the fp32 frames; vad: (3,) the VAD head on the mean, or None; num_samples at 16 kHz.
+    frames: (T, D) float16 (float32 is converted); frame_vad: (T, 3) or None; mean: (D,) float32
+    mean of the fp32 frames; vad: (3,) the VAD head on the mean, or None; num_samples at 16 kHz.
     """
 
     id: str
@@ -351,3 +353,39 @@ class CacheWriter:
         _replace_atomically(self.path, write)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         return len(ids), skipped
+
+
+class BackgroundWriter:
+    """Runs `CacheWriter.write_part` on a thread so that writing overlaps inference (h5py and
+    numpy release the GIL while torch computes). At most `depth` parts wait; parts commit in
+    order; an error in the thread is raised at the next call or at `close`."""
+
+    def __init__(self, writer: CacheWriter, depth: int = 2):
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="emi-cache-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.writer.write_part(*item)
+                except BaseException as error:  # handed to the main thread
+                    self._error = error
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write_part(self, clips: list[ClipFeatures], skipped: dict[str, str]) -> None:
+        self._raise()
+        self._queue.put((clips, skipped))
+
+    def close(self) -> None:
+        """Wait until every queued part is committed (also when the caller is failing)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()

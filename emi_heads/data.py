@@ -19,24 +19,10 @@ from torch.nn.utils.rnn import pad_sequence
 
 from emi_features.frames import FRAME_HOP
 from emi_features.reader import FeatureCache
+from emi_heads.pooling import cache_frame_stats, pooled_stats
 
 FRAMES_PER_SECOND = 16_000 // FRAME_HOP
 VAD_INPUTS = ("vad", "frame_vad", "frame_vad_stats")
-
-
-def _pooled_stats(frames: np.ndarray, offsets: np.ndarray, block: int = 512) -> np.ndarray:
-    """(F, d), offsets (N+1,) -> (N, 2d) float32: per-clip mean and standard deviation."""
-    count = len(offsets) - 1
-    out = np.zeros((count, 2 * frames.shape[1]), dtype=np.float32)
-    for first in range(0, count, block):
-        last = min(first + block, count)
-        rows = frames[offsets[first] : offsets[last]].astype(np.float64)
-        starts = offsets[first:last] - offsets[first]
-        lengths = np.diff(offsets[first : last + 1])[:, None]
-        mean = np.add.reduceat(rows, starts, axis=0) / lengths
-        square = np.add.reduceat(rows * rows, starts, axis=0) / lengths
-        out[first:last] = np.hstack([mean, np.sqrt(np.maximum(square - mean * mean, 0.0))])
-    return out
 
 
 def _read_clip_rows(
@@ -113,12 +99,18 @@ def load_inputs(
     vectors["mean"] = torch.from_numpy(cache.read("mean")[rows].astype(np.float32))
     if use_vad and "vad" in cache:
         vectors["vad"] = torch.from_numpy(cache.read("vad")[rows].astype(np.float32))
-    frames, offsets = _read_clip_rows(cache.dataset("frames"), cache.offsets, rows, max_frames)
-    vectors["frame_stats"] = torch.from_numpy(_pooled_stats(frames, offsets))
-    frame_vad = None
-    if use_vad and "frame_vad" in cache:
-        frame_vad, _ = _read_clip_rows(cache.dataset("frame_vad"), cache.offsets, rows, max_frames)
-        vectors["frame_vad_stats"] = torch.from_numpy(_pooled_stats(frame_vad, offsets))
+    vectors["frame_stats"] = torch.from_numpy(cache_frame_stats(cache, "frames", max_frames)[rows])
+    with_frame_vad = use_vad and "frame_vad" in cache
+    if with_frame_vad:
+        stats = cache_frame_stats(cache, "frame_vad", max_frames)
+        vectors["frame_vad_stats"] = torch.from_numpy(stats[rows])
+    frames = frame_vad = offsets = None
+    if need_frames:  # only the sequence heads hold every frame in memory
+        frames, offsets = _read_clip_rows(cache.dataset("frames"), cache.offsets, rows, max_frames)
+        if with_frame_vad:
+            frame_vad, _ = _read_clip_rows(
+                cache.dataset("frame_vad"), cache.offsets, rows, max_frames
+            )
     if "features" in cache:
         for name, item in cache.dataset("features").items():
             if hasattr(item, "shape"):  # a per-clip array aligned to /ids
@@ -127,11 +119,12 @@ def load_inputs(
                 extra, extra_offsets = _read_clip_rows(
                     item["frames"], item["offsets"][()], rows, max_frames
                 )
-                vectors[f"features/{name}"] = torch.from_numpy(_pooled_stats(extra, extra_offsets))
+                stats = pooled_stats(extra, np.diff(extra_offsets))
+                vectors[f"features/{name}"] = torch.from_numpy(stats)
     return Inputs(
         ids=list(ids),
         vectors=vectors,
-        frames=torch.from_numpy(frames) if need_frames else None,
-        frame_vad=torch.from_numpy(frame_vad) if need_frames and frame_vad is not None else None,
-        offsets=torch.from_numpy(offsets) if need_frames else None,
+        frames=None if frames is None else torch.from_numpy(frames),
+        frame_vad=None if frame_vad is None else torch.from_numpy(frame_vad),
+        offsets=None if offsets is None else torch.from_numpy(offsets),
     )

@@ -31,6 +31,29 @@ def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+def extract_args(folder: Path, model_dir: Path, out: Path, *, seconds: str = "2") -> list[str]:
+    """`emi-extract` as a module (runnable by python or torchrun), in small batches and parts
+    so that a run commits many parts."""
+    return [
+        "-m",
+        "emi_features",
+        str(folder),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--batch-seconds",
+        seconds,
+        "--part-seconds",
+        seconds,
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+
+
 def write_wav(
     path: Path, seconds: float, rate: int = 16_000, channels: int = 1, seed: int = 0
 ) -> np.ndarray:

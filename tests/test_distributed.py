@@ -10,7 +10,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import write_wav
+from conftest import extract_args, write_wav
 
 from emi_features.reader import open_cache
 
@@ -18,24 +18,7 @@ GROUPS = ("offsets", "frames", "frame_vad", "mean", "vad", "num_samples")
 
 
 def command(folder, model_dir, out, ranks: int) -> list[str]:
-    extract = [
-        "-m",
-        "emi_features",
-        str(folder),
-        "--model",
-        str(model_dir),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--batch-seconds",
-        "3",
-        "--part-seconds",
-        "3",
-        "--workers",
-        "1",
-        "--quiet",
-    ]
+    extract = extract_args(folder, model_dir, out, seconds="3")
     if ranks == 1:
         return [sys.executable, *extract]
     return [

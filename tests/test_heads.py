@@ -249,3 +249,22 @@ def test_heads_adapt_to_a_cache_without_vad(tmp_path, caplog):
     assert "the cache has no frame VAD: lstm runs on the frames alone" in caplog.messages
     config = json.loads((tmp_path / "concat" / "config.json").read_text())["head"]
     assert "vad" not in config["dims"] and "frame_vad_stats" not in config["dims"]
+
+
+def test_frame_statistics_are_exact_and_kept_beside_the_cache(synthetic, tmp_path):
+    from emi_features.reader import open_cache
+    from emi_heads.pooling import cache_frame_stats
+
+    cache_path = tmp_path / "copy.h5"
+    cache_path.write_bytes(synthetic["cache"].read_bytes())
+    with open_cache(cache_path) as cache:
+        stats = cache_frame_stats(cache, "frames", max_frames=20)
+        sidecars = list(tmp_path.glob("copy.h5.frame-stats-frames-20-*.npy"))
+        assert len(sidecars) == 1
+        for k in (0, 7, 359):
+            frames = cache.clip("frames", k)[:20].astype(np.float64)
+            np.testing.assert_allclose(
+                stats[k], np.concatenate([frames.mean(0), frames.std(0)]), atol=1e-5
+            )
+        np.save(sidecars[0], stats * 0)  # a second call reads the sidecar: planted values
+        assert np.array_equal(cache_frame_stats(cache, "frames", max_frames=20), stats * 0)

@@ -11,30 +11,14 @@ import sys
 import time
 
 import numpy as np
-from conftest import write_wav
+from conftest import extract_args, write_wav
 
 from emi_features.reader import open_cache
 
 
 def extract_process(folder, model_dir, out):
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "emi_features",
-            str(folder),
-            "--model",
-            str(model_dir),
-            "--out",
-            str(out),
-            "--batch-seconds",
-            "2",
-            "--part-seconds",
-            "2",
-            "--workers",
-            "1",
-            "--quiet",
-        ],
+        [sys.executable, *extract_args(folder, model_dir, out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

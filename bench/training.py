@@ -1,0 +1,205 @@
+"""Training from the cache: seconds per epoch and for 30 epochs of each head on a cache the
+size of the challenge's train split (8,072 clips, mean 7 s, 1024-d frames of random data, plus
+1,000 validation clips), against the reference way (the backbone in the loop every epoch,
+costed from its FLOPs at this machine's measured matmul rate); and concat at 1x, 2x, 4x clips.
+
+python bench/training.py [--train-clips 8072] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import dataset_lengths, flops_per_clip, full_size_config, matmul_rate, report
+
+from emi_features.dataset import EMOTIONS
+from emi_features.frames import frame_count
+from emi_features.reader import open_cache
+from emi_features.writer import CacheWriter, ClipFeatures
+from emi_heads.data import load_inputs
+from emi_heads.heads import HeadConfig, build_head
+from emi_heads.losses import parse_loss
+from emi_heads.train import TrainConfig, train
+
+
+def build_cache(path: Path, lengths: list[float], dim: int) -> None:
+    rng = np.random.default_rng(0)
+    writer = CacheWriter(
+        path,
+        {"backbone": "bench", "backbone_fingerprint": "random", "hidden_size": dim},
+        overwrite=True,
+    )
+    part: list[ClipFeatures] = []
+    for k, seconds in enumerate(lengths):
+        count = frame_count(int(seconds * 16_000))
+        frames = rng.standard_normal((count, dim), dtype=np.float32)
+        part.append(
+            ClipFeatures(
+                f"{k:05d}",
+                frames,
+                rng.uniform(size=(count, 3)).astype(np.float32),
+                frames.mean(axis=0),
+                rng.uniform(size=3).astype(np.float32),
+                int(seconds * 16_000),
+            )
+        )
+        if len(part) == 500:
+            writer.write_part(part, {})
+            part = []
+    if part:
+        writer.write_part(part, {})
+    writer.finish()
+
+
+def write_labels(path: Path, ids: list[str]) -> Path:
+    values = np.round(np.random.default_rng(1).uniform(size=(len(ids), 6)) * 8) / 8
+    lines = ["Filename," + ",".join(EMOTIONS)]
+    lines += [
+        f"{i}," + ",".join(f"{v:.3f}" for v in row) for i, row in zip(ids, values, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def lstm_epoch_seconds(
+    cache_path: Path, ids: list[str], device: torch.device, batches: int = 3
+) -> float:
+    """The published LSTM (hidden 1027): time `batches` training steps, scale to an epoch."""
+    config = TrainConfig()
+    with open_cache(cache_path) as cache:
+        inputs = load_inputs(
+            cache,
+            ids[: batches * config.batch_size],
+            need_frames=True,
+            max_seconds=config.max_seconds,
+        )
+    model = build_head(HeadConfig("lstm", inputs.dims, hidden=1027)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    loss_fn = parse_loss(config.loss)
+    targets = torch.rand(len(inputs), 6, device=device)
+    started = time.perf_counter()
+    for index in torch.arange(len(inputs)).split(config.batch_size):
+        loss = loss_fn(model(inputs.batch(index, device)).prediction, targets[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    per_batch = (time.perf_counter() - started) / batches
+    return per_batch * math.ceil(len(ids) / config.batch_size)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-clips", type=int, default=8072)
+    parser.add_argument("--valid-clips", type=int, default=1000)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="emi-bench-train-"))
+    lengths = dataset_lengths(7.0 * (args.train_clips + args.valid_clips), seed=2)
+    lengths = lengths[: args.train_clips + args.valid_clips]
+    started = time.perf_counter()
+    build_cache(work / "cache.h5", lengths, args.dim)
+    build_seconds = time.perf_counter() - started
+    ids = [f"{k:05d}" for k in range(len(lengths))]
+    train_ids, valid_ids = ids[: args.train_clips], ids[args.train_clips :]
+    valid_csv = write_labels(work / "valid.csv", valid_ids)
+
+    started = time.perf_counter()
+    with open_cache(work / "cache.h5") as cache:
+        load_inputs(cache, train_ids + valid_ids, need_frames=False, max_seconds=12.0)
+    load_seconds = time.perf_counter() - started
+
+    rows = []
+    for head in ("linear", "concat"):
+        result = train(
+            work / "cache.h5",
+            [write_labels(work / "train.csv", train_ids)],
+            valid_csv,
+            work / head,
+            HeadConfig(head),
+            TrainConfig(patience=100),
+            device=args.device,
+            progress=False,
+        )
+        epochs = 1 if head == "linear" else 30
+        fit = result.seconds - load_seconds
+        rows.append(
+            {
+                "head": head,
+                "clips": len(train_ids),
+                "seconds_per_epoch": fit / epochs,
+                "seconds_30_epochs": fit if head == "concat" else None,
+                "with_cache_load": result.seconds,
+            }
+        )
+    lstm = lstm_epoch_seconds(work / "cache.h5", train_ids, device)
+    rows.append(
+        {
+            "head": "lstm (hidden 1027, timed on 3 batches)",
+            "clips": len(train_ids),
+            "seconds_per_epoch": lstm,
+            "seconds_30_epochs": 30 * lstm,
+        }
+    )
+    config = full_size_config()
+    rate = matmul_rate(device, torch.float32 if device.type == "cpu" else torch.bfloat16)
+    backbone_flops = 3 * sum(
+        flops_per_clip(config, int(s * 16_000)) for s in lengths[: args.train_clips]
+    )
+    reference = backbone_flops / rate
+    rows.append(
+        {
+            "head": "reference: backbone in the loop (FLOPs at 100% matmul rate)",
+            "clips": len(train_ids),
+            "seconds_per_epoch": reference,
+            "seconds_30_epochs": 30 * reference,
+        }
+    )
+    for row in rows:
+        row["x_faster_than_reference"] = reference / row["seconds_per_epoch"]
+    for fraction in (4, 2, 1):  # concat at 1x, 2x, 4x the clips
+        subset = train_ids[: len(train_ids) // fraction]
+        result = train(
+            work / "cache.h5",
+            [write_labels(work / "sub.csv", subset)],
+            valid_csv,
+            work / f"concat-{fraction}",
+            HeadConfig("concat"),
+            TrainConfig(patience=100),
+            device=args.device,
+            progress=False,
+        )
+        rows.append(
+            {
+                "head": f"concat on {len(subset)} clips (scaling)",
+                "clips": len(subset),
+                "with_cache_load": result.seconds,
+            }
+        )
+    print(
+        f"cache of {len(lengths)} clips built in {build_seconds:.0f} s; loading the clip "
+        f"inputs takes {load_seconds:.1f} s; matmul {rate / 1e9:.0f} GFLOP/s on {device}"
+    )
+    report(
+        "training",
+        rows,
+        {
+            "device": str(device),
+            "build_seconds": build_seconds,
+            "load_seconds": load_seconds,
+            "matmul_gflops": rate / 1e9,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
