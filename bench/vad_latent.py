@@ -35,7 +35,7 @@ def synthetic_cache(path: Path, latents: np.ndarray, vad_informative: bool) -> N
     for k, latent in enumerate(latents):
         length = int(rng.integers(20, 120))
         # the frames carry the latents weakly; the VAD strongly (if informative)
-        frames = (3 * rng.standard_normal((length, 64)) + latent @ projection).astype(np.float32)
+        frames = (25 * rng.standard_normal((length, 64)) + latent @ projection).astype(np.float32)
         vad = latent[:3] + 0.1 * rng.standard_normal(3) if vad_informative else rng.uniform(size=3)
         frame_vad = np.tile(vad, (length, 1)) + 0.05 * rng.standard_normal((length, 3))
         clips.append(

@@ -70,7 +70,9 @@ def _set_output_bias(layers: list[nn.Linear], label_mean: np.ndarray) -> None:
 
 
 class LstmHead(nn.Module):
-    """frames ⊕ frame VAD (B, T, D+3) -> LSTM -> last state ⊕ mean (B, H+D) -> MLP -> (B, 6)."""
+    """frames ⊕ frame VAD (B, T, D+3) -> LSTM -> last state ⊕ mean (B, H+D) -> MLP -> (B, 6).
+
+    The state read is each clip's own last frame's: padding never enters it (`last_states`)."""
 
     needs_frames = True
 
@@ -100,15 +102,31 @@ class LstmHead(nn.Module):
     def init_output_bias(self, label_mean: np.ndarray) -> None:
         _set_output_bias([self.mlp[-1]], label_mean)
 
+    def last_states(
+        self, frames: torch.Tensor, lengths: torch.Tensor, packed: bool | None = None
+    ) -> torch.Tensor:
+        """The top layer's state after each clip's last frame: (B, T, d), (B,) -> (B, H).
+
+        Packed sequences on a GPU (cuDNN). On a CPU, PyTorch's packed backward pass measured
+        5.6x slower than the padded one (32 clips x 340 frames, hidden 1027), so the padded
+        output is read at each clip's last frame instead: a unidirectional LSTM's output there
+        is the same state, since the padding after it never reaches it.
+        """
+        if packed if packed is not None else frames.device.type == "cuda":
+            sequences = pack_padded_sequence(
+                frames, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            _, (hidden, _) = self.lstm(sequences)
+            return hidden[-1]
+        output, _ = self.lstm(frames)
+        last = (lengths.to(frames.device) - 1).clamp(min=0)
+        return output[torch.arange(len(frames), device=frames.device), last]
+
     def forward(self, batch: dict[str, torch.Tensor]) -> HeadOutput:
         frames = batch["frames"]
         if self.use_vad:
             frames = torch.cat([frames, batch["frame_vad"].to(frames.dtype)], dim=-1)
-        packed = pack_padded_sequence(
-            self.input_norm(frames), batch["lengths"].cpu(), batch_first=True, enforce_sorted=False
-        )
-        _, (hidden, _) = self.lstm(packed)
-        state = hidden[-1]
+        state = self.last_states(self.input_norm(frames), batch["lengths"])
         if self.use_mean:
             state = torch.cat([state, batch["mean"].to(state.dtype)], dim=-1)
         return HeadOutput(torch.sigmoid(self.mlp(state)))

@@ -13,7 +13,7 @@ from conftest import write_labels
 from safetensors.torch import load_file
 
 from emi_heads.cli import train_command
-from emi_heads.heads import HeadConfig, branch_inputs
+from emi_heads.heads import HeadConfig, branch_inputs, build_head
 from emi_heads.losses import parse_loss
 from emi_heads.metrics import mean_pearson
 from emi_heads.train import Ema
@@ -268,3 +268,16 @@ def test_frame_statistics_are_exact_and_kept_beside_the_cache(synthetic, tmp_pat
             )
         np.save(sidecars[0], stats * 0)  # a second call reads the sidecar: planted values
         assert np.array_equal(cache_frame_stats(cache, "frames", max_frames=20), stats * 0)
+
+
+def test_lstm_padded_path_equals_packed_sequences():
+    torch.manual_seed(0)
+    head = build_head(HeadConfig("lstm", {"frames": 8, "mean": 8, "frame_stats": 16}, hidden=12))
+    head.eval()  # no dropout between the layers: both paths see the same network
+    frames = torch.randn(4, 30, 8, requires_grad=True)
+    lengths = torch.tensor([30, 1, 17, 9])
+    packed = head.last_states(frames, lengths, packed=True)
+    padded = head.last_states(frames, lengths, packed=False)
+    torch.testing.assert_close(padded, packed, atol=1e-6, rtol=1e-5)
+    (gradient,) = torch.autograd.grad(padded.sum(), frames)
+    assert gradient[1, 1:].abs().max() == 0 and gradient[3, 9:].abs().max() == 0  # no padding
