@@ -70,16 +70,20 @@ class Ema:
         self.decay = decay
         self.steps = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        live = model.state_dict()
+        floating = [k for k, v in live.items() if v.dtype.is_floating_point]
+        # state_dict tensors share storage with the model: one fused lerp per step
+        self._live = [live[k] for k in floating]
+        self._averaged = [self.shadow[k] for k in floating]
+        self._others = [(self.shadow[k], v) for k, v in live.items() if k not in floating]
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for key, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                self.shadow[key].lerp_(value.detach(), 1 - decay)
-            else:
-                self.shadow[key].copy_(value)
+        torch._foreach_lerp_(self._averaged, self._live, 1 - decay)
+        for averaged, value in self._others:
+            averaged.copy_(value)
 
     def copy_to(self, model: torch.nn.Module) -> None:
         model.load_state_dict(self.shadow)
@@ -232,8 +236,8 @@ def _train_sgd(
     progress: bool,
 ) -> tuple[int, EpochLog]:
     loss_fn = parse_loss(config.loss)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    optimizer = torch.optim.AdamW(  # foreach: one fused update, also on a CPU
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
     steps_per_epoch = math.ceil(len(train_inputs) / config.batch_size)
     total = steps_per_epoch * config.epochs
