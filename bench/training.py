@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from common import dataset_lengths, flops_per_clip, full_size_config, matmul_rate, report
 
-from emi_features.dataset import EMOTIONS
 from emi_features.frames import frame_count
 from emi_features.reader import open_cache
 from emi_features.writer import CacheWriter, ClipFeatures
 from emi_heads.data import load_inputs
 from emi_heads.heads import HeadConfig, build_head
 from emi_heads.losses import parse_loss
+from emi_heads.rundir import save_predictions
 from emi_heads.train import TrainConfig, train
 
 
@@ -58,12 +58,9 @@ def build_cache(path: Path, lengths: list[float], dim: int) -> None:
 
 
 def write_labels(path: Path, ids: list[str]) -> Path:
+    """Random labels quantised to eighths, in the split CSV format."""
     values = np.round(np.random.default_rng(1).uniform(size=(len(ids), 6)) * 8) / 8
-    lines = ["Filename," + ",".join(EMOTIONS)]
-    lines += [
-        f"{i}," + ",".join(f"{v:.3f}" for v in row) for i, row in zip(ids, values, strict=True)
-    ]
-    path.write_text("\n".join(lines) + "\n")
+    save_predictions(path, ids, values)
     return path
 
 

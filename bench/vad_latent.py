@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from common import report
 
-from emi_features.dataset import EMOTIONS
 from emi_features.writer import CacheWriter, ClipFeatures
 from emi_heads.heads import HeadConfig
+from emi_heads.rundir import save_predictions
 from emi_heads.train import TrainConfig, train
 
 
@@ -52,15 +52,6 @@ def synthetic_cache(path: Path, latents: np.ndarray, vad_informative: bool) -> N
     writer.finish()
 
 
-def labels_csv(path: Path, ids: list[str], values: np.ndarray) -> Path:
-    lines = ["Filename," + ",".join(EMOTIONS)]
-    lines += [
-        f"{i}," + ",".join(f"{v:.4f}" for v in row) for i, row in zip(ids, values, strict=True)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -71,8 +62,9 @@ def main() -> None:
     labels = np.round(np.clip((latents - 0.3) / 0.7, 0, 1) * 8) / 8
     ids = [f"{k:05d}" for k in range(args.clips)]
     split = int(0.7 * args.clips)
-    train_csv = labels_csv(work / "train.csv", ids[:split], labels[:split])
-    valid_csv = labels_csv(work / "valid.csv", ids[split:], labels[split:])
+    train_csv, valid_csv = work / "train.csv", work / "valid.csv"
+    save_predictions(train_csv, ids[:split], labels[:split])  # the split CSV format
+    save_predictions(valid_csv, ids[split:], labels[split:])
     rows = []
     for informative in (True, False):
         cache = work / f"cache-{informative}.h5"

@@ -16,7 +16,6 @@ import numpy as np
 FORMAT = "emi-cache"
 FORMAT_VERSION = 1
 FRAME_GROUPS = ("frames", "frame_vad")
-CLIP_GROUPS = ("mean", "vad", "num_samples")
 
 
 class CacheError(ValueError):
@@ -110,10 +109,7 @@ class FeatureCache:
     def is_frame_group(self, name: str) -> bool:
         """True for a group with one row per frame (indexed through offsets)."""
         dataset = self._file[name]
-        return dataset.shape[0] == int(self.offsets[-1]) and name.rsplit("/", 1)[-1] in (
-            *FRAME_GROUPS,
-            "frames",
-        )
+        return dataset.shape[0] == int(self.offsets[-1]) and name.rsplit("/", 1)[-1] in FRAME_GROUPS
 
     def dataset(self, name: str) -> h5py.Dataset | h5py.Group:
         """The open h5py object, for partial reads (`read_direct`) of large groups."""

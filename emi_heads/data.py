@@ -22,7 +22,6 @@ from emi_features.reader import FeatureCache
 from emi_heads.pooling import cache_frame_stats, pooled_stats
 
 FRAMES_PER_SECOND = 16_000 // FRAME_HOP
-VAD_INPUTS = ("vad", "frame_vad", "frame_vad_stats")
 
 
 def _read_clip_rows(
