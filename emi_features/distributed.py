@@ -26,8 +26,13 @@ class DeviceError(ValueError):
     """A device that cannot be used; one line for the user."""
 
 
-def _check_device(name: str) -> torch.device:
-    device = torch.device(name)
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """`--device` as given (default: cuda when available), checked to exist; one-line error."""
+    device = torch.device(name or default_device())
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
     if (
@@ -53,11 +58,11 @@ class Ranks:
         nccl on GPUs or gloo on CPUs, and take the GPU LOCAL_RANK."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
-            return cls(0, 1, _check_device(device))
+            return cls(0, 1, resolve_device(device))
         on_gpu = device.startswith("cuda")
         if on_gpu:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        resolved = _check_device(device)
+        resolved = resolve_device(device)
         if on_gpu:
             torch.cuda.set_device(resolved)
         if not dist.is_initialized():

@@ -23,8 +23,15 @@ from emi_features import __version__
 from emi_features.audio import SAMPLE_RATE, DecodeError, load_audio, probe_seconds
 from emi_features.backbones import VAD_LABELS, Backbone, load_backbone
 from emi_features.dataset import Clip, Source, find_clips
-from emi_features.distributed import Ranks
-from emi_features.frames import MIN_SAMPLES, frame_count, plan_batches, plan_windows, split_by_cost
+from emi_features.distributed import Ranks, default_device
+from emi_features.frames import (
+    FRAME_HOP,
+    MIN_SAMPLES,
+    frame_count,
+    plan_batches,
+    plan_windows,
+    split_by_cost,
+)
 from emi_features.writer import BackgroundWriter, CacheWriter, ClipFeatures
 
 log = logging.getLogger(__name__)
@@ -255,10 +262,6 @@ class ExtractResult:
         )
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def default_batch_seconds(device: torch.device) -> float:
     """Padded audio per batch: 0 (one clip per batch) on a CPU, where batching measured slower
     (bench/extraction.py), 160 s on a GPU, which needs large matrices to fill."""
@@ -311,7 +314,7 @@ def extract(
         "window_seconds": float(window_seconds),
         "overlap_seconds": float(overlap_seconds),
         "sample_rate": SAMPLE_RATE,
-        "frame_hop": 320,
+        "frame_hop": FRAME_HOP,
         "package_version": __version__,
     }
     if backbone.has_vad:

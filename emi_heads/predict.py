@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from emi_features.dataset import EMOTIONS, ID_COLUMN, pad_id, read_csv_ids
+from emi_features.distributed import resolve_device
 from emi_features.reader import open_cache
 from emi_heads.data import load_inputs
 from emi_heads.heads import HEADS
@@ -53,7 +53,7 @@ def predict_submission(
     """Average the runs' predictions for every id of `ids_csv` and write the submission `out`."""
     if not run_dirs:
         raise RunError("give at least one RUN_DIR")
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_device = resolve_device(device)
     ids = sorted(set(read_csv_ids(Path(ids_csv))))
     runs = [(Path(d), *load_run(d)) for d in run_dirs]
     with open_cache(cache_path) as cache:

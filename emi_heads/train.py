@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from emi_features import __version__
 from emi_features.dataset import EMOTIONS
+from emi_features.distributed import resolve_device
 from emi_features.reader import open_cache
 from emi_heads.data import Inputs, load_inputs
 from emi_heads.heads import HEADS, HeadConfig, build_head
@@ -166,7 +167,7 @@ def train(
     started = time.perf_counter()
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_device = resolve_device(device)
     seed_everything(train_config.seed)
     with open_cache(cache_path) as cache:
         train_labels, train_inputs = _load_split(

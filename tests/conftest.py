@@ -54,6 +54,15 @@ def extract_args(folder: Path, model_dir: Path, out: Path, *, seconds: str = "2"
     ]
 
 
+def write_wav_folder(folder: Path, count: int, low: float, high: float) -> Path:
+    """`count` random-tone wavs named 00000.wav..., lengths uniform in [low, high] seconds."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(count):
+        write_wav(folder / f"{k:05d}.wav", float(rng.uniform(low, high)), seed=k)
+    return folder
+
+
 def write_wav(
     path: Path, seconds: float, rate: int = 16_000, channels: int = 1, seed: int = 0
 ) -> np.ndarray:

@@ -10,7 +10,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import extract_args, write_wav
+from conftest import extract_args, write_wav_folder
 
 from emi_features.reader import open_cache
 
@@ -36,11 +36,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_two_ranks_equal_one_process_and_resume_after_a_kill(tiny_model_dir, tmp_path):
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for k in range(60):
-        write_wav(folder / f"{k:05d}.wav", float(rng.uniform(0.3, 2.5)), seed=k)
+    folder = write_wav_folder(tmp_path / "clips", 60, 0.3, 2.5)
     single = tmp_path / "single.h5"
     subprocess.run(
         command(folder, tiny_model_dir, single, 1),

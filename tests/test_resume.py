@@ -11,7 +11,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import extract_args, write_wav
+from conftest import extract_args, write_wav_folder
 
 from emi_features.reader import open_cache
 
@@ -33,11 +33,7 @@ def cache_arrays(path):
 
 
 def test_kill_nine_mid_run_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for k in range(160):
-        write_wav(folder / f"{k:05d}.wav", float(rng.uniform(0.3, 1.5)), seed=k)
+    folder = write_wav_folder(tmp_path / "clips", 160, 0.3, 1.5)
     out = tmp_path / "killed.h5"
     parts = tmp_path / "killed.h5.parts"
     process = extract_process(folder, tiny_model_dir, out)
