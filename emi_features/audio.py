@@ -13,8 +13,9 @@ import soundfile
 import soxr
 
 from emi_features.dataset import AUDIO_SUFFIXES
+from emi_features.schema import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
+__all__ = ["SAMPLE_RATE", "DecodeError", "load_audio", "probe_seconds", "to_mono_16k"]
 
 
 class DecodeError(Exception):

@@ -3,9 +3,13 @@
 - audeering's VAD-finetuned wav2vec2 (`VadWav2Vec2`, the model card's layout: `wav2vec2.*`,
   `classifier.dense`, `classifier.out_proj`), which also yields arousal/dominance/valence;
 - any Hugging Face wav2vec2, HuBERT or WavLM checkpoint, at a chosen hidden layer;
-- `fbank`: weight-free log-mel filterbank frames;
+- `fbank` (20 ms hop) and `fbank-10ms`: weight-free log-mel filterbank frames;
 - `tiny-random-untrained`: the VAD architecture shrunk to ~250 k random parameters, for tests
   and for trying the commands offline. Its features mean nothing.
+
+Each backbone declares its frame grid (`grid`), its preprocessing (`feature_extractor`) and
+what it writes (`has_vad`). Built-in names live in one registry, `BACKBONES`: a new built-in is
+one class or factory with `@register_backbone`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import abc
 import hashlib
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,16 +35,14 @@ from transformers import (
 )
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
-from emi_features.audio import SAMPLE_RATE
-from emi_features.frames import FRAME_HOP, RECEPTIVE_FIELD
+from emi_features.config import VAD_MODEL_ID
+from emi_features.frames import WAV2VEC2_GRID, FrameGrid
+from emi_features.schema import SAMPLE_RATE, VAD_DIM
 
 log = logging.getLogger(__name__)
 
-VAD_MODEL_ID = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
-VAD_LABELS = ("arousal", "dominance", "valence")
+__all__ = ["VAD_MODEL_ID", "BACKBONES", "Backbone", "load_backbone", "register_backbone"]
 TINY_NAME = "tiny-random-untrained"
-FBANK_NAME = "fbank"
-BUILT_IN = (FBANK_NAME, TINY_NAME)
 VAD_ARCHITECTURES = {"Wav2Vec2ForSpeechClassification", "EmotionModel", "VadWav2Vec2"}
 ENCODER_TYPES = {"wav2vec2", "hubert", "wavlm", "data2vec-audio"}
 
@@ -92,7 +96,7 @@ def tiny_config() -> Wav2Vec2Config:
         num_conv_pos_embedding_groups=4,
         feat_extract_norm="layer",
         do_stable_layer_norm=True,
-        num_labels=3,
+        num_labels=VAD_DIM,
         architectures=["Wav2Vec2ForSpeechClassification"],
     )
 
@@ -121,7 +125,8 @@ def state_fingerprint(module: nn.Module, *extra: object) -> str:
 
 @dataclass
 class Encoded:
-    """A batch through a backbone: frames (B, T, D) and, for the VAD model, frame_vad (B, T, 3)."""
+    """A batch through a backbone: frames (B, T, D) and, for the VAD model, frame_vad (B, T, 3),
+    T on the backbone's grid."""
 
     frames: torch.Tensor
     frame_vad: torch.Tensor | None
@@ -129,11 +134,12 @@ class Encoded:
 
 class Backbone(nn.Module, abc.ABC):
     """The interface the extractor uses. Inputs are normalised, zero-padded audio (B, N) float32
-    at 16 kHz with an attention mask (B, N); outputs lie on the 20 ms frame grid."""
+    at 16 kHz with an attention mask (B, N); outputs lie on the backbone's `grid`."""
 
     name: str
     fingerprint: str
     hidden_size: int
+    grid: FrameGrid = WAV2VEC2_GRID
     has_vad: bool = False
     uses_attention_mask: bool = True
     feature_extractor: Wav2Vec2FeatureExtractor
@@ -143,8 +149,18 @@ class Backbone(nn.Module, abc.ABC):
         """Frames for a padded batch; rows past a clip's own frame count are padding."""
 
     def vad(self, vectors: torch.Tensor) -> torch.Tensor:
-        """The VAD head on (..., D) vectors -> (..., 3); only where `has_vad`."""
+        """The VAD head on (..., D) vectors -> (..., VAD_DIM); only where `has_vad`."""
         raise BackboneError(f"{self.name} has no VAD head")
+
+
+def conv_grid(config) -> FrameGrid:
+    """The frame grid of a wav2vec2-style convolutional feature encoder: the hop is the product
+    of the strides, the receptive field grows by (kernel - 1) x the hop so far at each layer."""
+    hop, field = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        field += (kernel - 1) * hop
+        hop *= stride
+    return FrameGrid(hop=hop, receptive_field=field)
 
 
 class HFBackbone(Backbone):
@@ -172,6 +188,7 @@ class HFBackbone(Backbone):
         if head is not None and self.layer is not None:
             log.warning("the VAD head reads the last layer: no VAD groups with --layer %s", layer)
         self.hidden_size = encoder.config.hidden_size
+        self.grid = conv_grid(encoder.config)
         self.feature_extractor = feature_extractor
         self.uses_attention_mask = bool(feature_extractor.return_attention_mask)
         self.fingerprint = state_fingerprint(self, type(encoder).__name__, self.layer)
@@ -194,18 +211,20 @@ class HFBackbone(Backbone):
 
 
 class FbankBackbone(Backbone):
-    """Weight-free log-mel filterbank frames (80 bands, 25 ms Hann window, 20 ms hop)."""
+    """Weight-free log-mel filterbank frames (80 bands, 25 ms Hann window, `hop` samples)."""
 
     num_mel_bins = 80
 
-    def __init__(self):
+    def __init__(self, name: str, grid: FrameGrid):
         super().__init__()
-        self.name = FBANK_NAME
+        self.name = name
+        self.grid = grid
         self.hidden_size = self.num_mel_bins
         self.feature_extractor = default_feature_extractor()
-        self.window = window_function(RECEPTIVE_FIELD, "hann")
+        self.window = window_function(grid.receptive_field, "hann")
+        self.fft_length = 2 ** math.ceil(math.log2(grid.receptive_field))
         self.mel_filters = mel_filter_bank(
-            num_frequency_bins=257,
+            num_frequency_bins=self.fft_length // 2 + 1,
             num_mel_filters=self.num_mel_bins,
             min_frequency=20.0,
             max_frequency=SAMPLE_RATE / 2,
@@ -213,12 +232,11 @@ class FbankBackbone(Backbone):
             norm="slaney",
             mel_scale="slaney",
         )
-        self.fingerprint = (
-            "fbank:"
-            + hashlib.blake2b(
-                self.mel_filters.tobytes() + self.window.tobytes(), digest_size=16
-            ).hexdigest()
-        )
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(self.mel_filters.tobytes() + self.window.tobytes())
+        if grid != WAV2VEC2_GRID:  # the 20 ms fingerprint stays what existing caches hold
+            digest.update(repr(grid).encode())
+        self.fingerprint = "fbank:" + digest.hexdigest()
 
     def encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> Encoded:
         waves = input_values.float().cpu().numpy()
@@ -226,9 +244,9 @@ class FbankBackbone(Backbone):
             spectrogram(
                 wave,
                 self.window,
-                frame_length=RECEPTIVE_FIELD,
-                hop_length=FRAME_HOP,
-                fft_length=512,
+                frame_length=self.grid.receptive_field,
+                hop_length=self.grid.hop,
+                fft_length=self.fft_length,
                 power=2.0,
                 center=False,
                 mel_filters=self.mel_filters,
@@ -241,6 +259,38 @@ class FbankBackbone(Backbone):
         return Encoded(frames, None)
 
 
+@dataclass(frozen=True)
+class BuiltIn:
+    """A backbone known by name: how to make it, and one line for `--list-models`."""
+
+    factory: Callable[[], Backbone]
+    description: str
+
+
+BACKBONES: dict[str, BuiltIn] = {}
+
+
+def register_backbone(name: str, description: str):
+    """Decorator: make `factory()` available as `--model NAME`."""
+
+    def register(factory: Callable[[], Backbone]) -> Callable[[], Backbone]:
+        BACKBONES[name] = BuiltIn(factory, description)
+        return factory
+
+    return register
+
+
+@register_backbone("fbank", "80 log-mel bands, 25 ms window, 20 ms hop (50 frames/s); no weights")
+def _fbank() -> Backbone:
+    return FbankBackbone("fbank", WAV2VEC2_GRID)
+
+
+@register_backbone("fbank-10ms", "80 log-mel bands, 25 ms window, 10 ms hop (100 frames/s)")
+def _fbank_10ms() -> Backbone:
+    return FbankBackbone("fbank-10ms", FrameGrid(hop=160, receptive_field=400))
+
+
+@register_backbone(TINY_NAME, "the VAD architecture with 190 k random weights: tests only")
 def _load_tiny() -> HFBackbone:
     torch.manual_seed(0)
     model = VadWav2Vec2(tiny_config()).eval()
@@ -252,7 +302,7 @@ def _load_tiny() -> HFBackbone:
 def _hub_error(model: str, offline: bool, error: Exception) -> BackboneError:
     where = "in the local Hugging Face cache (offline)" if offline else "on the hub"
     return BackboneError(
-        f"cannot load model {model!r}: not a built-in ({', '.join(BUILT_IN)}), not a local "
+        f"cannot load model {model!r}: not a built-in ({', '.join(BACKBONES)}), not a local "
         f"folder, and not found {where} ({type(error).__name__}); download it once with "
         f"`hf download {model}` or pass a local folder"
     )
@@ -263,10 +313,11 @@ def load_backbone(model: str, *, layer: int | None = None, offline: bool = False
 
     `layer` picks a hidden state (0 = the CNN features after projection, default the last).
     """
-    if model == FBANK_NAME:
-        return FbankBackbone().eval()
-    if model == TINY_NAME:
-        return _load_tiny()
+    if model in BACKBONES:
+        return BACKBONES[model].factory().eval()
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
     local = Path(model).is_dir()
     options = {"local_files_only": offline or local}
     try:

@@ -1,84 +1,98 @@
-"""`emi-extract`: the command line of stage one (also `python -m emi_features`, for torchrun)."""
+"""`emi-extract` (= `emi extract`, `python -m emi_features`): the command line of stage one.
+
+Parses options into an `ExtractConfig` and calls `extract`. Nothing heavy is imported before the
+options are valid, so `--help` and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-
 import click
 
-from emi_features.backbones import BUILT_IN, VAD_MODEL_ID
+from emi_features.config import DTYPE_NAMES, EXTRACT_DEFAULTS, ExtractConfig
+from emi_features.logs import setup_logging
+from emi_features.options import COMMAND_SETTINGS, device_option, logging_options
+
+D = EXTRACT_DEFAULTS
 
 
-def setup_logging(verbose: bool) -> None:
-    """One line per message on stderr: `emi: warning: skip 00042: empty file 00042.mp3`."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="emi: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import transformers
+def _list_models(context: click.Context, _: click.Parameter, value: bool) -> None:
+    if not value or context.resilient_parsing:
+        return
+    from emi_features.backbones import BACKBONES
 
-    transformers.utils.logging.disable_progress_bar()
-    for noisy in ("transformers", "huggingface_hub", "urllib3", "httpx", "h5py", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    for name, entry in BACKBONES.items():
+        click.echo(f"{name:<24}{entry.description}")
+    click.echo(f"{'HUB-ID or FOLDER':<24}any wav2vec2, HuBERT, WavLM or data2vec-audio encoder")
+    context.exit()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(context_settings=COMMAND_SETTINGS)
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
 @click.option(
     "--model",
-    default=VAD_MODEL_ID,
-    help=f"Hub id, local Hugging Face folder, or built-in: {', '.join(BUILT_IN)}.",
+    default=D.model,
+    help="Hub id, local Hugging Face folder, or a built-in name (see --list-models).",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The cache to write.")
-@click.option("--split", default=None, help="Only the ids of INPUT/NAME_split.csv.")
+@click.option("--split", default=D.split, help="Only the ids of INPUT/NAME_split.csv.")
 @click.option(
     "--source",
     type=click.Choice(["auto", "audio", "video"]),
-    default="auto",
+    default=D.source,
     help="Decode from raw/ videos, audio/ files, or the video when there is one.",
 )
-@click.option("--device", default=None, help="cpu, cuda or cuda:N  [default: cuda if available]")
+@device_option
 @click.option(
     "--dtype",
-    type=click.Choice(["float32", "bfloat16", "float16"]),
-    default=None,
+    type=click.Choice(DTYPE_NAMES),
+    default=D.dtype,
     help="Backbone precision  [default: float32 on CPU, bfloat16 on GPU]",
 )
 @click.option(
     "--layer",
     type=int,
-    default=None,
+    default=D.layer,
     help="hidden_states[N] to store (0 = CNN features)  [default: last_hidden_state]",
 )
 @click.option(
     "--batch-seconds",
-    type=float,
-    default=None,
+    type=click.FloatRange(min=0),
+    default=D.batch_seconds,
     help="Padded audio seconds per batch; 0: one clip each  [default: 0 on CPU, 160 on GPU]",
 )
 @click.option(
     "--window-seconds",
-    type=float,
-    default=30.0,
+    type=click.FloatRange(min=0, min_open=True),
+    default=D.window_seconds,
     help="Longer clips run in overlapping windows of this length.",
 )
-@click.option("--overlap-seconds", type=float, default=4.0, help="Overlap between windows.")
+@click.option(
+    "--overlap-seconds",
+    type=click.FloatRange(min=0),
+    default=D.overlap_seconds,
+    help="Overlap between windows.",
+)
 @click.option(
     "--part-seconds",
-    type=float,
-    default=120.0,
+    type=click.FloatRange(min=0, min_open=True),
+    default=D.part_seconds,
     help="Audio per committed part of the cache: what a crash can lose at most.",
 )
-@click.option("--workers", type=int, default=2, help="Decoding processes.")
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=D.workers, help="Decoding processes."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache instead of resuming.")
 @click.option("--retry-skipped", is_flag=True, help="Try clips an earlier run skipped again.")
 @click.option("--offline", is_flag=True, help="Never touch the network (as HF_HUB_OFFLINE=1).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--list-models",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list_models,
+    help="List the built-in backbones and exit.",
+)
+@logging_options
 def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: object) -> None:
     """Extract backbone features of every clip in INPUT into one HDF5 cache.
 
@@ -90,16 +104,15 @@ def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: objec
     emi-extract /data/vidmimic2 --split train --out vad.h5   # the VAD model, on a GPU
     """
     setup_logging(verbose)
-    from emi_features.audio import DecodeError
-    from emi_features.backbones import BackboneError
-    from emi_features.dataset import DatasetError
-    from emi_features.distributed import DeviceError
-    from emi_features.extract import extract
-    from emi_features.reader import CacheError
+    try:
+        config = ExtractConfig(**options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    from emi_features.extract import USER_ERRORS, extract
 
     try:
-        result = extract(input_path, out=out, progress=not quiet, **options)
-    except (DatasetError, BackboneError, CacheError, DeviceError, DecodeError) as error:
+        result = extract(input_path, out=out, config=config, progress=not quiet)
+    except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         raise click.ClickException(

@@ -9,7 +9,8 @@ import csv
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+
+from emi_features.config import Source
 
 EMOTIONS: tuple[str, ...] = (
     "Admiration",
@@ -25,9 +26,6 @@ ID_WIDTH = 5
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 VIDEO_SUFFIXES = (".mp4", ".m4a", ".webm", ".mkv", ".mov")
 MEDIA_SUFFIXES = AUDIO_SUFFIXES + VIDEO_SUFFIXES
-
-Source = Literal["auto", "audio", "video"]
-
 
 class DatasetError(ValueError):
     """Input that cannot be turned into a clip list; the message is one line for the user."""

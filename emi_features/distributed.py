@@ -19,29 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from emi_features.devices import resolve_device
 from emi_features.writer import CacheWriter
-
-
-class DeviceError(ValueError):
-    """A device that cannot be used; one line for the user."""
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """`--device` as given (default: cuda when available), checked to exist; one-line error."""
-    device = torch.device(name or default_device())
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
-    if (
-        device.type == "cuda"
-        and device.index is not None
-        and device.index >= torch.cuda.device_count()
-    ):
-        raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-    return device
 
 
 @dataclass

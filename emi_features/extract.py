@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +20,22 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from emi_features import __version__
-from emi_features.audio import SAMPLE_RATE, DecodeError, load_audio, probe_seconds
-from emi_features.backbones import VAD_LABELS, Backbone, load_backbone
-from emi_features.dataset import Clip, Source, find_clips
-from emi_features.distributed import Ranks, default_device
-from emi_features.frames import (
-    FRAME_HOP,
-    MIN_SAMPLES,
-    frame_count,
-    plan_batches,
-    plan_windows,
-    split_by_cost,
-)
+from emi_features.atomic import WriteError
+from emi_features.audio import DecodeError, load_audio, probe_seconds
+from emi_features.backbones import Backbone, BackboneError, load_backbone
+from emi_features.config import ExtractConfig
+from emi_features.dataset import Clip, DatasetError, find_clips
+from emi_features.devices import DeviceError, default_device
+from emi_features.distributed import Ranks
+from emi_features.frames import plan_batches, split_by_cost
+from emi_features.reader import CacheError
+from emi_features.schema import SAMPLE_RATE, VAD_LABELS, Attr
 from emi_features.writer import BackgroundWriter, CacheWriter, ClipFeatures
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# What `extract` raises for bad input or a machine problem: one line for the user, no traceback.
+USER_ERRORS = (DatasetError, BackboneError, CacheError, DeviceError, DecodeError, WriteError)
 
 
 @dataclass
@@ -57,6 +57,7 @@ class _DecodeParts(Dataset):
     def __init__(self, parts: list[list[list[Clip]]], backbone: Backbone):
         self.parts = parts
         self.extractor = backbone.feature_extractor
+        self.min_samples = backbone.grid.min_samples
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -73,8 +74,8 @@ class _DecodeParts(Dataset):
                     continue
                 wave = self.extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np")
                 wave = wave["input_values"][0].astype(np.float32)
-                if wave.size < MIN_SAMPLES:  # normalised over the clip, then zero-padded
-                    wave = np.pad(wave, (0, MIN_SAMPLES - wave.size))
+                if wave.size < self.min_samples:  # normalised over the clip, then zero-padded
+                    wave = np.pad(wave, (0, self.min_samples - wave.size))
                 members.append(len(decoded.ids))
                 decoded.ids.append(clip.id)
                 decoded.waves.append(wave)
@@ -116,14 +117,15 @@ def _pad(waves: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, t
 def encode_clips(
     backbone: Backbone, waves: list[np.ndarray], *, device: torch.device, dtype: torch.dtype
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """One padded batch through the backbone: per clip (frames (T, D), frame_vad (T, 3)) fp32."""
+    """One padded batch through the backbone: per clip (frames (T, D), frame_vad (T, 3)) fp32,
+    T on the backbone's grid."""
     values, mask = _pad(waves, device)
     # all clips of equal length: no padding, and the unmasked attention path is the faster one
     unpadded = all(w.size == waves[0].size for w in waves)
     encoded = backbone.encode(values.to(dtype), None if unpadded else mask)
     out = []
     for row, wave in enumerate(waves):
-        count = frame_count(wave.size)
+        count = backbone.grid.frame_count(wave.size)
         vad = encoded.frame_vad[row, :count].float() if encoded.frame_vad is not None else None
         out.append((encoded.frames[row, :count].float(), vad))
     return out
@@ -143,7 +145,7 @@ def encode_long_clip(
 
     Memory is bounded by the window and batch, not the clip (frames are kept on the CPU).
     """
-    windows = plan_windows(
+    windows = backbone.grid.plan_windows(
         wave.size, int(window_seconds * SAMPLE_RATE), int(overlap_seconds * SAMPLE_RATE)
     )
     per_batch = max(1, int(batch_seconds // window_seconds))
@@ -234,9 +236,12 @@ def encode_batch(
         )
         records += summarise([decoded.ids[k]], [encoded], [decoded.num_samples[k]], backbone)
     for record in records:
-        if record.num_samples < MIN_SAMPLES:
+        if record.num_samples < backbone.grid.min_samples:
             log.info(
-                "%s: %d samples, zero-padded to %d", record.id, record.num_samples, MIN_SAMPLES
+                "%s: %d samples, zero-padded to %d",
+                record.id,
+                record.num_samples,
+                backbone.grid.min_samples,
             )
     return records
 
@@ -268,57 +273,56 @@ def default_batch_seconds(device: torch.device) -> float:
     return 0.0 if device.type == "cpu" else 160.0
 
 
+def cache_attrs(config: ExtractConfig, backbone: Backbone, dtype: str) -> dict[str, Any]:
+    """The root attributes that describe what a cache holds and how it was made."""
+    attrs: dict[str, Any] = {
+        Attr.BACKBONE: config.model,
+        Attr.FINGERPRINT: backbone.fingerprint,
+        Attr.HIDDEN_SIZE: backbone.hidden_size,
+        Attr.LAYER: "last" if config.layer is None else str(config.layer),
+        Attr.SOURCE: config.source,
+        Attr.DTYPE: dtype,
+        Attr.WINDOW_SECONDS: float(config.window_seconds),
+        Attr.OVERLAP_SECONDS: float(config.overlap_seconds),
+        Attr.SAMPLE_RATE: backbone.grid.sample_rate,
+        Attr.FRAME_HOP: backbone.grid.hop,
+        Attr.PACKAGE_VERSION: __version__,
+    }
+    if backbone.has_vad:
+        attrs[Attr.VAD_LABELS] = ",".join(VAD_LABELS)
+    return attrs
+
+
 def extract(
     input_path: str | Path,
     *,
-    model: str,
     out: str | Path,
-    split: str | None = None,
-    source: Source = "auto",
-    device: str | None = None,
-    dtype: str | None = None,
-    layer: int | None = None,
-    batch_seconds: float | None = None,
-    window_seconds: float = 30.0,
-    overlap_seconds: float = 4.0,
-    part_seconds: float = 120.0,
-    workers: int = 2,
-    overwrite: bool = False,
-    retry_skipped: bool = False,
-    offline: bool = False,
+    config: ExtractConfig | None = None,
     progress: bool = True,
+    **overrides: Any,
 ) -> ExtractResult:
     """Extract every clip of `input_path` (see `find_clips`) into the cache `out`.
 
+    Settings come from `config` (defaults: `ExtractConfig()`), with keyword `overrides` on top.
     Resumes an interrupted cache; refuses one written with other settings unless `overwrite`.
     Under torchrun, each rank takes a share of the batches balanced by audio length.
     """
+    config = replace(config or ExtractConfig(), **overrides)
     started = time.perf_counter()
-    ranks = Ranks.from_environment(device or default_device())
+    ranks = Ranks.from_environment(config.device or default_device())
     torch_device = ranks.device
-    dtype = dtype or ("float32" if torch_device.type == "cpu" else "bfloat16")
+    dtype = config.dtype or ("float32" if torch_device.type == "cpu" else "bfloat16")
+    batch_seconds = config.batch_seconds
     if batch_seconds is None:
         batch_seconds = default_batch_seconds(torch_device)
+    window_seconds, overlap_seconds = config.window_seconds, config.overlap_seconds
     if torch_device.type == "cpu" and dtype != "float32":
         log.warning("%s on a CPU is much slower than float32", dtype)
-    clips = find_clips(Path(input_path), split=split, source=source)
-    backbone = load_backbone(model, layer=layer, offline=offline)
+    clips = find_clips(Path(input_path), split=config.split, source=config.source)
+    backbone = load_backbone(config.model, layer=config.layer, offline=config.offline)
     backbone.to(device=torch_device, dtype=DTYPES[dtype])
-    attrs: dict[str, Any] = {
-        "backbone": model,
-        "backbone_fingerprint": backbone.fingerprint,
-        "hidden_size": backbone.hidden_size,
-        "layer": "last" if layer is None else str(layer),
-        "source": source,
-        "dtype": dtype,
-        "window_seconds": float(window_seconds),
-        "overlap_seconds": float(overlap_seconds),
-        "sample_rate": SAMPLE_RATE,
-        "frame_hop": FRAME_HOP,
-        "package_version": __version__,
-    }
-    if backbone.has_vad:
-        attrs["vad_labels"] = ",".join(VAD_LABELS)
+    attrs = cache_attrs(config, backbone, dtype)
+    overwrite, retry_skipped = config.overwrite, config.retry_skipped
     writer = ranks.open_writer(
         lambda **kw: CacheWriter(out, attrs, overwrite=overwrite, retry_skipped=retry_skipped, **kw)
     )
@@ -326,8 +330,13 @@ def extract(
     lengths = dict(
         zip(by_id, ranks.map_threads(probe_seconds, [c.path for c in clips]), strict=True)
     )
-    batches = plan_batches(lengths, batch_seconds=batch_seconds, window_seconds=window_seconds)
-    parts = plan_parts(batches, lengths, part_seconds)
+    batches = plan_batches(
+        lengths,
+        batch_seconds=batch_seconds,
+        window_seconds=window_seconds,
+        min_seconds=backbone.grid.min_samples / SAMPLE_RATE,
+    )
+    parts = plan_parts(batches, lengths, config.part_seconds)
     done = writer.done_ids
     ranks.barrier()  # every rank must see the same finished set before any rank writes
     todo = [part for part in parts if not done.issuperset(i for b in part for i in b)]
@@ -344,8 +353,8 @@ def extract(
     loader = DataLoader(
         _DecodeParts([[[by_id[i] for i in b] for b in part] for part in mine], backbone),
         batch_size=None,
-        num_workers=workers,
-        prefetch_factor=2 if workers else None,
+        num_workers=config.workers,
+        prefetch_factor=2 if config.workers else None,
     )
     options = {
         "device": torch_device,

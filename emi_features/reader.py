@@ -1,7 +1,7 @@
-"""Reading the feature cache (format_version 1). Needs only h5py and numpy: stage two uses it.
+"""Reading the feature cache. Needs only h5py and numpy: stage two uses it.
 
-Layout (see the README): `/ids` (N,), `/offsets` (N+1,), frame groups `/frames` (F, D) float16
-and `/frame_vad` (F, 3) whose rows offsets[i]:offsets[i+1] belong to clip i, clip groups
+Layout (`schema`, the README): `/ids` (N,), `/offsets` (N+1,), frame groups `/frames` (F, D)
+float16 and `/frame_vad` (F, 3) whose rows offsets[i]:offsets[i+1] belong to clip i, clip groups
 `/mean` (N, D), `/vad` (N, 3), `/num_samples` (N,), `/skipped/{ids,reasons}` (M,).
 """
 
@@ -13,9 +13,17 @@ from typing import Any
 import h5py
 import numpy as np
 
-FORMAT = "emi-cache"
-FORMAT_VERSION = 1
-FRAME_GROUPS = ("frames", "frame_vad")
+from emi_features.schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    FRAME_GROUPS,
+    IDS,
+    OFFSETS,
+    SKIPPED_IDS,
+    SKIPPED_REASONS,
+    Attr,
+    frames_per_second,
+)
 
 
 class CacheError(ValueError):
@@ -30,9 +38,7 @@ def read_skipped(handle: h5py.File) -> dict[str, str]:
     """`/skipped` of an open cache or part: clip id -> reason."""
     if "skipped" not in handle:
         return {}
-    return dict(
-        zip(_strings(handle["skipped/ids"]), _strings(handle["skipped/reasons"]), strict=True)
-    )
+    return dict(zip(_strings(handle[SKIPPED_IDS]), _strings(handle[SKIPPED_REASONS]), strict=True))
 
 
 class FeatureCache:
@@ -53,18 +59,18 @@ class FeatureCache:
         self.attrs: dict[str, Any] = {
             k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._file.attrs.items()
         }
-        if self.attrs.get("format") != FORMAT:
+        if self.attrs.get(Attr.FORMAT) != FORMAT:
             self.close()
             raise CacheError(f"{self.path}: not an emi cache (no format='{FORMAT}' attribute)")
-        version = int(self.attrs.get("format_version", -1))
+        version = int(self.attrs.get(Attr.FORMAT_VERSION, -1))
         if version != FORMAT_VERSION:
             self.close()
             raise CacheError(
                 f"{self.path}: cache format_version {version} is not supported "
                 f"(this emi reads {FORMAT_VERSION}); re-extract or upgrade emi"
             )
-        self.ids: list[str] = _strings(self._file["ids"])
-        self.offsets: np.ndarray = self._file["offsets"][()].astype(np.int64)
+        self.ids: list[str] = _strings(self._file[IDS])
+        self.offsets: np.ndarray = self._file[OFFSETS][()].astype(np.int64)
         self._index = {clip_id: i for i, clip_id in enumerate(self.ids)}
 
     def __enter__(self) -> FeatureCache:
@@ -85,15 +91,20 @@ class FeatureCache:
     @property
     def complete(self) -> bool:
         """False while an extraction is still adding clips (or was interrupted)."""
-        return bool(self.attrs.get("complete", True))
+        return bool(self.attrs.get(Attr.COMPLETE, True))
 
     @property
     def fingerprint(self) -> str:
-        return str(self.attrs.get("backbone_fingerprint", ""))
+        return str(self.attrs.get(Attr.FINGERPRINT, ""))
 
     @property
     def hidden_size(self) -> int:
-        return int(self.attrs["hidden_size"])
+        return int(self.attrs[Attr.HIDDEN_SIZE])
+
+    @property
+    def frames_per_second(self) -> float:
+        """The frame rate of `/frames`, from the cache's own sample rate and frame hop."""
+        return frames_per_second(self.attrs)
 
     @property
     def skipped(self) -> dict[str, str]:

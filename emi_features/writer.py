@@ -15,6 +15,7 @@ import os
 import queue
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,25 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emi_features.reader import FORMAT, FORMAT_VERSION, CacheError, _strings, read_skipped
+from emi_features.atomic import atomic_path
+from emi_features.reader import CacheError, _strings, read_skipped
+from emi_features.schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    FRAME_VAD,
+    FRAMES,
+    IDS,
+    MEAN,
+    NUM_SAMPLES,
+    OFFSETS,
+    SKIPPED_IDS,
+    SKIPPED_REASONS,
+    VAD,
+    VAD_DIM,
+    VOLATILE_ATTRS,
+    Attr,
+)
 
-# Attributes that may differ between runs writing the same cache; every other one must match.
-VOLATILE_ATTRS = frozenset({"backbone", "package_version", "complete", "parts"})
 STRING = h5py.string_dtype("utf-8")
 
 
@@ -33,8 +49,9 @@ STRING = h5py.string_dtype("utf-8")
 class ClipFeatures:
     """One extracted clip, as stage one computes it.
 
-    frames: (T, D) float16 (float32 is converted); frame_vad: (T, 3) or None; mean: (D,) float32
-    mean of the fp32 frames; vad: (3,) the VAD head on the mean, or None; num_samples at 16 kHz.
+    frames: (T, D) float16 (float32 is converted); frame_vad: (T, VAD_DIM) or None; mean: (D,)
+    float32 mean of the fp32 frames; vad: (VAD_DIM,) the VAD head on the mean, or None;
+    num_samples at 16 kHz.
     """
 
     id: str
@@ -74,31 +91,26 @@ def _mismatch(path: Path, found: dict[str, Any], wanted: dict[str, Any]) -> str 
 
 def _write_skipped(handle: h5py.File, skipped: dict[str, str]) -> None:
     ordered = sorted(skipped)
-    handle.create_dataset("skipped/ids", data=np.array(ordered, dtype=object), dtype=STRING)
+    handle.create_dataset(SKIPPED_IDS, data=np.array(ordered, dtype=object), dtype=STRING)
     handle.create_dataset(
-        "skipped/reasons", data=np.array([skipped[i] for i in ordered], dtype=object), dtype=STRING
+        SKIPPED_REASONS, data=np.array([skipped[i] for i in ordered], dtype=object), dtype=STRING
     )
 
 
 def _write_clip_arrays(
     handle: h5py.File, ids: list[str], lengths: np.ndarray, num_samples: np.ndarray
 ) -> None:
-    handle.create_dataset("ids", data=np.array(ids, dtype=object), dtype=STRING)
+    handle.create_dataset(IDS, data=np.array(ids, dtype=object), dtype=STRING)
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    handle.create_dataset("offsets", data=offsets)
-    handle.create_dataset("num_samples", data=np.asarray(num_samples, dtype=np.int64))
+    handle.create_dataset(OFFSETS, data=offsets)
+    handle.create_dataset(NUM_SAMPLES, data=np.asarray(num_samples, dtype=np.int64))
 
 
 def _replace_atomically(target: Path, write: Any) -> None:
     """Call write(h5py.File) on a temporary file beside `target`, then rename it over `target`."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(temporary, "w", libver="latest") as handle:
-            write(handle)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(target) as temporary, h5py.File(temporary, "w", libver="latest") as handle:
+        write(handle)
 
 
 class CacheWriter:
@@ -144,12 +156,12 @@ class CacheWriter:
                 raise CacheError(
                     f"{self.path}: exists but is not HDF5 ({error}); use --overwrite"
                 ) from error
-            if found.get("format") != FORMAT:
+            if found.get(Attr.FORMAT) != FORMAT:
                 raise CacheError(f"{self.path}: exists and is not an emi cache; use --overwrite")
             problem = _mismatch(self.path, found, self.attrs)
             if problem:
                 raise CacheError(problem)
-            if found.get("complete", True):
+            if found.get(Attr.COMPLETE, True):
                 if self.keeps_index:  # parts left by a crash after the final rename
                     shutil.rmtree(self.parts_dir, ignore_errors=True)
                 self._finished_base = self.path
@@ -161,15 +173,15 @@ class CacheWriter:
             problem = _mismatch(path, _read_attrs(handle), self.attrs)
             if problem:
                 raise CacheError(problem)
-            offsets = handle["offsets"][()]
+            offsets = handle[OFFSETS][()]
             if self._has_frame_vad is None and len(offsets) > 1:
-                self._has_frame_vad = "frame_vad" in handle
+                self._has_frame_vad = FRAME_VAD in handle
             return _Part(
                 name=name,
-                ids=_strings(handle["ids"]),
+                ids=_strings(handle[IDS]),
                 lengths=np.diff(offsets),
-                num_samples=handle["num_samples"][()],
-                vad=handle["vad"][()] if "vad" in handle else None,
+                num_samples=handle[NUM_SAMPLES][()],
+                vad=handle[VAD][()] if VAD in handle else None,
                 skipped=read_skipped(handle),
             )
 
@@ -202,10 +214,10 @@ class CacheWriter:
                 except OSError:
                     shutil.copyfile(self._finished_base, base)
             self._finished_base = None
-        existing = [p for p in self._parts if p.startswith(self.prefix)]
-        name = f"{self.prefix}{len(existing):06d}.h5"
+        # time then process: names sort in commit order and never collide, whatever is missing
+        name = f"{self.prefix}{time.time_ns():020d}-{os.getpid()}.h5"
         lengths = np.array([len(c.frames) for c in clips], dtype=np.int64)
-        dim = int(self.attrs["hidden_size"])
+        dim = int(self.attrs[Attr.HIDDEN_SIZE])
         with_vad = bool(clips) and clips[0].frame_vad is not None
 
         def write(handle: h5py.File) -> None:
@@ -214,18 +226,16 @@ class CacheWriter:
                 handle, [c.id for c in clips], lengths, [c.num_samples for c in clips]
             )
             frames = np.concatenate([c.frames for c in clips]) if clips else np.zeros((0, dim))
-            handle.create_dataset("frames", data=frames.astype(np.float16))
+            handle.create_dataset(FRAMES, data=frames.astype(np.float16))
             handle.create_dataset(
-                "mean", data=np.array([c.mean for c in clips], dtype=np.float32).reshape(-1, dim)
+                MEAN, data=np.array([c.mean for c in clips], dtype=np.float32).reshape(-1, dim)
             )
             if with_vad:
                 handle.create_dataset(
-                    "frame_vad",
+                    FRAME_VAD,
                     data=np.concatenate([c.frame_vad for c in clips]).astype(np.float32),
                 )
-                handle.create_dataset(
-                    "vad", data=np.array([c.vad for c in clips], dtype=np.float32)
-                )
+                handle.create_dataset(VAD, data=np.array([c.vad for c in clips], dtype=np.float32))
             _write_skipped(handle, skipped)
 
         _replace_atomically(self.parts_dir / name, write)
@@ -264,7 +274,7 @@ class CacheWriter:
 
     def _write_index(self) -> None:
         parts, skipped = self._ordered()
-        dim = int(self.attrs["hidden_size"])
+        dim = int(self.attrs[Attr.HIDDEN_SIZE])
         ids = [i for p in parts for i in p.ids]
         lengths = np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64)
 
@@ -284,19 +294,21 @@ class CacheWriter:
             handle.create_virtual_dataset(name, layout)
 
         def write(handle: h5py.File) -> None:
-            handle.attrs.update({**self.attrs, "complete": False, "parts": self.parts_dir.name})
+            handle.attrs.update(
+                {**self.attrs, Attr.COMPLETE: False, Attr.PARTS: self.parts_dir.name}
+            )
             _write_clip_arrays(
                 handle,
                 ids,
                 lengths,
                 np.concatenate([p.num_samples for p in parts]) if parts else [],
             )
-            virtual(handle, "frames", dim, np.float16, per_frame=True)
-            virtual(handle, "mean", dim, np.float32, per_frame=False)
+            virtual(handle, FRAMES, dim, np.float16, per_frame=True)
+            virtual(handle, MEAN, dim, np.float32, per_frame=False)
             if self._has_frame_vad:
-                virtual(handle, "frame_vad", 3, np.float32, per_frame=True)
+                virtual(handle, FRAME_VAD, VAD_DIM, np.float32, per_frame=True)
                 handle.create_dataset(
-                    "vad", data=np.concatenate([p.vad for p in parts]).reshape(-1, 3)
+                    VAD, data=np.concatenate([p.vad for p in parts]).reshape(-1, VAD_DIM)
                 )
             _write_skipped(handle, skipped)
 
@@ -308,7 +320,7 @@ class CacheWriter:
         parts, skipped = self._ordered()
         if self._finished_base is not None and len(self._parts) == 1:
             return len(parts[0].ids) if parts else 0, skipped  # nothing was added
-        dim = int(self.attrs["hidden_size"])
+        dim = int(self.attrs[Attr.HIDDEN_SIZE])
         where = {clip_id: (part, row) for part in parts for row, clip_id in enumerate(part.ids)}
         ids = sorted(where)
         lengths = np.array([where[i][0].lengths[where[i][1]] for i in ids], dtype=np.int64)
@@ -316,20 +328,18 @@ class CacheWriter:
         target_row = {clip_id: k for k, clip_id in enumerate(ids)}
 
         def write(handle: h5py.File) -> None:
-            handle.attrs.update({**self.attrs, "complete": True})
+            handle.attrs.update({**self.attrs, Attr.COMPLETE: True})
             _write_clip_arrays(
                 handle, ids, lengths, [where[i][0].num_samples[where[i][1]] for i in ids]
             )
-            frames = handle.create_dataset(
-                "frames", shape=(int(offsets[-1]), dim), dtype=np.float16
-            )
-            mean = handle.create_dataset("mean", shape=(len(ids), dim), dtype=np.float32)
+            frames = handle.create_dataset(FRAMES, shape=(int(offsets[-1]), dim), dtype=np.float16)
+            mean = handle.create_dataset(MEAN, shape=(len(ids), dim), dtype=np.float32)
             frame_vad = vad = None
             if self._has_frame_vad:
                 frame_vad = handle.create_dataset(
-                    "frame_vad", shape=(int(offsets[-1]), 3), dtype=np.float32
+                    FRAME_VAD, shape=(int(offsets[-1]), VAD_DIM), dtype=np.float32
                 )
-                vad = handle.create_dataset("vad", shape=(len(ids), 3), dtype=np.float32)
+                vad = handle.create_dataset(VAD, shape=(len(ids), VAD_DIM), dtype=np.float32)
             for part in parts:
                 source_path = (
                     self.path
@@ -337,16 +347,16 @@ class CacheWriter:
                     else self.parts_dir / part.name
                 )
                 with h5py.File(source_path, "r") as source:
-                    part_offsets = source["offsets"][()]
-                    part_mean = source["mean"][()]
-                    part_vad = source["vad"][()] if vad is not None else None
+                    part_offsets = source[OFFSETS][()]
+                    part_mean = source[MEAN][()]
+                    part_vad = source[VAD][()] if vad is not None else None
                     for row, clip_id in enumerate(part.ids):  # clip by clip: memory stays small
                         k = target_row[clip_id]
                         rows = slice(part_offsets[row], part_offsets[row + 1])
-                        frames[offsets[k] : offsets[k + 1]] = source["frames"][rows]
+                        frames[offsets[k] : offsets[k + 1]] = source[FRAMES][rows]
                         mean[k] = part_mean[row]
                         if frame_vad is not None:
-                            frame_vad[offsets[k] : offsets[k + 1]] = source["frame_vad"][rows]
+                            frame_vad[offsets[k] : offsets[k + 1]] = source[FRAME_VAD][rows]
                             vad[k] = part_vad[row]
             _write_skipped(handle, skipped)
 

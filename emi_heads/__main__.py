@@ -1,12 +1,6 @@
-"""`python -m emi_heads train|predict ...`."""
+"""`python -m emi_heads train|predict|...` = `emi train|predict|...`."""
 
-import sys
-
-from emi_heads.cli import predict_command, train_command
+from emi_heads.app import main
 
 if __name__ == "__main__":
-    command = sys.argv.pop(1) if len(sys.argv) > 1 else ""
-    commands = {"train": train_command, "predict": predict_command}
-    if command not in commands:
-        sys.exit("usage: python -m emi_heads train|predict ...")
-    commands[command](prog_name=f"emi-{command}")
+    main(prog_name="emi")

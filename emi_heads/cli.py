@@ -1,31 +1,109 @@
-"""`emi-train` and `emi-predict`: parse options, call one library function each."""
+"""`emi-train` and `emi-predict` (= `emi train`, `emi predict`): parse options, call one library
+function each. Only light modules are imported here: `--help`, argument errors and
+`emi-predict --check` answer before torch loads.
+
+Every field of `HeadConfig` and `TrainConfig` is an option, generated from the dataclass with
+its default and help, so a new field is on the command line without touching this file.
+"""
 
 from __future__ import annotations
 
+import typing
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 import click
 
-from emi_features.cli import setup_logging
-from emi_heads.heads import HEADS, HeadConfig
-from emi_heads.train import TrainConfig
+from emi_features.logs import setup_logging
+from emi_features.options import COMMAND_SETTINGS, device_option, logging_options
+from emi_heads.config import HEADS, ConfigError, HeadConfig, TrainConfig
 
 _PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
-_DEFAULTS_TRAIN = TrainConfig()
-_DEFAULTS_HEAD = HeadConfig(head="concat")
+# Fields set by the command's own arguments, not by a generated option.
+_NOT_OPTIONS = {"head", "dims"}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input: one line, exit 1. Imported only once a command runs."""
+    from emi_features.atomic import WriteError
     from emi_features.dataset import DatasetError
+    from emi_features.devices import DeviceError
     from emi_features.reader import CacheError
     from emi_heads.labels import LabelError
-    from emi_heads.predict import SubmissionError
     from emi_heads.rundir import RunError
+    from emi_heads.submission import SubmissionError
 
-    return (DatasetError, CacheError, LabelError, RunError, SubmissionError, ValueError)
+    return (
+        DatasetError,
+        DeviceError,
+        CacheError,
+        LabelError,
+        RunError,
+        SubmissionError,
+        WriteError,
+        ValueError,
+    )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def config_options(config_class: type) -> Any:
+    """click options for every field of a config dataclass (but `_NOT_OPTIONS`)."""
+    hints = typing.get_type_hints(config_class)
+
+    def decorate(function: Any) -> Any:
+        for item in reversed(fields(config_class)):
+            if item.name in _NOT_OPTIONS:
+                continue
+            meta, kind = item.metadata, hints[item.name]
+            flag = meta.get("flag", item.name).replace("_", "-")
+            default = item.default if item.default is not MISSING else item.default_factory()
+            options: dict[str, Any] = {"help": meta.get("help"), "show_default": True}
+            if kind is bool:
+                names = [f"--{flag}/--no-{flag}", item.name]
+                options["default"] = default
+            elif "choices" in meta:
+                names = [f"--{flag}", item.name]
+                options.update(type=click.Choice(meta["choices"]), default=default)
+            elif typing.get_origin(kind) is tuple:
+                names = [f"--{flag}", item.name]
+                options.update(
+                    type=str,
+                    default=",".join(f"{v:g}" for v in default),
+                    callback=lambda _c, _p, v: _float_list(v),
+                )
+            else:
+                base = next(a for a in typing.get_args(kind) or (kind,) if a is not type(None))
+                names = [f"--{flag}", item.name]
+                options.update(type=base, default=0 if default is None else default)
+            function = click.option(*names, **options)(function)
+        return function
+
+    return decorate
+
+
+def _build(config_class: type, values: dict[str, Any], **fixed: Any) -> Any:
+    """A config from parsed options; `zero_is_none` fields map 0 to None."""
+    own = {}
+    for item in fields(config_class):
+        if item.name in values:
+            value = values.pop(item.name)
+            if item.metadata.get("zero_is_none") and value == 0:
+                value = None
+            own[item.name] = value
+    try:
+        return config_class(**own, **fixed)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+
+
+@click.command(context_settings=COMMAND_SETTINGS)
 @click.argument("cache", type=_PATH)
 @click.option(
     "--train",
@@ -44,7 +122,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 )
 @click.option(
     "--head",
-    type=click.Choice(sorted(HEADS)),
+    type=click.Choice(list(HEADS)),
     required=True,
     help="; ".join(f"{k}: {v.description}" for k, v in HEADS.items()),
 )
@@ -54,56 +132,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     required=True,
     help="Run directory to write.",
 )
-@click.option("--loss", default=_DEFAULTS_TRAIN.loss, help="e.g. mse, pearson, mse+0.1*ccc")
-@click.option("--epochs", type=int, default=_DEFAULTS_TRAIN.epochs)
-@click.option("--batch-size", type=int, default=_DEFAULTS_TRAIN.batch_size)
-@click.option("--lr", type=float, default=_DEFAULTS_TRAIN.lr)
-@click.option("--weight-decay", type=float, default=_DEFAULTS_TRAIN.weight_decay)
-@click.option(
-    "--patience",
-    type=int,
-    default=_DEFAULTS_TRAIN.patience,
-    help="Early stopping: epochs without a better valid r.",
-)
-@click.option(
-    "--aux-weight",
-    type=float,
-    default=_DEFAULTS_TRAIN.aux_weight,
-    help="Weight of each branch's auxiliary loss (concat).",
-)
-@click.option(
-    "--vad-weight",
-    type=float,
-    default=_DEFAULTS_TRAIN.vad_weight,
-    help="Weight of the VAD latent's loss (concat, --vad-latent supervised).",
-)
-@click.option("--ema/--no-ema", default=_DEFAULTS_TRAIN.ema, help="EMA of the weights.")
-@click.option("--ema-decay", type=float, default=_DEFAULTS_TRAIN.ema_decay)
-@click.option(
-    "--max-seconds",
-    type=float,
-    default=_DEFAULTS_TRAIN.max_seconds,
-    help="Use each clip's first seconds of frames (0: all).",
-)
-@click.option("--seed", type=int, default=_DEFAULTS_TRAIN.seed)
-@click.option(
-    "--hidden",
-    type=int,
-    default=_DEFAULTS_HEAD.hidden,
-    help="LSTM hidden size (the published system: 1027).",
-)
-@click.option("--layers", type=int, default=_DEFAULTS_HEAD.layers, help="LSTM layers.")
-@click.option("--dropout", type=float, default=_DEFAULTS_HEAD.dropout)
-@click.option(
-    "--vad-latent",
-    type=click.Choice(["supervised", "free", "off"]),
-    default=_DEFAULTS_HEAD.vad_latent,
-    help="concat: how the VAD latent is learned.",
-)
-@click.option("--vad/--no-vad", "use_vad", default=True, help="Ablation: VAD inputs.")
-@click.option("--mean/--no-mean", "use_mean", default=True, help="Ablation: global mean vector.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:N  [default: cuda if available]")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@config_options(TrainConfig)
+@config_options(HeadConfig)
+@device_option
+@logging_options
 def train_command(
     cache: Path,
     train_csvs: tuple[Path, ...],
@@ -112,14 +144,8 @@ def train_command(
     out: Path,
     device: str | None,
     quiet: bool,
-    hidden: int,
-    layers: int,
-    dropout: float,
-    vad_latent: str,
-    use_vad: bool,
-    use_mean: bool,
-    max_seconds: float,
-    **train_options: object,
+    verbose: bool,
+    **options: Any,
 ) -> None:
     """Train one head on CACHE's features with labels from the split CSVs.
 
@@ -127,19 +153,11 @@ def train_command(
     emi-train cache.h5 --train data/sample/train_split.csv \\
         --valid data/sample/valid_split.csv --head concat --out runs/concat
     """
-    setup_logging(verbose=False)
+    setup_logging(verbose)
+    head_config = _build(HeadConfig, options, head=head)
+    train_config = _build(TrainConfig, options)
     from emi_heads.train import train
 
-    head_config = HeadConfig(
-        head=head,
-        hidden=hidden,
-        layers=layers,
-        dropout=dropout,
-        vad_latent=vad_latent,
-        use_vad=use_vad,
-        use_mean=use_mean,
-    )
-    train_config = TrainConfig(max_seconds=max_seconds or None, **train_options)
     try:
         train(
             cache,
@@ -155,7 +173,7 @@ def train_command(
         raise click.ClickException(str(error)) from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(context_settings=COMMAND_SETTINGS)
 @click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @click.option("--cache", type=_PATH, help="The feature cache holding the ids.")
 @click.option(
@@ -163,7 +181,7 @@ def train_command(
     "ids_csv",
     type=_PATH,
     required=True,
-    help="CSV whose first column holds the ids (e.g. test_split.csv).",
+    help="CSV of the ids to predict: its Filename column (e.g. test_split.csv).",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Submission CSV to write."
@@ -175,7 +193,8 @@ def train_command(
     default=None,
     help="Validate this submission file against --ids instead of predicting.",
 )
-@click.option("--device", default=None, help="cpu, cuda, cuda:N  [default: cuda if available]")
+@device_option
+@logging_options
 def predict_command(
     run_dirs: tuple[str, ...],
     cache: Path | None,
@@ -183,6 +202,8 @@ def predict_command(
     out: Path | None,
     check_path: Path | None,
     device: str | None,
+    quiet: bool,
+    verbose: bool,
 ) -> None:
     """Average the RUN_DIRs' predictions for the ids of --ids into a submission file.
 
@@ -190,16 +211,19 @@ def predict_command(
     emi-predict runs/concat runs/lstm --cache cache.h5 --ids test_split.csv --out submission.csv
     emi-predict --check submission.csv --ids test_split.csv
     """
-    setup_logging(verbose=False)
-    from emi_heads.predict import check_submission, predict_submission
-
+    setup_logging(verbose)
     try:
         if check_path is not None:
+            from emi_heads.submission import check_submission
+
             rows = check_submission(check_path, ids_csv)
             click.echo(f"{check_path}: valid submission, {rows} rows")
             return
         if cache is None or out is None or not run_dirs:
             raise click.UsageError("predicting needs RUN_DIR..., --cache and --out")
+        from emi_heads.predict import predict_submission
+        from emi_heads.submission import check_submission
+
         result = predict_submission(list(run_dirs), cache, ids_csv, out, device=device)
         check_submission(result.path, ids_csv)
         click.echo(

@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from emi_features.frames import FRAME_HOP
 from emi_features.reader import FeatureCache
+from emi_features.schema import FEATURES, FRAME_VAD, FRAMES, MEAN, VAD, VAD_DIM
+from emi_heads.config import InputSpec
 from emi_heads.pooling import cache_frame_stats, pooled_stats
-
-FRAMES_PER_SECOND = 16_000 // FRAME_HOP
 
 
 def _read_clip_rows(
@@ -59,8 +58,13 @@ class Inputs:
         if self.frames is not None:
             dims["frames"] = int(self.frames.shape[1])
         if self.frame_vad is not None:
-            dims["frame_vad"] = 3
+            dims["frame_vad"] = VAD_DIM
         return dims
+
+    @property
+    def lengths(self) -> torch.Tensor | None:
+        """(N,) frames per clip after the crop, when frames are loaded."""
+        return None if self.offsets is None else self.offsets[1:] - self.offsets[:-1]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,35 +87,31 @@ class Inputs:
         return batch
 
 
-def load_inputs(
-    cache: FeatureCache,
-    ids: list[str],
-    *,
-    need_frames: bool,
-    use_vad: bool = True,
-    max_seconds: float | None = None,
-) -> Inputs:
-    """Read what the heads need for `ids` (all in the cache) into memory, one pass per group."""
+def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
+    """Read what a head needs (`spec`) for `ids` (all in the cache) into memory, one pass per
+    group. The crop `spec.max_seconds` is turned into frames with the cache's own frame rate."""
     rows = [cache.index(i) for i in ids]
-    max_frames = None if max_seconds is None else max(1, int(max_seconds * FRAMES_PER_SECOND))
+    max_frames = None
+    if spec.max_seconds is not None:
+        max_frames = max(1, int(spec.max_seconds * cache.frames_per_second))
     vectors: dict[str, torch.Tensor] = {}
-    vectors["mean"] = torch.from_numpy(cache.read("mean")[rows].astype(np.float32))
-    if use_vad and "vad" in cache:
-        vectors["vad"] = torch.from_numpy(cache.read("vad")[rows].astype(np.float32))
-    vectors["frame_stats"] = torch.from_numpy(cache_frame_stats(cache, "frames", max_frames)[rows])
-    with_frame_vad = use_vad and "frame_vad" in cache
+    vectors["mean"] = torch.from_numpy(cache.read(MEAN)[rows].astype(np.float32))
+    if spec.use_vad and VAD in cache:
+        vectors["vad"] = torch.from_numpy(cache.read(VAD)[rows].astype(np.float32))
+    vectors["frame_stats"] = torch.from_numpy(cache_frame_stats(cache, FRAMES, max_frames)[rows])
+    with_frame_vad = spec.use_vad and FRAME_VAD in cache
     if with_frame_vad:
-        stats = cache_frame_stats(cache, "frame_vad", max_frames)
+        stats = cache_frame_stats(cache, FRAME_VAD, max_frames)
         vectors["frame_vad_stats"] = torch.from_numpy(stats[rows])
     frames = frame_vad = offsets = None
-    if need_frames:  # only the sequence heads hold every frame in memory
-        frames, offsets = _read_clip_rows(cache.dataset("frames"), cache.offsets, rows, max_frames)
+    if spec.need_frames:  # only the sequence heads hold every frame in memory
+        frames, offsets = _read_clip_rows(cache.dataset(FRAMES), cache.offsets, rows, max_frames)
         if with_frame_vad:
             frame_vad, _ = _read_clip_rows(
-                cache.dataset("frame_vad"), cache.offsets, rows, max_frames
+                cache.dataset(FRAME_VAD), cache.offsets, rows, max_frames
             )
-    if "features" in cache:
-        for name, item in cache.dataset("features").items():
+    if FEATURES in cache:
+        for name, item in cache.dataset(FEATURES).items():
             if hasattr(item, "shape"):  # a per-clip array aligned to /ids
                 vectors[f"features/{name}"] = torch.from_numpy(item[()][rows].astype(np.float32))
             else:  # a frame group with its own offsets
@@ -127,3 +127,30 @@ def load_inputs(
         frame_vad=None if frame_vad is None else torch.from_numpy(frame_vad),
         offsets=None if offsets is None else torch.from_numpy(offsets),
     )
+
+
+BUCKET_BATCHES = 50  # batches per bucket: clips of similar length, drawn from a wide pool
+
+
+def batch_order(
+    count: int,
+    batch_size: int,
+    generator: torch.Generator,
+    lengths: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """One epoch's batches of clip indices, shuffled.
+
+    With `lengths` (sequence heads), clips are bucketed by length so that a padded batch wastes
+    little: shuffle, cut into pools of BUCKET_BATCHES batches, sort each pool by length, cut it
+    into batches, then shuffle all batches. Every clip still appears once per epoch, and which
+    clips share a batch changes from epoch to epoch.
+    """
+    order = torch.randperm(count, generator=generator)
+    if lengths is None:
+        return list(order.split(batch_size))
+    batches: list[torch.Tensor] = []
+    for pool in order.split(batch_size * BUCKET_BATCHES):
+        by_length = pool[torch.argsort(lengths[pool], stable=True)]
+        batches.extend(by_length.split(batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[k] for k in shuffle]

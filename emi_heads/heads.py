@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,45 +18,46 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from emi_features.dataset import EMOTIONS
+from emi_features.schema import VAD_DIM
+from emi_heads.config import HEADS, HeadConfig
+from emi_heads.losses import Loss, mse
 
 OUTPUTS = len(EMOTIONS)
 
 
-@dataclass(frozen=True)
-class HeadConfig:
-    """Everything that rebuilds a head; saved as JSON beside its weights.
-
-    `dims` are the widths of the inputs the head reads (filled in from the cache).
-    """
-
-    head: str
-    dims: dict[str, int] = field(default_factory=dict)
-    use_vad: bool = True  # ablation: the cached VAD predictions as inputs
-    use_mean: bool = True  # ablation: the global mean vector
-    hidden: int = 256  # lstm hidden size (the published system: 1027)
-    layers: int = 2
-    mlp_hidden: int = 256
-    dropout: float = 0.2
-    branch_dim: int = 128  # concat: width of each branch
-    vad_latent: Literal["supervised", "free", "off"] = "supervised"
-    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> HeadConfig:
-        data = dict(data)
-        data["ridge_alphas"] = tuple(data.get("ridge_alphas", cls.ridge_alphas))
-        return cls(**data)
-
-
 @dataclass
 class HeadOutput:
-    """prediction (B, 6) in [0, 1]; aux: named auxiliary predictions for auxiliary losses."""
+    """prediction (B, 6) in [0, 1]; aux: named auxiliary outputs the head's own losses read."""
 
     prediction: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Head(nn.Module):
+    """What the training loop needs of a head: `forward(batch) -> HeadOutput`, and the head's
+    own auxiliary loss terms. A new head subclasses this and is named in `config.HEADS`."""
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def resolve_config(cls, config: HeadConfig) -> HeadConfig:
+        """The config as the head will really run (fallbacks applied); saved with the run."""
+        return config
+
+    def init_output_bias(self, label_mean: np.ndarray) -> None:
+        """Start the outputs at the training label mean (labels are mostly near zero)."""
+
+    def auxiliary_loss(
+        self,
+        output: HeadOutput,
+        batch: dict[str, torch.Tensor],
+        target: torch.Tensor,
+        main_loss: Loss,
+    ) -> torch.Tensor:
+        """The head's extra training terms (a scalar; zero for none)."""
+        return output.prediction.new_zeros(())
 
 
 def _set_output_bias(layers: list[nn.Linear], label_mean: np.ndarray) -> None:
@@ -69,18 +68,22 @@ def _set_output_bias(layers: list[nn.Linear], label_mean: np.ndarray) -> None:
             layer.bias.copy_(torch.log(mean / (1 - mean)))
 
 
-class LstmHead(nn.Module):
+class LstmHead(Head):
     """frames ⊕ frame VAD (B, T, D+3) -> LSTM -> last state ⊕ mean (B, H+D) -> MLP -> (B, 6).
 
     The state read is each clip's own last frame's: padding never enters it (`last_states`)."""
 
-    needs_frames = True
+    @classmethod
+    def resolve_config(cls, config: HeadConfig) -> HeadConfig:
+        if config.use_vad and config.dims and "frame_vad" not in config.dims:
+            return replace(config, use_vad=False)  # no frame VAD in the cache: frames alone
+        return config
 
     def __init__(self, config: HeadConfig):
-        super().__init__()
-        self.use_vad = config.use_vad and "frame_vad" in config.dims
+        super().__init__(config)
+        self.use_vad = config.use_vad
         self.use_mean = config.use_mean
-        width = config.dims["frames"] + (3 if self.use_vad else 0)
+        width = config.dims["frames"] + (VAD_DIM if self.use_vad else 0)
         # Frames of different backbones differ in scale (log-mel vs. layer-normed hidden
         # states); a LayerNorm keeps the LSTM's gates out of saturation for all of them.
         self.input_norm = nn.LayerNorm(width)
@@ -143,7 +146,7 @@ def branch_inputs(config: HeadConfig) -> list[str]:
     return names
 
 
-class ConcatHead(nn.Module):
+class ConcatHead(Head):
     """Branches (Linear -> GELU -> dropout) concatenated, with the VAD latent, into an MLP.
 
     The acoustic branch (pooled frames) also emits a 3-d latent that joins the fusion: tied to
@@ -151,10 +154,14 @@ class ConcatHead(nn.Module):
     VAD target as in the published system (`free`), or left out (`off`).
     """
 
-    needs_frames = False
+    @classmethod
+    def resolve_config(cls, config: HeadConfig) -> HeadConfig:
+        if config.vad_latent == "supervised" and config.dims and "vad" not in config.dims:
+            return replace(config, vad_latent="free")  # no cached VAD to tie the latent to
+        return config
 
     def __init__(self, config: HeadConfig):
-        super().__init__()
+        super().__init__(config)
         self.names = branch_inputs(config)
         self.branches = nn.ModuleDict(
             {
@@ -171,10 +178,8 @@ class ConcatHead(nn.Module):
             {key: nn.Linear(config.branch_dim, OUTPUTS) for key in self.branches}
         )
         self.vad_latent = config.vad_latent
-        if config.vad_latent == "supervised" and "vad" not in config.dims:
-            self.vad_latent = "free"  # no VAD in the cache: nothing to tie the latent to
-        latent = 3 if self.vad_latent != "off" else 0
-        self.latent = nn.Linear(config.branch_dim, 3) if latent else None
+        latent = VAD_DIM if self.vad_latent != "off" else 0
+        self.latent = nn.Linear(config.branch_dim, VAD_DIM) if latent else None
         fused = config.branch_dim * len(self.names) + latent
         self.fusion = nn.Sequential(
             nn.Linear(fused, config.mlp_hidden),
@@ -202,14 +207,23 @@ class ConcatHead(nn.Module):
                 aux["vad_latent"] = latent
         return HeadOutput(torch.sigmoid(self.fusion(torch.cat(parts, dim=-1))), aux)
 
+    def auxiliary_loss(self, output, batch, target, main_loss) -> torch.Tensor:
+        """Each branch's head on the main loss (`aux_weight`), and the VAD latent against the
+        cached VAD (`vad_weight`, supervised mode)."""
+        total = output.prediction.new_zeros(())
+        for name, value in output.aux.items():
+            if name == "vad_latent":
+                total = total + self.config.vad_weight * mse(value.float(), batch["vad"])
+            else:
+                total = total + self.config.aux_weight * main_loss(value.float(), target)
+        return total
 
-class LinearHead(nn.Module):
+
+class LinearHead(Head):
     """Standardised clip vectors -> ridge regression (fitted by scikit-learn, not by SGD)."""
 
-    needs_frames = False
-
     def __init__(self, config: HeadConfig):
-        super().__init__()
+        super().__init__(config)
         self.names = branch_inputs(config)
         width = sum(config.dims[name] for name in self.names)
         self.register_buffer("center", torch.zeros(width))
@@ -240,32 +254,11 @@ class LinearHead(nn.Module):
         self.alpha.fill_(alpha)
 
 
-@dataclass(frozen=True)
-class HeadEntry:
-    build: Callable[[HeadConfig], nn.Module]
-    description: str
-    trained_by_sgd: bool = True
+def resolve_head_config(config: HeadConfig) -> HeadConfig:
+    """`config` as its head will run on these inputs (see `Head.resolve_config`)."""
+    return HEADS[config.head].load().resolve_config(config)
 
 
-HEADS: dict[str, HeadEntry] = {
-    "lstm": HeadEntry(
-        LstmHead,
-        "frames (+ frame VAD) -> 2-layer LSTM, last state + global mean "
-        "-> MLP (audio-only system, 6th ABAW)",
-    ),
-    "concat": HeadEntry(
-        ConcatHead,
-        "branches per clip input, concatenated, auxiliary heads, VAD "
-        "latent (concatenation fusion, 10th ABAW)",
-    ),
-    "linear": HeadEntry(
-        LinearHead, "ridge regression on clip vectors (baseline)", trained_by_sgd=False
-    ),
-}
-
-
-def build_head(config: HeadConfig) -> nn.Module:
-    """A head from its config; unknown names get one line listing the known ones."""
-    if config.head not in HEADS:
-        raise ValueError(f"unknown head {config.head!r}; known: {', '.join(HEADS)}")
-    return HEADS[config.head].build(config)
+def build_head(config: HeadConfig) -> Head:
+    """A head from its config (see `config.HEADS`), with the config's fallbacks applied."""
+    return HEADS[config.head].load()(resolve_head_config(config))

@@ -1,25 +1,41 @@
-"""Training losses, combinable by a spec such as `mse+0.1*pearson` (weights default to 1)."""
+"""Training losses, combinable by a spec such as `mse+0.1*pearson` (weights default to 1).
+
+Importing this module does not import torch (the losses use tensor methods only), so the spec
+can be checked before anything heavy loads.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Loss = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 EPS = 1e-8
 
 
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.mean((prediction - target) ** 2)
+    return ((prediction - target) ** 2).mean()
+
+
+def l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (prediction - target).abs().mean()
+
+
+def smooth_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Huber with beta 1 (torch's smooth_l1_loss default): quadratic below 1, linear above."""
+    error = (prediction - target).abs()
+    return (error.clamp(max=1.0) ** 2 * 0.5 + (error - 1.0).clamp(min=0.0)).mean()
 
 
 def pearson(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - mean over columns of Pearson r over the batch: (B, K), (B, K) -> scalar."""
     x = prediction - prediction.mean(dim=0)
     y = target - target.mean(dim=0)
-    r = (x * y).sum(dim=0) / torch.sqrt((x * x).sum(dim=0) * (y * y).sum(dim=0) + EPS)
+    r = (x * y).sum(dim=0) / ((x * x).sum(dim=0) * (y * y).sum(dim=0) + EPS).sqrt()
     return 1.0 - r.mean()
 
 
@@ -32,21 +48,38 @@ def ccc(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - value.mean()
 
 
-LOSSES: dict[str, Loss] = {"mse": mse, "pearson": pearson, "ccc": ccc}
-_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([a-z]+)\s*$")
+LOSSES: dict[str, Loss] = {
+    "mse": mse,
+    "l1": l1,
+    "smooth_l1": smooth_l1,
+    "pearson": pearson,
+    "ccc": ccc,
+}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_TERM = re.compile(rf"^\s*(?:({_NUMBER})\s*\*\s*)?([A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+def parse_loss_terms(spec: str) -> list[tuple[float, str]]:
+    """`mse+1e-2*pearson` -> [(1.0, "mse"), (0.01, "pearson")]; one-line error naming the
+    malformed term or the unknown loss."""
+    terms: list[tuple[float, str]] = []
+    for text in spec.split("+"):
+        match = _TERM.match(text)
+        if not match:
+            raise ValueError(
+                f"--loss {spec!r}: {text.strip()!r} is not a term; terms are [WEIGHT*]NAME "
+                f"joined by '+'"
+            )
+        weight, name = match.groups()
+        if name not in LOSSES:
+            raise ValueError(f"--loss {spec!r}: unknown loss {name!r}; known: {', '.join(LOSSES)}")
+        terms.append((float(weight or 1.0), name))
+    return terms
 
 
 def parse_loss(spec: str) -> Loss:
     """`mse+0.1*pearson` -> a function of (prediction, target); one-line error if malformed."""
-    terms: list[tuple[float, Loss]] = []
-    for text in spec.split("+"):
-        match = _TERM.match(text)
-        if not match or match.group(2) not in LOSSES:
-            raise ValueError(
-                f"--loss {spec!r}: terms are [WEIGHT*]NAME joined by '+', NAME one of "
-                f"{', '.join(LOSSES)}"
-            )
-        terms.append((float(match.group(1) or 1.0), LOSSES[match.group(2)]))
+    terms = [(weight, LOSSES[name]) for weight, name in parse_loss_terms(spec)]
 
     def combined(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return sum(weight * loss(prediction, target) for weight, loss in terms)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from emi_features.atomic import atomic_path
 from emi_features.dataset import EMOTIONS
-from emi_heads.heads import HeadConfig, build_head
+from emi_heads.config import HeadConfig
+from emi_heads.heads import build_head
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
@@ -32,13 +33,9 @@ class RunError(ValueError):
 
 
 def write_atomically(path: Path, write: Any) -> None:
-    """write(temporary_path), then rename over `path`."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """write(temporary_path), then rename over `path` (see `emi_features.atomic`)."""
+    with atomic_path(path) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def save_json(path: Path, data: dict) -> None:

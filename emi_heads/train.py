@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,14 @@ from tqdm import tqdm
 
 from emi_features import __version__
 from emi_features.dataset import EMOTIONS
-from emi_features.distributed import resolve_device
+from emi_features.devices import resolve_device
 from emi_features.reader import open_cache
-from emi_heads.data import Inputs, load_inputs
-from emi_heads.heads import HEADS, HeadConfig, build_head
+from emi_heads.config import HEADS, HeadConfig, TrainConfig, input_spec
+from emi_heads.data import Inputs, batch_order, load_inputs
+from emi_heads.heads import Head, build_head, resolve_head_config
 from emi_heads.labels import Labels, align_to_cache, read_labels
-from emi_heads.losses import mse, parse_loss
-from emi_heads.metrics import format_scores, mean_pearson, pearson_columns
+from emi_heads.losses import Loss, parse_loss
+from emi_heads.metrics import format_scores, pearson_columns
 from emi_heads.rundir import (
     CONFIG,
     LOG,
@@ -41,26 +42,7 @@ from emi_heads.rundir import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a head is trained; saved in config.json beside the head's own config."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    grad_clip: float = 1.0
-    loss: str = "mse+pearson"
-    aux_weight: float = 0.3  # each branch's auxiliary head (concat)
-    vad_weight: float = 0.1  # the VAD latent tied to the cached VAD (concat, supervised)
-    ema: bool = True
-    ema_decay: float = 0.999
-    patience: int = 10
-    max_seconds: float | None = 12.0
-    seed: int = 0
+__all__ = ["TrainConfig", "HeadConfig", "train", "train_step", "evaluate"]
 
 
 class Ema:
@@ -118,14 +100,7 @@ def _load_split(
     labels = align_to_cache(read_labels(paths), set(cache.ids), cache.skipped, what)
     if not labels.ids:
         raise ValueError(f"{what}: no labelled clip is in the cache")
-    inputs = load_inputs(
-        cache,
-        labels.ids,
-        need_frames=HEADS[head_config.head].build.needs_frames,
-        use_vad=head_config.use_vad,
-        max_seconds=train_config.max_seconds,
-    )
-    return labels, inputs
+    return labels, load_inputs(cache, labels.ids, input_spec(head_config, train_config))
 
 
 def _fit_ridge(
@@ -144,7 +119,7 @@ def _fit_ridge(
     rows, best = [], (-math.inf, alphas[0])
     for alpha in alphas:
         model.fit(everything, train_labels.values, alpha)
-        r = mean_pearson(predict(model, valid[1], device=torch.device("cpu")), valid[0].values)
+        r = float(evaluate(model, valid, torch.device("cpu")).mean())
         rows.append({"alpha": alpha, "valid_r": r})
         log.info("ridge alpha %g: valid r %.4f", alpha, r)
         best = max(best, (r, alpha))
@@ -182,15 +157,9 @@ def train(
             "backbone_fingerprint": cache.fingerprint,
             "hidden_size": cache.hidden_size,
         }
-    head_config = replace(head_config, dims=train_inputs.dims)
-    if head_config.head == "lstm" and "frame_vad" not in head_config.dims:
-        log.info(
-            "the cache has no frame VAD%s: lstm runs on the frames alone",
-            "" if head_config.use_vad else " in use (--no-vad)",
-        )
+    head_config = _resolve(replace(head_config, dims=train_inputs.dims))
     model = build_head(head_config)
-    if hasattr(model, "init_output_bias"):
-        model.init_output_bias(train_labels.values.mean(axis=0))
+    model.init_output_bias(train_labels.values.mean(axis=0))
     model.to(torch_device)
     config: dict[str, Any] = {
         "head": head_config.to_dict(),
@@ -226,85 +195,108 @@ def train(
     return _finish(run_dir, model, valid, epoch_log, best_epoch, torch_device, started)
 
 
+def _resolve(config: HeadConfig) -> HeadConfig:
+    """The head's config as it will run on these inputs; every field the cache changed is
+    logged, and the resolved config is what the run saves."""
+    resolved = resolve_head_config(config)
+    for item in fields(HeadConfig):
+        before, after = getattr(config, item.name), getattr(resolved, item.name)
+        if before != after:
+            log.info("%s head: %s=%s, not %s, on this cache", config.head, item.name, after, before)
+    return resolved
+
+
+def train_step(
+    model: Head,
+    batch: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    *,
+    loss_fn: Loss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ema: Ema | None,
+    grad_clip: float,
+    autocast: torch.autocast,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step: forward, the main loss plus the head's own auxiliary terms, backward,
+    clipping, AdamW, the schedule, EMA. Returns the (main, auxiliary) losses, detached."""
+    with autocast:
+        output = model(batch)
+    loss = loss_fn(output.prediction.float(), target)
+    aux = model.auxiliary_loss(output, batch, target, loss_fn)
+    optimizer.zero_grad(set_to_none=True)
+    (loss + aux).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    if ema is not None:
+        ema.update(model)
+    return loss.detach(), aux.detach()
+
+
+def evaluate(model: Head, split: tuple[Labels, Inputs], device: torch.device) -> np.ndarray:
+    """(6,) Pearson r of each column on a labelled split."""
+    labels, inputs = split
+    return pearson_columns(predict(model, inputs, device=device), labels.values)
+
+
 def _train_sgd(
-    model,
+    model: Head,
     train_inputs: Inputs,
     train_labels: Labels,
-    valid,
+    valid: tuple[Labels, Inputs] | None,
     config: TrainConfig,
     run_dir: Path,
     device: torch.device,
     progress: bool,
 ) -> tuple[int, EpochLog]:
-    loss_fn = parse_loss(config.loss)
     optimizer = torch.optim.AdamW(  # foreach: one fused update, also on a CPU
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
     steps_per_epoch = math.ceil(len(train_inputs) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, total, max(1, int(config.warmup_fraction * total)))
-    )
-    ema = Ema(model, config.ema_decay) if config.ema else None
+    warmup = max(1, int(config.warmup_fraction * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total, warmup))
+    step_options = {
+        "loss_fn": parse_loss(config.loss),
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "ema": Ema(model, config.ema_decay) if config.ema else None,
+        "grad_clip": config.grad_clip,
+        "autocast": torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+        ),
+    }
     targets = torch.from_numpy(train_labels.values)
     generator = torch.Generator().manual_seed(config.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    columns = [
-        "epoch",
-        "loss",
-        "aux_loss",
-        "lr",
-        "valid_r",
-        *[f"r_{e}" for e in EMOTIONS],
-        "seconds",
-    ]
-    epoch_log = EpochLog(run_dir / LOG, columns)
+    columns = ["epoch", "loss", "aux_loss", "lr", "valid_r", *[f"r_{e}" for e in EMOTIONS]]
+    epoch_log = EpochLog(run_dir / LOG, [*columns, "seconds"])
     best_r, best_epoch, stale = -math.inf, 0, 0
     for epoch in range(1, config.epochs + 1):
         tic = time.perf_counter()
         model.train()
-        order = torch.randperm(len(train_inputs), generator=generator)
-        total_loss = total_aux = 0.0
-        batches = tqdm(
-            order.split(config.batch_size),
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=not progress or None,
-        )
-        for index in batches:
-            batch = train_inputs.batch(index, device)
-            target = targets[index].to(device)
-            with autocast:
-                output = model(batch)
-            loss = loss_fn(output.prediction.float(), target)
-            aux = torch.zeros((), device=device)
-            for name, value in output.aux.items():
-                if name == "vad_latent":
-                    aux = aux + config.vad_weight * mse(value.float(), batch["vad"])
-                else:
-                    aux = aux + config.aux_weight * loss_fn(value.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            (loss + aux).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            total_loss += loss.item() * len(index)
-            total_aux += aux.item() * len(index)
+        batches = batch_order(len(train_inputs), config.batch_size, generator, train_inputs.lengths)
+        sums = torch.zeros(2, dtype=torch.float64)
+        for index in tqdm(
+            batches, desc=f"epoch {epoch}", leave=False, disable=not progress or None
+        ):
+            loss, aux = train_step(
+                model, train_inputs.batch(index, device), targets[index].to(device), **step_options
+            )
+            sums += torch.stack([loss, aux]).double().cpu() * len(index)
         row = {
             "epoch": epoch,
-            "loss": total_loss / len(train_inputs),
-            "aux_loss": total_aux / len(train_inputs),
+            "loss": float(sums[0]) / len(train_inputs),
+            "aux_loss": float(sums[1]) / len(train_inputs),
             "lr": scheduler.get_last_lr()[0],
         }
         live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if ema is not None:
-            ema.copy_to(model)  # evaluate and save the averaged weights
+        if step_options["ema"] is not None:
+            step_options["ema"].copy_to(model)  # evaluate and save the averaged weights
         line = f"epoch {epoch}/{config.epochs} loss {row['loss']:.4f} aux {row['aux_loss']:.4f}"
         improved = valid is None
         if valid is not None:
-            columns_r = pearson_columns(predict(model, valid[1], device=device), valid[0].values)
+            columns_r = evaluate(model, valid, device)
             row["valid_r"] = float(columns_r.mean())
             row.update({f"r_{e}": float(v) for e, v in zip(EMOTIONS, columns_r, strict=True)})
             line += f" valid {format_scores(columns_r)}"

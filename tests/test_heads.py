@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from emi_heads.cli import train_command
 from emi_heads.heads import HeadConfig, branch_inputs, build_head
-from emi_heads.losses import parse_loss
+from emi_heads.losses import parse_loss, parse_loss_terms
 from emi_heads.metrics import mean_pearson
 from emi_heads.train import Ema
 
@@ -212,8 +212,21 @@ def test_losses_parse_and_compute():
         parse_loss("mse")(prediction, target).item()
         + 0.5 * parse_loss("ccc")(prediction, target).item()
     )
-    with pytest.raises(ValueError, match="NAME one of mse, pearson, ccc"):
-        parse_loss("mse+l1")
+    # names with digits or underscores, weights like 1e-2
+    assert parse_loss_terms("mse+l1+1e-2*smooth_l1+.5*pearson") == [
+        (1.0, "mse"),
+        (1.0, "l1"),
+        (0.01, "smooth_l1"),
+        (0.5, "pearson"),
+    ]
+    wide = torch.tensor([[0.0, 3.0], [0.5, -2.0]])
+    assert parse_loss("smooth_l1")(wide, torch.zeros_like(wide)).item() == pytest.approx(
+        torch.nn.functional.smooth_l1_loss(wide, torch.zeros_like(wide)).item()
+    )
+    with pytest.raises(ValueError, match="unknown loss 'huber'; known: mse, l1, smooth_l1"):
+        parse_loss("mse+huber")
+    with pytest.raises(ValueError, match="'2\\*' is not a term"):
+        parse_loss("mse+2*")
 
 
 def test_heads_adapt_to_a_cache_without_vad(tmp_path, caplog):
@@ -246,9 +259,14 @@ def test_heads_adapt_to_a_cache_without_vad(tmp_path, caplog):
             ],
         )
         assert result.exit_code == 0, result.output
-    assert "the cache has no frame VAD: lstm runs on the frames alone" in caplog.messages
+    assert "lstm head: use_vad=False, not True, on this cache" in caplog.messages
+    assert "concat head: vad_latent=free, not supervised, on this cache" in caplog.messages
+    # the fallbacks are written back: the saved config describes the head that was trained
+    lstm = json.loads((tmp_path / "lstm" / "config.json").read_text())["head"]
+    assert lstm["use_vad"] is False
     config = json.loads((tmp_path / "concat" / "config.json").read_text())["head"]
     assert "vad" not in config["dims"] and "frame_vad_stats" not in config["dims"]
+    assert config["vad_latent"] == "free"
 
 
 def test_frame_statistics_are_exact_and_kept_beside_the_cache(synthetic, tmp_path):

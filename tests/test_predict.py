@@ -13,7 +13,7 @@ from scipy.stats import pearsonr
 from emi_features.dataset import EMOTIONS
 from emi_heads.cli import predict_command, train_command
 from emi_heads.metrics import mean_pearson, pearson_columns
-from emi_heads.predict import SubmissionError, check_submission
+from emi_heads.submission import SubmissionError, check_submission
 
 HEADER = ["Filename", *EMOTIONS]
 

@@ -1,0 +1,60 @@
+"""The cache format in one place: group names, attribute keys, the VAD labels and width.
+
+No heavy imports (no torch, no transformers): the writer, the reader and stage two all take
+these names from here. See ARCHITECTURE.md for what each group holds.
+"""
+
+from __future__ import annotations
+
+FORMAT = "emi-cache"
+FORMAT_VERSION = 1
+
+# Groups, each aligned to /ids (per clip) or to /offsets (per frame).
+IDS = "ids"
+OFFSETS = "offsets"
+FRAMES = "frames"  # (F, D) float16: the backbone's hidden states, one row per frame
+FRAME_VAD = "frame_vad"  # (F, VAD_DIM) float32: the VAD head on each frame
+MEAN = "mean"  # (N, D) float32: mean of each clip's fp32 frames
+VAD = "vad"  # (N, VAD_DIM) float32: the VAD head on /mean
+NUM_SAMPLES = "num_samples"  # (N,) int64: decoded length at SAMPLE_RATE
+SKIPPED_IDS = "skipped/ids"
+SKIPPED_REASONS = "skipped/reasons"
+FEATURES = "features"  # /features/<name>: further streams
+FRAME_GROUPS = (FRAMES, FRAME_VAD)
+
+VAD_LABELS: tuple[str, ...] = ("arousal", "dominance", "valence")
+VAD_DIM = len(VAD_LABELS)
+SAMPLE_RATE = 16_000  # every backbone reads 16 kHz mono
+
+
+class Attr:
+    """Root attribute keys."""
+
+    FORMAT = "format"
+    FORMAT_VERSION = "format_version"
+    BACKBONE = "backbone"
+    FINGERPRINT = "backbone_fingerprint"
+    HIDDEN_SIZE = "hidden_size"
+    LAYER = "layer"
+    SOURCE = "source"
+    DTYPE = "dtype"
+    WINDOW_SECONDS = "window_seconds"
+    OVERLAP_SECONDS = "overlap_seconds"
+    SAMPLE_RATE = "sample_rate"
+    FRAME_HOP = "frame_hop"
+    VAD_LABELS = "vad_labels"
+    PACKAGE_VERSION = "package_version"
+    COMPLETE = "complete"
+    PARTS = "parts"
+
+
+# Attributes that may differ between runs writing the same cache; every other one must match.
+VOLATILE_ATTRS = frozenset({Attr.BACKBONE, Attr.PACKAGE_VERSION, Attr.COMPLETE, Attr.PARTS})
+# What older writers left out: the wav2vec2 grid at 16 kHz.
+DEFAULT_FRAME_HOP = 320
+
+
+def frames_per_second(attrs: dict) -> float:
+    """The frame rate of a cache's frame groups, from its own attributes (50.0 for a 20 ms hop)."""
+    rate = int(attrs.get(Attr.SAMPLE_RATE, SAMPLE_RATE))
+    return rate / int(attrs.get(Attr.FRAME_HOP, DEFAULT_FRAME_HOP))

@@ -1,0 +1,259 @@
+"""What a run is: the head's config, the training config, the head registry and the inputs a
+head reads. Frozen dataclasses, validated when built, saved in config.json beside the weights.
+
+No heavy imports: `emi-train --help` and argument errors answer before torch loads. Each field's
+`help` is the one the command line shows; `emi-train` has an option for every field.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from emi_heads.losses import parse_loss_terms
+
+MAX_WIDTH = 1 << 16  # the widest layer a config may ask for: 65,536 units
+MAX_LAYERS = 16
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head known by name: the class that builds it (`module:Class`), whether it reads every
+    frame (sequence heads) or only clip vectors, and whether SGD trains it."""
+
+    description: str
+    target: str
+    needs_frames: bool = False
+    trained_by_sgd: bool = True
+
+    def load(self) -> type:
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+HEADS: dict[str, HeadSpec] = {
+    "lstm": HeadSpec(
+        "frames (+ frame VAD) -> 2-layer LSTM, last state + global mean -> MLP "
+        "(audio-only system, 6th ABAW)",
+        "emi_heads.heads:LstmHead",
+        needs_frames=True,
+    ),
+    "concat": HeadSpec(
+        "branches per clip input, concatenated, auxiliary heads, VAD latent "
+        "(concatenation fusion, 10th ABAW)",
+        "emi_heads.heads:ConcatHead",
+    ),
+    "linear": HeadSpec(
+        "ridge regression on clip vectors (baseline)",
+        "emi_heads.heads:LinearHead",
+        trained_by_sgd=False,
+    ),
+}
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be built; one line naming the field."""
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything that rebuilds a head; saved as JSON beside its weights.
+
+    `dims` are the widths of the inputs the head reads (filled in from the cache).
+    """
+
+    head: str
+    dims: dict[str, int] = field(default_factory=dict)
+    use_vad: bool = field(default=True, metadata=_help("Ablation: VAD inputs.", flag="vad"))
+    use_mean: bool = field(
+        default=True, metadata=_help("Ablation: global mean vector.", flag="mean")
+    )
+    hidden: int = field(default=256, metadata=_help("LSTM hidden size (the published: 1027)."))
+    layers: int = field(default=2, metadata=_help("LSTM layers."))
+    mlp_hidden: int = field(default=256, metadata=_help("Hidden width of the output MLP."))
+    dropout: float = field(default=0.2, metadata=_help("Dropout in every head."))
+    branch_dim: int = field(default=128, metadata=_help("concat: width of each branch."))
+    vad_latent: Literal["supervised", "free", "off"] = field(
+        default="supervised",
+        metadata=_help(
+            "concat: the 3-d VAD latent tied to the cached VAD, learned freely, or off.",
+            choices=("supervised", "free", "off"),
+        ),
+    )
+    aux_weight: float = field(
+        default=0.3, metadata=_help("concat: weight of each branch's auxiliary loss.")
+    )
+    vad_weight: float = field(
+        default=0.1, metadata=_help("concat: weight of the VAD latent's loss (supervised).")
+    )
+    ridge_alphas: tuple[float, ...] = field(
+        default=(0.1, 1.0, 10.0, 100.0, 1000.0),
+        metadata=_help("linear: ridge alphas tried on validation (comma-separated)."),
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.head not in HEADS:
+            problems.append(f"head {self.head!r} is unknown (known: {', '.join(HEADS)})")
+        for name in ("hidden", "mlp_hidden", "branch_dim"):
+            if not 1 <= getattr(self, name) <= MAX_WIDTH:
+                problems.append(f"{name} must be in 1..{MAX_WIDTH}")
+        if not 1 <= self.layers <= MAX_LAYERS:
+            problems.append(f"layers must be in 1..{MAX_LAYERS}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append("dropout must be in [0, 1)")
+        if self.vad_latent not in ("supervised", "free", "off"):
+            problems.append("vad_latent must be supervised, free or off")
+        if not (self.aux_weight >= 0 and self.vad_weight >= 0):
+            problems.append("aux_weight and vad_weight must be >= 0")
+        if not self.ridge_alphas or not all(math.isfinite(a) and a > 0 for a in self.ridge_alphas):
+            problems.append("ridge_alphas must be positive numbers")
+        bad_dims = [k for k, v in self.dims.items() if not 1 <= v <= 1 << 20]
+        if bad_dims:
+            problems.append(f"input widths out of range: {', '.join(bad_dims)}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeadConfig:
+        return from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a head is trained; saved in config.json beside the head's own config."""
+
+    epochs: int = field(default=30, metadata=_help("Training epochs."))
+    batch_size: int = field(default=32, metadata=_help("Clips per step."))
+    lr: float = field(default=1e-4, metadata=_help("AdamW learning rate."))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay."))
+    warmup_fraction: float = field(
+        default=0.05, metadata=_help("Share of the steps spent warming the rate up.")
+    )
+    grad_clip: float = field(default=1.0, metadata=_help("Gradient norm clipping."))
+    loss: str = field(default="mse+pearson", metadata=_help("e.g. mse, pearson, mse+0.1*ccc"))
+    ema: bool = field(default=True, metadata=_help("EMA of the weights (evaluated, saved)."))
+    ema_decay: float = field(default=0.999, metadata=_help("EMA decay per step."))
+    patience: int = field(
+        default=10, metadata=_help("Early stopping: epochs without a better valid r.")
+    )
+    max_seconds: float | None = field(
+        default=12.0,
+        metadata=_help("Use each clip's first seconds of frames (0: all).", zero_is_none=True),
+    )
+    seed: int = field(default=0, metadata=_help("Seed of initialisation and batch order."))
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            problems.append("epochs, batch_size and patience must be >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append("lr must be a positive number")
+        if not self.weight_decay >= 0:
+            problems.append("weight_decay must be >= 0")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            problems.append("warmup_fraction must be in [0, 1)")
+        if not self.grad_clip > 0:
+            problems.append("grad_clip must be > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append("ema_decay must be in [0, 1)")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            problems.append("max_seconds must be > 0 (or None: every frame)")
+        try:
+            parse_loss_terms(self.loss)
+        except ValueError as error:
+            problems.append(str(error))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        return from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a head reads from the cache: the same spec loads training and prediction inputs."""
+
+    need_frames: bool
+    use_vad: bool
+    max_seconds: float | None
+
+
+def input_spec(head: HeadConfig, train: TrainConfig) -> InputSpec:
+    return InputSpec(HEADS[head.head].needs_frames, head.use_vad, train.max_seconds)
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """A JSON value against a field's annotation (the few kinds the configs use)."""
+    if isinstance(annotation, str):  # postponed annotations: the field's type as written
+        annotation = _ANNOTATIONS.get(annotation, Any)
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_matches(v, float) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _matches(v, int) for k, v in value.items()
+        )
+    return True
+
+
+_ANNOTATIONS: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "float | None": float | None,
+    "dict[str, int]": dict[str, int],
+    "tuple[float, ...]": tuple[float, ...],
+    "Literal['supervised', 'free', 'off']": Literal["supervised", "free", "off"],
+}
+
+
+def from_dict(cls: type, data: Any) -> Any:
+    """Build a config from JSON, refusing unknown or missing keys and wrong types by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+    missing = sorted(
+        name
+        for name, f in known.items()
+        if name not in data and f.default is MISSING and f.default_factory is MISSING
+    )
+    if missing:
+        raise ConfigError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
+    for name, value in data.items():
+        if not _matches(value, known[name].type):
+            raise ConfigError(f"{cls.__name__}.{name}: {value!r} is not a {known[name].type}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
