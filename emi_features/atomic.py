@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +31,22 @@ def describe_os_error(path: Path, error: OSError) -> str:
         errno.EROFS: "read-only file system",
         errno.ENOENT: "its folder does not exist",
     }
-    reason = reasons.get(error.errno, error.strerror or str(error))
+    code = error.errno
+    if code is None:  # h5py folds the C library's errno into its message
+        found = re.search(r"errno = (\d+)", str(error))
+        code = int(found.group(1)) if found else None
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = reasons.get(code, error.strerror or text)
     return f"cannot write {path}: {reason}"
+
+
+def check_writable_folder(target: Path) -> None:
+    """A one-line WriteError unless `target`'s folder exists and can be written."""
+    folder = Path(target).resolve().parent
+    if not folder.is_dir():
+        raise WriteError(f"cannot write {target}: its folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WriteError(f"cannot write {target}: its folder {folder} is not writable")
 
 
 def temporary_name(target: Path) -> Path:
@@ -60,11 +75,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             temporary.unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(target: Path) -> list[Path]:
-    """Remove temporary files of `target` left by processes that no longer run."""
+def remove_stale_temporaries(target: Path, pattern: str | None = None) -> list[Path]:
+    """Remove temporary files of `target` (or of every file matching `pattern` in its folder)
+    that processes which no longer run left behind; a live writer's are kept."""
     removed = []
-    for path in Path(target).parent.glob(f".{Path(target).name}.*.tmp"):
-        pid = path.name[len(Path(target).name) + 2 : -4]
+    name = pattern or Path(target).name
+    for path in Path(target).parent.glob(f".{name}.*.tmp"):
+        pid = path.name.rsplit(".", 2)[-2]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             with contextlib.suppress(OSError):
                 path.unlink()

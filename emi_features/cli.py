@@ -108,10 +108,11 @@ def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: objec
         config = ExtractConfig(**options)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    from emi_features.extract import USER_ERRORS, extract
+    from emi_features.extract import USER_ERRORS, extract, sigterm_as_interrupt
 
     try:
-        result = extract(input_path, out=out, config=config, progress=not quiet)
+        with sigterm_as_interrupt():
+            result = extract(input_path, out=out, config=config, progress=not quiet)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:

@@ -27,6 +27,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 VIDEO_SUFFIXES = (".mp4", ".m4a", ".webm", ".mkv", ".mov")
 MEDIA_SUFFIXES = AUDIO_SUFFIXES + VIDEO_SUFFIXES
 
+
 class DatasetError(ValueError):
     """Input that cannot be turned into a clip list; the message is one line for the user."""
 
@@ -50,21 +51,45 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such CSV file")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
-            raise DatasetError(f"{path}: the CSV is empty (no header row)")
-        return [name.strip() for name in reader.fieldnames], [
-            {(k or "").strip(): (v or "") for k, v in row.items()} for row in reader
-        ]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames:
+                raise DatasetError(f"{path}: the CSV is empty (no header row)")
+            return [name.strip() for name in reader.fieldnames], [
+                {(k or "").strip(): (v if isinstance(v, str) else "") for k, v in row.items()}
+                for row in reader
+            ]
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"{path}: not UTF-8 text (byte {error.start}); save the CSV as UTF-8"
+        ) from None
+    except csv.Error as error:
+        raise DatasetError(f"{path}: not a readable CSV ({error})") from None
+
+
+def duplicates(ids: list[str]) -> list[str]:
+    """The ids that occur more than once, sorted: the one duplicate check of every id list."""
+    return sorted(clip_id for clip_id, n in Counter(ids).items() if n > 1)
+
+
+def id_column(columns: list[str]) -> str:
+    """The column that holds clip ids: `Filename` wherever it stands, else the first column."""
+    return ID_COLUMN if ID_COLUMN in columns else columns[0]
 
 
 def read_csv_ids(path: Path) -> list[str]:
-    """Clip ids from the first column of a CSV (normally `Filename`), zero-padded, in file order."""
+    """Clip ids from a CSV's `Filename` column (the first column when none is so named),
+    zero-padded, in file order. An empty or repeated id is a one-line error naming it."""
     columns, rows = read_csv_rows(path)
-    first = columns[0]
-    ids = [pad_id(row[first]) for row in rows if row.get(first, "").strip()]
-    duplicated = sorted(clip_id for clip_id, n in Counter(ids).items() if n > 1)
+    column = id_column(columns)
+    ids = [pad_id(row.get(column, "")) for row in rows]
+    empty = [str(line) for line, clip_id in enumerate(ids, start=2) if not clip_id]
+    if empty:
+        raise DatasetError(
+            f"{path}: empty id in column {column!r} on line(s) {', '.join(empty[:10])}"
+        )
+    duplicated = duplicates(ids)
     if duplicated:
         raise DatasetError(f"{path}: duplicated ids {', '.join(duplicated[:10])}")
     return ids

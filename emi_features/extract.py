@@ -8,7 +8,11 @@ with exactly the batches it would have run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +87,37 @@ class _DecodeParts(Dataset):
             if members:
                 decoded.batches.append(members)
         return decoded
+
+
+def _die_with_parent(_: int) -> None:
+    """DataLoader worker start-up: on Linux, ask the kernel to kill this worker when the
+    extraction process dies in any way (kill -9 included), so no decoder outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the request took effect
+            os._exit(1)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM behaves like Ctrl-C: committed work is kept and the run says so in one line."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def plan_parts(
@@ -326,81 +361,84 @@ def extract(
     writer = ranks.open_writer(
         lambda **kw: CacheWriter(out, attrs, overwrite=overwrite, retry_skipped=retry_skipped, **kw)
     )
-    by_id = {clip.id: clip for clip in clips}
-    lengths = dict(
-        zip(by_id, ranks.map_threads(probe_seconds, [c.path for c in clips]), strict=True)
-    )
-    batches = plan_batches(
-        lengths,
-        batch_seconds=batch_seconds,
-        window_seconds=window_seconds,
-        min_seconds=backbone.grid.min_samples / SAMPLE_RATE,
-    )
-    parts = plan_parts(batches, lengths, config.part_seconds)
-    done = writer.done_ids
-    ranks.barrier()  # every rank must see the same finished set before any rank writes
-    todo = [part for part in parts if not done.issuperset(i for b in part for i in b)]
-    costs = [sum(len(b) * max(lengths[i] for i in b) for b in part) for part in todo]
-    mine = [todo[k] for k in split_by_cost(costs, ranks.world_size)[ranks.rank]]
-    log.info(
-        "%d clips, %d already in %s; this %s runs %d parts",
-        len(clips),
-        len(clips) - sum(len(b) for part in todo for b in part),
-        out,
-        ranks.describe(),
-        len(mine),
-    )
-    loader = DataLoader(
-        _DecodeParts([[[by_id[i] for i in b] for b in part] for part in mine], backbone),
-        batch_size=None,
-        num_workers=config.workers,
-        prefetch_factor=2 if config.workers else None,
-    )
-    options = {
-        "device": torch_device,
-        "dtype": DTYPES[dtype],
-        "window_seconds": window_seconds,
-        "overlap_seconds": overlap_seconds,
-        "batch_seconds": batch_seconds,
-    }
-    total_seconds = sum(lengths[i] for part in mine for b in part for i in b)
-    processed_clips, processed_samples = 0, 0
-    bar = tqdm(
-        total=round(total_seconds, 1),
-        unit="s",
-        unit_scale=True,
-        desc="audio",
-        disable=not progress or None,
-        dynamic_ncols=True,
-    )
-    background = BackgroundWriter(writer)
-    try:
-        with bar:
-            for decoded in loader:
-                for clip_id, reason in decoded.skipped.items():
-                    log.warning("skip %s: %s", clip_id, reason)
-                records = [
-                    record
-                    for batch in decoded.batches
-                    for record in encode_batch(backbone, decoded, batch, **options)
-                ]
-                background.write_part(records, decoded.skipped)
-                processed_clips += len(records)
-                processed_samples += sum(decoded.num_samples)
-                done_seconds = sum(lengths[i] for i in decoded.ids + list(decoded.skipped))
-                bar.update(round(done_seconds, 1))
-                bar.set_postfix(clips=processed_clips, skipped=len(decoded.skipped), refresh=False)
-    finally:
-        background.close()  # an interrupted run still commits what it computed
-    clips_written, skipped = ranks.finish(writer)
-    result = ExtractResult(
-        path=Path(out),
-        clips=clips_written,
-        skipped=skipped,
-        processed_clips=int(ranks.sum(processed_clips)),
-        processed_seconds=ranks.sum(processed_samples) / SAMPLE_RATE,
-        wall_seconds=time.perf_counter() - started,
-        rank=ranks.rank,
-    )
+    with contextlib.closing(writer):  # the lock is released however the run ends
+        by_id = {clip.id: clip for clip in clips}
+        lengths = dict(
+            zip(by_id, ranks.map_threads(probe_seconds, [c.path for c in clips]), strict=True)
+        )
+        batches = plan_batches(
+            lengths,
+            batch_seconds=batch_seconds,
+            window_seconds=window_seconds,
+            min_seconds=backbone.grid.min_samples / SAMPLE_RATE,
+        )
+        parts = plan_parts(batches, lengths, config.part_seconds)
+        done = writer.done_ids
+        ranks.barrier()  # every rank must see the same finished set before any rank writes
+        todo = [part for part in parts if not done.issuperset(i for b in part for i in b)]
+        costs = [sum(len(b) * max(lengths[i] for i in b) for b in part) for part in todo]
+        mine = [todo[k] for k in split_by_cost(costs, ranks.world_size)[ranks.rank]]
+        log.info(
+            "%d clips, %d already in %s; this %s runs %d parts",
+            len(clips),
+            len(clips) - sum(len(b) for part in todo for b in part),
+            out,
+            ranks.describe(),
+            len(mine),
+        )
+        loader = DataLoader(
+            _DecodeParts([[[by_id[i] for i in b] for b in part] for part in mine], backbone),
+            batch_size=None,
+            num_workers=config.workers,
+            prefetch_factor=2 if config.workers else None,
+        )
+        options = {
+            "device": torch_device,
+            "dtype": DTYPES[dtype],
+            "window_seconds": window_seconds,
+            "overlap_seconds": overlap_seconds,
+            "batch_seconds": batch_seconds,
+        }
+        total_seconds = sum(lengths[i] for part in mine for b in part for i in b)
+        processed_clips, processed_samples = 0, 0
+        bar = tqdm(
+            total=round(total_seconds, 1),
+            unit="s",
+            unit_scale=True,
+            desc="audio",
+            disable=not progress or None,
+            dynamic_ncols=True,
+        )
+        background = BackgroundWriter(writer)
+        try:
+            with bar:
+                for decoded in loader:
+                    for clip_id, reason in decoded.skipped.items():
+                        log.warning("skip %s: %s", clip_id, reason)
+                    records = [
+                        record
+                        for batch in decoded.batches
+                        for record in encode_batch(backbone, decoded, batch, **options)
+                    ]
+                    background.write_part(records, decoded.skipped)
+                    processed_clips += len(records)
+                    processed_samples += sum(decoded.num_samples)
+                    done_seconds = sum(lengths[i] for i in decoded.ids + list(decoded.skipped))
+                    bar.update(round(done_seconds, 1))
+                    bar.set_postfix(
+                        clips=processed_clips, skipped=len(decoded.skipped), refresh=False
+                    )
+        finally:
+            background.close()  # an interrupted run still commits what it computed
+        clips_written, skipped = ranks.finish(writer)
+        result = ExtractResult(
+            path=Path(out),
+            clips=clips_written,
+            skipped=skipped,
+            processed_clips=int(ranks.sum(processed_clips)),
+            processed_seconds=ranks.sum(processed_samples) / SAMPLE_RATE,
+            wall_seconds=time.perf_counter() - started,
+            rank=ranks.rank,
+        )
     ranks.close()
     return result

@@ -23,7 +23,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emi_features.atomic import atomic_path
+from emi_features.atomic import atomic_path, check_writable_folder, remove_stale_temporaries
+from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.reader import CacheError, _strings, read_skipped
 from emi_features.schema import (
     FORMAT,
@@ -119,6 +120,11 @@ class CacheWriter:
     `attrs` are the root attributes of the cache (backbone, fingerprint, settings); a cache or
     parts written with other settings are refused unless `overwrite`. With several ranks, each
     writes its own parts (`prefix`), rank 0 keeps the index and consolidates.
+
+    The writer that keeps the index holds an exclusive lock on the cache from construction to
+    `finish` or `close`: a second extraction into the same cache is refused with one line
+    naming the holder (torchrun's other ranks write under rank 0's lock). On opening it removes
+    temporary files that killed writers left.
     """
 
     def __init__(
@@ -140,10 +146,29 @@ class CacheWriter:
         self._parts: dict[str, _Part] = {}
         self._finished_base: Path | None = None  # a consolidated cache being extended
         self._has_frame_vad: bool | None = None
-        if overwrite and keeps_index:
-            self.path.unlink(missing_ok=True)
-            shutil.rmtree(self.parts_dir, ignore_errors=True)
-        self._load_existing()
+        self._lock: ExclusiveLock | None = None
+        check_writable_folder(self.path)
+        if keeps_index:
+            try:
+                self._lock = ExclusiveLock(self.path, f"cache {self.path}").acquire()
+            except LockedError as error:
+                raise CacheError(str(error)) from None
+            remove_stale_temporaries(self.path)
+            remove_stale_temporaries(self.parts_dir / "part", pattern="*")
+        try:
+            if overwrite and keeps_index:
+                self.path.unlink(missing_ok=True)
+                shutil.rmtree(self.parts_dir, ignore_errors=True)
+            self._load_existing()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the cache's lock (finish does too); committed parts stay."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -314,12 +339,34 @@ class CacheWriter:
 
         _replace_atomically(self.path, write)
 
+    def _check_free_space(self, parts: list[_Part]) -> None:
+        """The consolidated file needs about as much room as the parts: refuse before writing
+        rather than fail (or crash inside HDF5) half-way."""
+        sources = [self.path if self._source(p) == self.path.name else self.parts_dir / p.name
+                   for p in parts]  # fmt: skip
+        needed = sum(path.stat().st_size for path in sources) * 1.02 + (16 << 20)
+        free = shutil.disk_usage(self.path.resolve().parent).free
+        if free < needed:
+            raise CacheError(
+                f"cannot consolidate {self.path}: it needs about {needed / 2**30:.2f} GiB and "
+                f"{free / 2**30:.2f} GiB are free; the committed clips stay in "
+                f"{self.parts_dir.name} and {self.path.name} (readable); free space and re-run"
+            )
+
     def finish(self) -> tuple[int, dict[str, str]]:
-        """Consolidate all parts into one plain cache sorted by id; returns (clips, skipped)."""
+        """Consolidate all parts into one plain cache sorted by id; returns (clips, skipped).
+        Releases the lock."""
+        try:
+            return self._consolidate()
+        finally:
+            self.close()
+
+    def _consolidate(self) -> tuple[int, dict[str, str]]:
         self.refresh()
         parts, skipped = self._ordered()
         if self._finished_base is not None and len(self._parts) == 1:
             return len(parts[0].ids) if parts else 0, skipped  # nothing was added
+        self._check_free_space(parts)
         dim = int(self.attrs[Attr.HIDDEN_SIZE])
         where = {clip_id: (part, row) for part in parts for row, clip_id in enumerate(part.ids)}
         ids = sorted(where)

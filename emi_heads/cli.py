@@ -193,6 +193,11 @@ def train_command(
     default=None,
     help="Validate this submission file against --ids instead of predicting.",
 )
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Predict from a cache whose extraction has not finished.",
+)
 @device_option
 @logging_options
 def predict_command(
@@ -201,6 +206,7 @@ def predict_command(
     ids_csv: Path,
     out: Path | None,
     check_path: Path | None,
+    allow_incomplete: bool,
     device: str | None,
     quiet: bool,
     verbose: bool,
@@ -224,7 +230,9 @@ def predict_command(
         from emi_heads.predict import predict_submission
         from emi_heads.submission import check_submission
 
-        result = predict_submission(list(run_dirs), cache, ids_csv, out, device=device)
+        result = predict_submission(
+            list(run_dirs), cache, ids_csv, out, device=device, allow_incomplete=allow_incomplete
+        )
         check_submission(result.path, ids_csv)
         click.echo(
             f"{result.path}: {result.rows} rows from {len(run_dirs)} run(s)"

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from emi_features.dataset import EMOTIONS, ID_COLUMN, DatasetError, pad_id, read_csv_rows
+from emi_features.dataset import (
+    EMOTIONS,
+    ID_COLUMN,
+    DatasetError,
+    duplicates,
+    pad_id,
+    read_csv_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +64,28 @@ def read_labels(paths: list[Path] | Path) -> Labels:
         if missing:
             raise LabelError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
         bad: list[int] = []
+        empty: list[int] = []
         for line, row in enumerate(rows, start=2):
+            if not pad_id(row[ID_COLUMN]):
+                empty.append(line)
+                continue
             try:
                 numbers = [float(row[name]) for name in EMOTIONS]
             except ValueError:
                 bad.append(line)
                 continue
-            if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in numbers) or not row[ID_COLUMN]:
+            if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in numbers):
                 bad.append(line)
                 continue
             ids.append(pad_id(row[ID_COLUMN]))
             values.append(numbers)
+        if empty:
+            raise LabelError(f"{path}: empty id (Filename) on line(s) {_rows_text(empty)}")
         if bad:
             raise LabelError(
                 f"{path}: label values must be numbers in [0, 1]; bad rows (line) {_rows_text(bad)}"
             )
-    seen: set[str] = set()
-    duplicated = sorted({i for i in ids if i in seen or seen.add(i)})
+    duplicated = duplicates(ids)
     if duplicated:
         raise LabelError(
             f"{', '.join(map(str, paths))}: ids listed twice: {_rows_text(duplicated)}"

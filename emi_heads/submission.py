@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import csv
 import math
-from collections import Counter
+import re
 from pathlib import Path
 
-from emi_features.dataset import EMOTIONS, ID_COLUMN, pad_id, read_csv_ids
+from emi_features.dataset import (
+    EMOTIONS,
+    ID_COLUMN,
+    ID_WIDTH,
+    DatasetError,
+    duplicates,
+    read_csv_ids,
+)
+from emi_features.logs import summarise_ids
 
 HEADER = (ID_COLUMN, *EMOTIONS)
+CHALLENGE_ID = re.compile(rf"^\d{{{ID_WIDTH}}}$")  # "00042": five digits, as the challenge's
 
 
 class SubmissionError(ValueError):
@@ -24,32 +33,49 @@ class SubmissionError(ValueError):
 def check_submission(path: str | Path, ids_csv: str | Path) -> int:
     """Validate a submission against the ids it must cover; returns its row count.
 
-    Raises SubmissionError listing every problem: header, ids (padding, duplicates, missing,
-    extra, order), row width, values (number, finite, in [0, 1]).
+    Raises SubmissionError listing every problem: header, ids (five digits, duplicates,
+    missing, extra, order), row width, values (number, finite, in [0, 1]). The requested ids
+    themselves must be the challenge's five-digit ids.
     """
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise SubmissionError(f"{path}: not a UTF-8 CSV file ({type(error).__name__})") from None
+    try:
+        requested = read_csv_ids(Path(ids_csv))
+    except DatasetError as error:
+        raise SubmissionError(str(error)) from None
+    foreign = [i for i in requested if not CHALLENGE_ID.match(i)]
+    if foreign:
+        raise SubmissionError(
+            f"{ids_csv}: {len(foreign)} id(s) are not the challenge's five-digit ids: "
+            f"{summarise_ids(foreign, 5)}"
+        )
     problems: list[str] = []
     if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
         problems.append(f"header must be {','.join(HEADER)}")
     body = rows[1:]
     ids = [row[0] if row else "" for row in body]
-    wanted = set(read_csv_ids(Path(ids_csv)))
-    unpadded = [i for i in ids if pad_id(i) != i or not i]
+    wanted = set(requested)
+    empty = [str(line) for line, clip_id in enumerate(ids, start=2) if not clip_id.strip()]
+    if empty:
+        problems.append(f"empty id on line(s) {', '.join(empty[:5])}")
+    unpadded = [i for i in ids if i.strip() and not CHALLENGE_ID.match(i)]
     if unpadded:
-        problems.append(f"ids not zero-padded to five digits: {', '.join(unpadded[:5])}")
-    duplicated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        problems.append(f"ids not zero-padded to five digits: {summarise_ids(unpadded, 5)}")
+    duplicated = duplicates(ids)
     if duplicated:
-        problems.append(f"duplicated ids: {', '.join(duplicated[:5])}")
+        problems.append(f"duplicated ids: {summarise_ids(duplicated, 5)}")
     absent = sorted(wanted - set(ids))
     if absent:
-        problems.append(f"{len(absent)} requested id(s) missing: {', '.join(absent[:5])}")
-    extra = sorted(set(ids) - wanted)
+        problems.append(f"{len(absent)} requested id(s) missing: {summarise_ids(absent, 5)}")
+    extra = sorted(set(ids) - wanted - {""})
     if extra:
-        problems.append(f"{len(extra)} id(s) not requested: {', '.join(extra[:5])}")
+        problems.append(f"{len(extra)} id(s) not requested: {summarise_ids(extra, 5)}")
     if ids != sorted(ids):
         problems.append("rows are not sorted by id")
     for line, row in enumerate(body, start=2):

@@ -12,6 +12,11 @@ import torch
 from emi_features.backbones import VadWav2Vec2, default_feature_extractor, tiny_config
 from emi_features.sample_data import generate_sample
 
+# One thread in the test process: the in-process tests' tiny models gain nothing from more, and
+# on a busy 2-core machine oversubscribed threads slowed them 26-fold. Subprocesses (torchrun,
+# kill -9, the demo) choose their own.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -4,11 +4,13 @@ also after the whole run is killed mid-way and re-run."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 from conftest import extract_args, write_wav_folder
 
@@ -56,15 +58,19 @@ def test_two_ranks_equal_one_process_and_resume_after_a_kill(tiny_model_dir, tmp
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while len(list(parts.glob("r*.h5"))) < 3 and time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # until both ranks have committed parts
+        if {p.name[:5] for p in parts.glob("r*.h5")} == {"r000-", "r001-"}:
+            break
         assert process.poll() is None, "the distributed run ended before it could be killed"
         time.sleep(0.005)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    killed_parts = {p.name for p in parts.glob("r*.h5")}
-    assert killed_parts and any(
-        name.startswith("r001-") or name.startswith("r000-") for name in killed_parts
-    )
+    killed_clips = set()
+    for part in parts.glob("r*.h5"):
+        with h5py.File(part, "r") as handle:
+            killed_clips.update(s.decode() for s in handle["ids"][()])
+    assert {p.name[:5] for p in parts.glob("r*.h5")} == {"r000-", "r001-"}
+    assert 0 < len(killed_clips) < 60
 
     resumed = subprocess.run(
         command(folder, tiny_model_dir, out, 2),
@@ -75,6 +81,10 @@ def test_two_ranks_equal_one_process_and_resume_after_a_kill(tiny_model_dir, tmp
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "60 clips in the cache" in resumed.stderr
+    # both ranks' committed clips were kept, not recomputed
+    already = {int(n) for n in re.findall(r"60 clips, (\d+) already in", resumed.stderr)}
+    assert already and min(already) >= len(killed_clips), (already, len(killed_clips))
+    assert f"this run {60 - min(already)} clips" in resumed.stderr
     assert not parts.exists()
     with open_cache(single) as a, open_cache(out) as b:
         assert a.ids == b.ids == [f"{k:05d}" for k in range(60)]

@@ -99,10 +99,10 @@ def test_submission_is_exact_and_never_short(synthetic, two_runs, tmp_path, capl
     assert "valid submission, 4 rows" in check.output
 
 
-def test_labelled_ids_print_the_score(synthetic, two_runs, tmp_path, caplog):
+def test_labelled_ids_print_the_score_of_the_written_file(synthetic, two_runs, tmp_path, caplog):
     caplog.set_level("INFO")
     run_predict(
-        two_runs[0],
+        *two_runs,
         "--cache",
         synthetic["cache"],
         "--ids",
@@ -110,7 +110,12 @@ def test_labelled_ids_print_the_score(synthetic, two_runs, tmp_path, caplog):
         "--out",
         tmp_path / "s.csv",
     )
-    assert any("on 120 labelled ids: r 0." in m for m in caplog.messages)
+    written = np.array([row[1:] for row in read_rows(tmp_path / "s.csv")[1:]], float)
+    truth = np.array([row[1:] for row in read_rows(synthetic["valid"])[1:]], float)
+    expected = mean_pearson(written, truth)
+    assert expected > 0.5
+    (line,) = [m for m in caplog.messages if "on 120 labelled ids" in m]
+    assert f"r {expected:.4f}" in line
 
 
 def test_checker_names_every_problem(synthetic, tmp_path):

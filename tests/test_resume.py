@@ -33,7 +33,7 @@ def cache_arrays(path):
 
 
 def test_kill_nine_mid_run_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
-    folder = write_wav_folder(tmp_path / "clips", 160, 0.3, 1.5)
+    folder = write_wav_folder(tmp_path / "clips", 60, 0.3, 1.5)
     out = tmp_path / "killed.h5"
     parts = tmp_path / "killed.h5.parts"
     process = extract_process(folder, tiny_model_dir, out)
@@ -48,7 +48,7 @@ def test_kill_nine_mid_run_then_resume_equals_an_uninterrupted_run(tiny_model_di
     with open_cache(out) as cache:  # opens, and holds what was committed
         assert not cache.complete
         committed = len(cache)
-        assert 4 <= committed < 160
+        assert 4 <= committed < 60
         assert cache.read("frames").shape[0] == cache.offsets[-1]
         assert np.isfinite(cache.read("mean")).all()
 
@@ -57,16 +57,16 @@ def test_kill_nine_mid_run_then_resume_equals_an_uninterrupted_run(tiny_model_di
     assert resumed.returncode == 0, output
     # the index is replaced right after each part lands, so a kill between the two leaves one
     # batch in the parts that the index does not list yet: resuming keeps it too
-    already = int(re.search(r"160 clips, (\d+) already in", output).group(1))
-    assert committed <= already < 160
-    assert f"this run {160 - already} clips" in output
+    already = int(re.search(r"60 clips, (\d+) already in", output).group(1))
+    assert committed <= already < 60
+    assert f"this run {60 - already} clips" in output
     whole = tmp_path / "whole.h5"
     uninterrupted = extract_process(folder, tiny_model_dir, whole)
     assert uninterrupted.wait(timeout=300) == 0
 
     ids, offsets, groups = cache_arrays(out)
     ids_whole, offsets_whole, groups_whole = cache_arrays(whole)
-    assert ids == ids_whole == [f"{k:05d}" for k in range(160)]
+    assert ids == ids_whole == [f"{k:05d}" for k in range(60)]
     np.testing.assert_array_equal(offsets, offsets_whole)
     for name, array in groups.items():
         np.testing.assert_array_equal(array, groups_whole[name], err_msg=name)
