@@ -82,14 +82,15 @@ def remove_stale_temporaries(target: Path, pattern: str | None = None) -> list[P
     name = pattern or Path(target).name
     for path in Path(target).parent.glob(f".{name}.*.tmp"):
         pid = path.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while a process of that id runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -13,14 +13,21 @@ from typing import Any
 import h5py
 import numpy as np
 
+from emi_features.dataset import duplicates
 from emi_features.schema import (
     FORMAT,
     FORMAT_VERSION,
     FRAME_GROUPS,
+    FRAME_VAD,
+    FRAMES,
     IDS,
+    MEAN,
+    NUM_SAMPLES,
     OFFSETS,
     SKIPPED_IDS,
     SKIPPED_REASONS,
+    VAD,
+    VAD_DIM,
     Attr,
     frames_per_second,
 )
@@ -69,9 +76,83 @@ class FeatureCache:
                 f"{self.path}: cache format_version {version} is not supported "
                 f"(this emi reads {FORMAT_VERSION}); re-extract or upgrade emi"
             )
-        self.ids: list[str] = _strings(self._file[IDS])
-        self.offsets: np.ndarray = self._file[OFFSETS][()].astype(np.int64)
+        try:
+            self._check_links()
+            self.ids: list[str] = _strings(self._file[IDS])
+            self.offsets: np.ndarray = self._file[OFFSETS][()].astype(np.int64)
+            self._check_structure()
+        except CacheError:
+            self.close()
+            raise
+        except (KeyError, OSError, ValueError, TypeError) as error:  # a damaged or odd file
+            self.close()
+            raise CacheError(
+                f"{self.path}: damaged cache ({type(error).__name__}: {error})"
+            ) from None
         self._index = {clip_id: i for i, clip_id in enumerate(self.ids)}
+
+    def _check_links(self) -> None:
+        """A received cache must not make the reader open other files: no external links, no
+        external storage, and virtual datasets only over this cache's own parts folder."""
+        parts = (self.path.parent / f"{self.path.name}.parts").resolve()
+
+        def check(name: str, link: Any) -> None:
+            if isinstance(link, h5py.ExternalLink):
+                raise CacheError(
+                    f"{self.path}: {name} is an external link to {link.filename}; refused"
+                )
+            if not isinstance(link, h5py.HardLink):
+                return
+            item = self._file.get(name)
+            if not isinstance(item, h5py.Dataset):
+                return
+            if item.external:
+                raise CacheError(f"{self.path}: {name} stores its data in another file; refused")
+            if item.is_virtual:
+                for source in item.virtual_sources():
+                    target = (self.path.parent / source.file_name).resolve()
+                    if (
+                        source.file_name != "."
+                        and target != self.path.resolve()
+                        and target.parent != parts
+                    ):
+                        raise CacheError(
+                            f"{self.path}: {name} reads {source.file_name}, outside its parts "
+                            f"folder; refused"
+                        )
+
+        self._file.visititems_links(check)
+
+    def _check_structure(self) -> None:
+        """Lengths, offsets, widths and ids consistent; finite means. One line when not."""
+        count, offsets = len(self.ids), self.offsets
+        problems = []
+        if offsets.ndim != 1 or len(offsets) != count + 1:
+            problems.append(f"/offsets has {len(offsets)} rows for {count} ids (needs N+1)")
+        elif count and (offsets[0] != 0 or (np.diff(offsets) < 0).any()):
+            problems.append("/offsets must start at 0 and never decrease")
+        repeated = duplicates(self.ids)
+        if repeated:
+            problems.append(f"ids listed twice: {', '.join(repeated[:5])}")
+        frames_total = int(offsets[-1]) if len(offsets) else 0
+        widths = {FRAMES: self.attrs.get(Attr.HIDDEN_SIZE), MEAN: self.attrs.get(Attr.HIDDEN_SIZE),
+                  FRAME_VAD: VAD_DIM, VAD: VAD_DIM}  # fmt: skip
+        for name in (FRAMES, FRAME_VAD, MEAN, VAD, NUM_SAMPLES):
+            if name not in self._file:
+                continue
+            shape = self._file[name].shape
+            rows = frames_total if name in FRAME_GROUPS else count
+            if not shape or shape[0] != rows:
+                problems.append(f"/{name} has {shape[0] if shape else 0} rows, expected {rows}")
+            elif name in widths and (len(shape) != 2 or int(shape[1]) != int(widths[name] or -1)):
+                problems.append(f"/{name} has width {shape[1:]}, expected {widths[name]}")
+        if not problems and MEAN in self._file and count:
+            finite = np.isfinite(self._file[MEAN][()]).all(axis=1)
+            if not finite.all():
+                bad = [self.ids[k] for k in np.flatnonzero(~finite)[:5]]
+                problems.append(f"non-finite /mean for clip(s) {', '.join(bad)}")
+        if problems:
+            raise CacheError(f"{self.path}: damaged cache: {'; '.join(problems)}")
 
     def __enter__(self) -> FeatureCache:
         return self

@@ -132,6 +132,11 @@ def _build(config_class: type, values: dict[str, Any], **fixed: Any) -> Any:
     required=True,
     help="Run directory to write.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a run already in --out (kept intact until the new run has weights).",
+)
 @config_options(TrainConfig)
 @config_options(HeadConfig)
 @device_option
@@ -142,6 +147,7 @@ def train_command(
     valid_csv: Path | None,
     head: str,
     out: Path,
+    overwrite: bool,
     device: str | None,
     quiet: bool,
     verbose: bool,
@@ -168,6 +174,7 @@ def train_command(
             train_config,
             device=device,
             progress=not quiet,
+            overwrite=overwrite,
         )
     except _user_errors() as error:
         raise click.ClickException(str(error)) from None

@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from emi_features.atomic import atomic_path  # noqa: E402
 from emi_features.dataset import EMOTIONS  # noqa: E402
 from emi_heads.metrics import pearson_columns  # noqa: E402
 
@@ -37,9 +38,7 @@ def plot_curves(path: Path, rows: list[dict[str, float]]) -> None:
             axes[1].legend(fontsize=7)
         else:
             axes[1].set_visible(False)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_scatter(path: Path, predictions: np.ndarray, targets: np.ndarray) -> None:
@@ -56,6 +55,11 @@ def plot_scatter(path: Path, predictions: np.ndarray, targets: np.ndarray) -> No
             xlim=(-0.02, 1.02),
             ylim=(-0.02, 1.02),
         )
+    _save(figure, path)
+
+
+def _save(figure, path: Path) -> None:
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=90, format="png")
     plt.close(figure)

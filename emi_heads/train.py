@@ -22,6 +22,7 @@ from tqdm import tqdm
 from emi_features import __version__
 from emi_features.dataset import EMOTIONS
 from emi_features.devices import resolve_device
+from emi_features.logs import summarise_ids
 from emi_features.reader import open_cache
 from emi_heads.config import HEADS, HeadConfig, TrainConfig, input_spec
 from emi_heads.data import Inputs, batch_order, load_inputs
@@ -35,10 +36,11 @@ from emi_heads.rundir import (
     METRICS,
     WEIGHTS,
     EpochLog,
+    RunError,
+    RunWriter,
     predict,
     save_json,
     save_predictions,
-    save_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -137,12 +139,30 @@ def train(
     *,
     device: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train one head and write its run directory `out`."""
+    """Train one head and write its run directory `out` (see `RunWriter`: a folder that holds
+    a run is refused unless `overwrite`, and `out` appears only with the first best weights)."""
     started = time.perf_counter()
-    run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
+    with RunWriter(out, overwrite=overwrite) as run:
+        return _train_into(
+            run, cache_path, train_csvs, valid_csv, head_config, train_config, torch_device,
+            progress, started,
+        )  # fmt: skip
+
+
+def _train_into(
+    run: RunWriter,
+    cache_path: str | Path,
+    train_csvs: list[Path],
+    valid_csv: Path | None,
+    head_config: HeadConfig,
+    train_config: TrainConfig,
+    torch_device: torch.device,
+    progress: bool,
+    started: float,
+) -> TrainResult:
     seed_everything(train_config.seed)
     with open_cache(cache_path) as cache:
         train_labels, train_inputs = _load_split(
@@ -151,6 +171,14 @@ def train(
         valid = None
         if valid_csv is not None:
             valid = _load_split(cache, [valid_csv], "--valid", head_config, train_config)
+            overlap = set(train_labels.ids) & set(valid[0].ids)
+            if overlap:
+                log.warning(
+                    "%d id(s) are in both --train and --valid (%s): validation scores will be "
+                    "optimistic",
+                    len(overlap),
+                    summarise_ids(sorted(overlap), 5),
+                )
         cache_info = {
             "path": str(cache.path),
             "backbone": cache.attrs.get("backbone"),
@@ -171,7 +199,7 @@ def train(
         "valid_csv": str(valid_csv) if valid_csv else None,
         "emi_version": __version__,
     }
-    save_json(run_dir / CONFIG, config)
+    save_json(run.path / CONFIG, config)
     log.info(
         "%s head, %d parameters, %d train clips%s, on %s",
         head_config.head,
@@ -183,16 +211,21 @@ def train(
 
     if not HEADS[head_config.head].trained_by_sgd:
         alpha, rows = _fit_ridge(model, train_inputs, train_labels, valid, head_config.ridge_alphas)
-        save_weights(run_dir, model)
-        epoch_log, best_epoch = EpochLog(run_dir / LOG, ["alpha", "valid_r"]), 0
+        epoch_log, best_epoch = EpochLog(run.path / LOG, ["alpha", "valid_r"]), 0
+        run.save_weights(model)
         for row in rows:
             epoch_log.add(row)
         epoch_log.close()
     else:
         best_epoch, epoch_log = _train_sgd(
-            model, train_inputs, train_labels, valid, train_config, run_dir, torch_device, progress
+            model, train_inputs, train_labels, valid, train_config, run, torch_device, progress
         )
-    return _finish(run_dir, model, valid, epoch_log, best_epoch, torch_device, started)
+    if not run.published:
+        raise RunError(
+            f"{run.final}: no epoch gave a finite validation r, so no weights were kept (the "
+            f"training diverged?); try a lower --lr"
+        )
+    return _finish(run.path, model, valid, epoch_log, best_epoch, torch_device, started)
 
 
 def _resolve(config: HeadConfig) -> HeadConfig:
@@ -246,7 +279,7 @@ def _train_sgd(
     train_labels: Labels,
     valid: tuple[Labels, Inputs] | None,
     config: TrainConfig,
-    run_dir: Path,
+    run: RunWriter,
     device: torch.device,
     progress: bool,
 ) -> tuple[int, EpochLog]:
@@ -270,7 +303,7 @@ def _train_sgd(
     targets = torch.from_numpy(train_labels.values)
     generator = torch.Generator().manual_seed(config.seed)
     columns = ["epoch", "loss", "aux_loss", "lr", "valid_r", *[f"r_{e}" for e in EMOTIONS]]
-    epoch_log = EpochLog(run_dir / LOG, [*columns, "seconds"])
+    epoch_log = EpochLog(run.path / LOG, [*columns, "seconds"])
     best_r, best_epoch, stale = -math.inf, 0, 0
     for epoch in range(1, config.epochs + 1):
         tic = time.perf_counter()
@@ -303,7 +336,7 @@ def _train_sgd(
             improved = row["valid_r"] > best_r
         if improved:
             best_r, best_epoch, stale = row.get("valid_r", -math.inf), epoch, 0
-            save_weights(run_dir, model)
+            run.save_weights(model)
         else:
             stale += 1
         model.load_state_dict(live)
