@@ -40,6 +40,36 @@ def describe_os_error(path: Path, error: OSError) -> str:
     return f"cannot write {path}: {reason}"
 
 
+def check_free_space(target: Path, needed_bytes: float) -> None:
+    """A one-line WriteError (ENOSPC) when `target`'s folder has less room than needed, so that
+    a write fails before it starts rather than half-way inside a library."""
+    import shutil
+
+    free = shutil.disk_usage(Path(target).resolve().parent).free
+    if free < needed_bytes:
+        raise WriteError(
+            f"cannot write {target}: no space left on device (needs about "
+            f"{needed_bytes / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free)"
+        )
+
+
+@contextlib.contextmanager
+def library_cleanup_errors_silenced() -> Iterator[None]:
+    """While a failed write unwinds, HDF5 objects freed by garbage collection report their own
+    failed flushes as 'Exception ignored' tracebacks; the write's one-line error says it all."""
+    import sys
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        import gc
+
+        gc.collect()  # free the failed objects while the hook is still quiet
+        sys.unraisablehook = previous
+
+
 def check_writable_folder(target: Path) -> None:
     """A one-line WriteError unless `target`'s folder exists and can be written."""
     folder = Path(target).resolve().parent
@@ -69,7 +99,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     except WriteError:
         raise
     except OSError as error:
-        raise WriteError(describe_os_error(target, error)) from error
+        with library_cleanup_errors_silenced():
+            raise WriteError(describe_os_error(target, error)) from None
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)

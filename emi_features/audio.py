@@ -6,6 +6,13 @@ through PyAV (FFmpeg). Both paths downmix by averaging channels and resample wit
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +25,60 @@ from emi_features.schema import SAMPLE_RATE
 __all__ = ["SAMPLE_RATE", "DecodeError", "load_audio", "probe_seconds", "to_mono_16k"]
 
 
+log = logging.getLogger(__name__)
+
+
 class DecodeError(Exception):
     """A clip that cannot be used; the message is the one-line reason recorded in `/skipped`."""
 
 
+_STDERR_LOCK = threading.Lock()  # file descriptor 2 is one per process: one capture at a time
+
+
+@contextlib.contextmanager
+def c_stderr_captured() -> Iterator[list[str]]:
+    """Collect what C libraries (libmpg123 inside libsndfile) print straight to file
+    descriptor 2 while the block runs; the list holds its non-empty lines afterwards.
+
+    Descriptor 2 is one per process, so captures are serialised; the saved descriptor is taken
+    under the lock, never while another thread has 2 redirected."""
+    lines: list[str] = []
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to redirect
+            yield lines
+            return
+        with tempfile.TemporaryFile() as sink:
+            sys.stderr.flush()
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                text = sink.read().decode("utf-8", "replace")
+                lines.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    with c_stderr_captured() as noise:
+        try:
+            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        except Exception as error:
+            raise RuntimeError(_with_noise(str(error).strip().split(". ")[0], noise)) from error
+    if noise:
+        log.debug("%s decoded with warnings: %s", path.name, " | ".join(noise[:3]))
     return data.T, rate  # (channels, samples)
+
+
+def _with_noise(reason: str, noise: list[str]) -> str:
+    """The library's error plus its first console line, as one line."""
+    if not noise:
+        return reason
+    first = noise[0].split("] ", 1)[-1]  # drop libmpg123's "[src/libmpg123/id3.c:...]" prefix
+    return f"{reason} (decoder: {first})"
 
 
 def _read_av(path: Path) -> tuple[np.ndarray, int]:
@@ -66,6 +120,8 @@ def load_audio(path: Path | None) -> np.ndarray:
     if path is None:
         raise DecodeError("no media file for this id")
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise DecodeError(f"dangling symlink {path.name} -> {os.readlink(path)}")
     if not path.is_file():
         raise DecodeError(f"missing file {path}")
     if path.stat().st_size == 0:
@@ -103,7 +159,8 @@ def probe_seconds(path: Path | None) -> float:
         return 0.0
     try:
         if Path(path).suffix.lower() in AUDIO_SUFFIXES:
-            info = soundfile.info(str(path))
+            with c_stderr_captured():
+                info = soundfile.info(str(path))
             return float(info.frames) / float(info.samplerate)
         import av
 

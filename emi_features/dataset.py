@@ -103,6 +103,12 @@ class Clip:
     path: Path | None
 
 
+def _is_media(path: Path, suffixes: tuple[str, ...]) -> bool:
+    """A media file by its name; a dangling symlink counts, so that it is recorded as skipped
+    (with its reason) rather than silently left out."""
+    return (path.is_file() or path.is_symlink()) and path.suffix.lower() in suffixes
+
+
 def is_challenge_layout(root: Path) -> bool:
     """True for a dataset root shaped like Hume-Vidmimic2 (`raw/`, `audio/`, `*_split.csv`)."""
     return (root / "raw").is_dir() or (root / "audio").is_dir() or any(root.glob("*_split.csv"))
@@ -113,7 +119,7 @@ def _media_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     if not folder.is_dir():
         return found
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in suffixes:
+        if _is_media(path, suffixes):
             found.setdefault(pad_id(path.stem), path)
     return found
 
@@ -155,7 +161,7 @@ def find_clips(root: Path, *, split: str | None = None, source: Source = "auto")
         raise DatasetError(f"{root}: --split needs the challenge layout ({split}_split.csv)")
     by_id: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in MEDIA_SUFFIXES:
+        if _is_media(path, MEDIA_SUFFIXES):
             clip_id = pad_id(path.stem)
             if clip_id in by_id:
                 raise DatasetError(

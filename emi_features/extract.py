@@ -391,6 +391,7 @@ def extract(
             batch_size=None,
             num_workers=config.workers,
             prefetch_factor=2 if config.workers else None,
+            worker_init_fn=_die_with_parent,
         )
         options = {
             "device": torch_device,

@@ -17,6 +17,8 @@ import socket
 import time
 from pathlib import Path
 
+from emi_features.atomic import WriteError, describe_os_error
+
 _HELD: set[str] = set()
 
 
@@ -36,7 +38,10 @@ class ExclusiveLock:
         key = str(self.path.resolve())
         if key in _HELD:
             raise LockedError(f"{self.what} is in use by this process already")
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open as long as the lock
+        try:
+            handle = open(self.path, "a+")  # noqa: SIM115 - held open as long as the lock
+        except OSError as error:
+            raise WriteError(describe_os_error(self.path, error)) from None
         try:
             fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

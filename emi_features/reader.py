@@ -96,32 +96,24 @@ class FeatureCache:
         external storage, and virtual datasets only over this cache's own parts folder."""
         parts = (self.path.parent / f"{self.path.name}.parts").resolve()
 
-        def check(name: str, link: Any) -> None:
+        def problem(name: str, link: Any) -> str | None:  # a non-None return stops the visit
             if isinstance(link, h5py.ExternalLink):
-                raise CacheError(
-                    f"{self.path}: {name} is an external link to {link.filename}; refused"
-                )
-            if not isinstance(link, h5py.HardLink):
-                return
-            item = self._file.get(name)
+                return f"{name} is an external link to {link.filename}"
+            item = self._file.get(name) if isinstance(link, h5py.HardLink) else None
             if not isinstance(item, h5py.Dataset):
-                return
+                return None
             if item.external:
-                raise CacheError(f"{self.path}: {name} stores its data in another file; refused")
-            if item.is_virtual:
-                for source in item.virtual_sources():
-                    target = (self.path.parent / source.file_name).resolve()
-                    if (
-                        source.file_name != "."
-                        and target != self.path.resolve()
-                        and target.parent != parts
-                    ):
-                        raise CacheError(
-                            f"{self.path}: {name} reads {source.file_name}, outside its parts "
-                            f"folder; refused"
-                        )
+                return f"{name} stores its data in another file"
+            for source in item.virtual_sources() if item.is_virtual else ():
+                target = (self.path.parent / source.file_name).resolve()
+                inside = source.file_name == "." or target == self.path.resolve()
+                if not inside and target.parent != parts:
+                    return f"{name} reads {source.file_name}, outside its parts folder"
+            return None
 
-        self._file.visititems_links(check)
+        found = self._file.visititems_links(problem)
+        if found:
+            raise CacheError(f"{self.path}: {found}; refused")
 
     def _check_structure(self) -> None:
         """Lengths, offsets, widths and ids consistent; finite means. One line when not."""

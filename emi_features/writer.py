@@ -23,7 +23,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emi_features.atomic import atomic_path, check_writable_folder, remove_stale_temporaries
+from emi_features.atomic import (
+    atomic_path,
+    check_free_space,
+    check_writable_folder,
+    remove_stale_temporaries,
+)
 from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.reader import CacheError, _strings, read_skipped
 from emi_features.schema import (
@@ -244,6 +249,8 @@ class CacheWriter:
         lengths = np.array([len(c.frames) for c in clips], dtype=np.int64)
         dim = int(self.attrs[Attr.HIDDEN_SIZE])
         with_vad = bool(clips) and clips[0].frame_vad is not None
+        frame_bytes = int(lengths.sum()) * (2 * dim + (4 * VAD_DIM if with_vad else 0))
+        check_free_space(self.parts_dir / name, frame_bytes * 1.05 + 4 * dim * len(clips) + 65536)
 
         def write(handle: h5py.File) -> None:
             handle.attrs.update(self.attrs)

@@ -26,7 +26,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from emi_features.atomic import FILE_MODE, atomic_path, process_alive
+from emi_features.atomic import (
+    FILE_MODE,
+    WriteError,
+    atomic_path,
+    describe_os_error,
+    process_alive,
+)
 from emi_features.dataset import EMOTIONS
 from emi_features.locks import ExclusiveLock, LockedError
 from emi_heads.config import ConfigError, HeadConfig, TrainConfig
@@ -90,7 +96,10 @@ class RunWriter:
 
     def __init__(self, final: str | Path, *, overwrite: bool = False):
         self.final = Path(final)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WriteError(describe_os_error(self.final, error)) from None
         try:
             self._lock = ExclusiveLock(self.final, f"run directory {self.final}").acquire()
         except LockedError as error:

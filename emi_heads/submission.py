@@ -44,7 +44,9 @@ def check_submission(path: str | Path, ids_csv: str | Path) -> int:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
     except (UnicodeDecodeError, csv.Error) as error:
-        raise SubmissionError(f"{path}: not a UTF-8 CSV file ({type(error).__name__})") from None
+        raise SubmissionError(
+            f"{path}: not UTF-8 text ({type(error).__name__}); save it as UTF-8"
+        ) from None
     try:
         requested = read_csv_ids(Path(ids_csv))
     except DatasetError as error:
