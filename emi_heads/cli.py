@@ -17,7 +17,7 @@ import click
 
 from emi_features.logs import setup_logging
 from emi_features.options import COMMAND_SETTINGS, device_option, logging_options
-from emi_heads.config import HEADS, ConfigError, HeadConfig, TrainConfig
+from emi_heads.config import HEADS, PRESETS, ConfigError, HeadConfig, TrainConfig
 
 _PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
 # Fields set by the command's own arguments, not by a generated option.
@@ -88,15 +88,22 @@ def config_options(config_class: type) -> Any:
     return decorate
 
 
-def _build(config_class: type, values: dict[str, Any], **fixed: Any) -> Any:
-    """A config from parsed options; `zero_is_none` fields map 0 to None."""
+def _build(config_class: type, values: dict[str, Any], preset: dict[str, Any], **fixed: Any) -> Any:
+    """A config from parsed options: an option given on the command line wins, then the
+    preset's value, then the default; `zero_is_none` fields map 0 to None."""
+    context = click.get_current_context()
     own = {}
     for item in fields(config_class):
-        if item.name in values:
-            value = values.pop(item.name)
-            if item.metadata.get("zero_is_none") and value == 0:
-                value = None
-            own[item.name] = value
+        if item.name not in values:
+            continue
+        value = values.pop(item.name)
+        given = context.get_parameter_source(item.name) == click.core.ParameterSource.COMMANDLINE
+        if item.name in preset and not given:
+            own[item.name] = preset[item.name]
+            continue
+        if item.metadata.get("zero_is_none") and value == 0:
+            value = None
+        own[item.name] = value
     try:
         return config_class(**own, **fixed)
     except ConfigError as error:
@@ -123,8 +130,15 @@ def _build(config_class: type, values: dict[str, Any], **fixed: Any) -> Any:
 @click.option(
     "--head",
     type=click.Choice(list(HEADS)),
-    required=True,
+    default=None,
     help="; ".join(f"{k}: {v.description}" for k, v in HEADS.items()),
+)
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default=None,
+    help="A published head with every setting as published; options given still override. "
+    + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
 )
 @click.option(
     "--out",
@@ -145,7 +159,8 @@ def train_command(
     cache: Path,
     train_csvs: tuple[Path, ...],
     valid_csv: Path | None,
-    head: str,
+    head: str | None,
+    preset: str | None,
     out: Path,
     overwrite: bool,
     device: str | None,
@@ -160,8 +175,13 @@ def train_command(
         --valid data/sample/valid_split.csv --head concat --out runs/concat
     """
     setup_logging(verbose)
-    head_config = _build(HeadConfig, options, head=head)
-    train_config = _build(TrainConfig, options)
+    published = PRESETS[preset] if preset else None
+    head = head or (published.head["head"] if published else None)
+    if head is None:
+        raise click.UsageError("give --head NAME or --preset NAME")
+    head_preset = {k: v for k, v in published.head.items() if k != "head"} if published else {}
+    head_config = _build(HeadConfig, options, head_preset, head=head)
+    train_config = _build(TrainConfig, options, published.train if published else {})
     from emi_heads.train import train
 
     try:
@@ -175,6 +195,7 @@ def train_command(
             device=device,
             progress=not quiet,
             overwrite=overwrite,
+            preset=preset,
         )
     except _user_errors() as error:
         raise click.ClickException(str(error)) from None

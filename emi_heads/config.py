@@ -47,6 +47,12 @@ HEADS: dict[str, HeadSpec] = {
         "(concatenation fusion, 10th ABAW)",
         "emi_heads.heads:ConcatHead",
     ),
+    "concat-frames": HeadSpec(
+        "per-frame branches (LayerNorm, Linear, GELU) mean-pooled over time, VAD latent on "
+        "the acoustic frames, auxiliary heads (the published concat fusion, 10th ABAW)",
+        "emi_heads.frame_heads:FrameConcatHead",
+        needs_frames=True,
+    ),
     "linear": HeadSpec(
         "ridge regression on clip vectors (baseline)",
         "emi_heads.heads:LinearHead",
@@ -98,6 +104,42 @@ class HeadConfig:
         default=(0.1, 1.0, 10.0, 100.0, 1000.0),
         metadata=_help("linear: ridge alphas tried on validation (comma-separated)."),
     )
+    input_norm: bool = field(
+        default=True, metadata=_help("lstm: LayerNorm on the frames before the LSTM.")
+    )
+    mean_input: Literal["cache", "frames"] = field(
+        default="cache",
+        metadata=_help(
+            "lstm: the global mean is the cache's /mean, or the time-mean of the LSTM's input "
+            "frames over the crop (as published).",
+            choices=("cache", "frames"),
+        ),
+    )
+    output_activation: Literal["sigmoid", "none"] = field(
+        default="sigmoid",
+        metadata=_help(
+            "Output layer: sigmoid, or none (predictions clipped to [0, 1] only when written).",
+            choices=("sigmoid", "none"),
+        ),
+    )
+    bias_at_label_mean: bool = field(
+        default=True, metadata=_help("Start the output bias at the training label mean.")
+    )
+    pool_steps: int = field(
+        default=128,
+        metadata=_help("concat-frames: adaptive average pooling of each clip to N steps (0: off)."),
+    )
+    aux_loss: Literal["main", "smooth_l1"] = field(
+        default="main",
+        metadata=_help(
+            "Loss of the auxiliary branch heads: the main loss, or Smooth-L1.",
+            choices=("main", "smooth_l1"),
+        ),
+    )
+    vad_center_weight: float = field(
+        default=0.0,
+        metadata=_help("concat-frames: weight of mean((v - 0.5)^2) on the free VAD latent v."),
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -112,8 +154,17 @@ class HeadConfig:
             problems.append("dropout must be in [0, 1)")
         if self.vad_latent not in ("supervised", "free", "off"):
             problems.append("vad_latent must be supervised, free or off")
-        if not (self.aux_weight >= 0 and self.vad_weight >= 0):
-            problems.append("aux_weight and vad_weight must be >= 0")
+        if not (self.aux_weight >= 0 and self.vad_weight >= 0 and self.vad_center_weight >= 0):
+            problems.append("aux_weight, vad_weight and vad_center_weight must be >= 0")
+        if not 0 <= self.pool_steps <= MAX_WIDTH:
+            problems.append(f"pool_steps must be in 0..{MAX_WIDTH}")
+        for name, allowed in (
+            ("mean_input", ("cache", "frames")),
+            ("output_activation", ("sigmoid", "none")),
+            ("aux_loss", ("main", "smooth_l1")),
+        ):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}")
         if not self.ridge_alphas or not all(math.isfinite(a) and a > 0 for a in self.ridge_alphas):
             problems.append("ridge_alphas must be positive numbers")
         bad_dims = [k for k, v in self.dims.items() if not 1 <= v <= 1 << 20]
@@ -141,10 +192,33 @@ class TrainConfig:
     warmup_fraction: float = field(
         default=0.05, metadata=_help("Share of the steps spent warming the rate up.")
     )
-    grad_clip: float = field(default=1.0, metadata=_help("Gradient norm clipping."))
+    grad_clip: float = field(default=1.0, metadata=_help("Gradient clipping threshold."))
+    clip_mode: Literal["norm", "value"] = field(
+        default="norm",
+        metadata=_help("Clip the gradients' total norm, or each value.", choices=("norm", "value")),
+    )
+    lr_schedule: Literal["warmup-cosine", "cosine-epoch"] = field(
+        default="warmup-cosine",
+        metadata=_help(
+            "Linear warm-up then cosine decay stepped per batch, or cosine annealing stepped "
+            "per epoch without warm-up.",
+            choices=("warmup-cosine", "cosine-epoch"),
+        ),
+    )
     loss: str = field(default="mse+pearson", metadata=_help("e.g. mse, pearson, mse+0.1*ccc"))
     ema: bool = field(default=True, metadata=_help("EMA of the weights (evaluated, saved)."))
     ema_decay: float = field(default=0.999, metadata=_help("EMA decay per step."))
+    ema_warmup: bool = field(
+        default=True,
+        metadata=_help("EMA decay min(d, (1+t)/(10+t)) at first; off: d from the first step."),
+    )
+    corr_ramp_epochs: int = field(
+        default=0,
+        metadata=_help("Ramp the pearson/ccc terms' weight up over N epochs: min(1, epoch/N)."),
+    )
+    min_improvement: float = field(
+        default=0.0, metadata=_help("A better valid r must beat the best by more than this.")
+    )
     patience: int = field(
         default=10, metadata=_help("Early stopping: epochs without a better valid r.")
     )
@@ -166,6 +240,12 @@ class TrainConfig:
             problems.append("warmup_fraction must be in [0, 1)")
         if not self.grad_clip > 0:
             problems.append("grad_clip must be > 0")
+        if self.clip_mode not in ("norm", "value"):
+            problems.append("clip_mode must be norm or value")
+        if self.lr_schedule not in ("warmup-cosine", "cosine-epoch"):
+            problems.append("lr_schedule must be warmup-cosine or cosine-epoch")
+        if self.corr_ramp_epochs < 0 or not self.min_improvement >= 0:
+            problems.append("corr_ramp_epochs and min_improvement must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append("ema_decay must be in [0, 1)")
         if self.max_seconds is not None and not self.max_seconds > 0:
@@ -234,6 +314,11 @@ _ANNOTATIONS: dict[str, Any] = {
     "dict[str, int]": dict[str, int],
     "tuple[float, ...]": tuple[float, ...],
     "Literal['supervised', 'free', 'off']": Literal["supervised", "free", "off"],
+    "Literal['cache', 'frames']": Literal["cache", "frames"],
+    "Literal['sigmoid', 'none']": Literal["sigmoid", "none"],
+    "Literal['main', 'smooth_l1']": Literal["main", "smooth_l1"],
+    "Literal['norm', 'value']": Literal["norm", "value"],
+    "Literal['warmup-cosine', 'cosine-epoch']": Literal["warmup-cosine", "cosine-epoch"],
 }
 
 
@@ -257,3 +342,91 @@ def from_dict(cls: type, data: Any) -> Any:
             raise ConfigError(f"{cls.__name__}.{name}: {value!r} is not a {known[name].type}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return cls(**values)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A published head with every setting as published (`emi-train --preset NAME`); options
+    given on the command line still override."""
+
+    description: str
+    source: str
+    head: dict[str, Any]
+    train: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {
+    "lstm-2024": Preset(
+        "the audio-only system (2nd, 6th ABAW EMI, arXiv 2403.11879): frames + frame VAD "
+        "(1027-d) -> LSTM(1027, 2 layers), [time-mean, last state] -> Linear(2054) -> tanh "
+        "-> Linear(6)",
+        "github.com/Skyy93/CVPR2024_abaw: abaw/model.py, train_hume.py, abaw/trainer.py",
+        head={
+            "head": "lstm",
+            "hidden": 1027,
+            "layers": 2,
+            "dropout": 0.0,
+            "mlp_hidden": 2054,
+            "use_vad": True,
+            "use_mean": True,
+            "input_norm": False,
+            "mean_input": "frames",
+            "output_activation": "none",
+            "bias_at_label_mean": False,
+        },
+        train={
+            "loss": "mse",
+            "lr": 1e-4,
+            "weight_decay": 0.01,  # torch's AdamW default; the code passes none
+            "lr_schedule": "warmup-cosine",
+            "warmup_fraction": 1 / 30,  # one warm-up epoch of 30, stepped per batch
+            "grad_clip": 100.0,
+            "clip_mode": "value",
+            "epochs": 30,
+            "batch_size": 32,
+            "max_seconds": 12.0,
+            "ema": False,
+            "patience": 30,  # every epoch evaluated, none stops the run
+            "corr_ramp_epochs": 0,
+            "min_improvement": 0.0,
+        },
+    ),
+    "concat-2026": Preset(
+        "the concatenation fusion (10th ABAW EMI, arXiv 2603.13760): per stream LayerNorm -> "
+        "Linear(256) -> GELU -> Dropout, mean over time, LayerNorm -> Linear(256); VAD latent on "
+        "the acoustic stream; shared and auxiliary heads; EMA",
+        "github.com/ReLU-H/Team-CASIA26-ABAW-10th-EMI-track: code_all/emi_mmta_train_v15_"
+        "ablation.py with --fusion_type concat and the temporal modules off",
+        head={
+            "head": "concat-frames",
+            "branch_dim": 256,
+            "mlp_hidden": 256,
+            "dropout": 0.2,
+            "pool_steps": 128,
+            "vad_latent": "free",
+            "vad_center_weight": 0.01,
+            "aux_weight": 0.03,
+            "aux_loss": "smooth_l1",
+            "output_activation": "sigmoid",
+            "bias_at_label_mean": False,
+        },
+        train={
+            "loss": "mse+0.1*pearson",
+            "corr_ramp_epochs": 8,
+            "lr": 1e-4,
+            "weight_decay": 1e-4,
+            "lr_schedule": "cosine-epoch",
+            "warmup_fraction": 0.0,
+            "grad_clip": 1.0,
+            "clip_mode": "norm",
+            "epochs": 30,
+            "batch_size": 32,
+            "patience": 8,
+            "min_improvement": 1e-4,
+            "ema": True,
+            "ema_decay": 0.999,
+            "ema_warmup": False,
+            "max_seconds": None,  # whole clips, pooled to 128 steps
+        },
+    ),
+}

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from emi_features.dataset import EMOTIONS
 from emi_features.schema import VAD_DIM
 from emi_heads.config import HEADS, HeadConfig
-from emi_heads.losses import Loss, mse
+from emi_heads.losses import Loss, mse, smooth_l1
 
 OUTPUTS = len(EMOTIONS)
 
@@ -46,8 +46,29 @@ class Head(nn.Module):
         """The config as the head will really run (fallbacks applied); saved with the run."""
         return config
 
+    def output_layers(self) -> list[nn.Linear]:
+        """The layers whose outputs are predictions (main and auxiliary heads)."""
+        return []
+
+    def activate(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The output activation of the config: sigmoid, or none."""
+        return torch.sigmoid(outputs) if self.config.output_activation == "sigmoid" else outputs
+
     def init_output_bias(self, label_mean: np.ndarray) -> None:
-        """Start the outputs at the training label mean (labels are mostly near zero)."""
+        """Start the outputs at the training label mean (labels are mostly near zero), unless
+        the config keeps PyTorch's own initialisation (`bias_at_label_mean`, off in presets)."""
+        if not self.config.bias_at_label_mean:
+            return
+        mean = torch.as_tensor(label_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
+        if self.config.output_activation == "sigmoid":
+            mean = torch.log(mean / (1 - mean))
+        with torch.no_grad():
+            for layer in self.output_layers():
+                layer.bias.copy_(mean)
+
+    def branch_loss(self, main_loss: Loss) -> Loss:
+        """The loss of auxiliary branch heads (`aux_loss`): the main loss, or Smooth-L1."""
+        return smooth_l1 if self.config.aux_loss == "smooth_l1" else main_loss
 
     def auxiliary_loss(
         self,
@@ -60,18 +81,22 @@ class Head(nn.Module):
         return output.prediction.new_zeros(())
 
 
-def _set_output_bias(layers: list[nn.Linear], label_mean: np.ndarray) -> None:
-    """Start sigmoid outputs at the training label mean (labels are mostly near zero)."""
-    mean = torch.as_tensor(label_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
-    with torch.no_grad():
-        for layer in layers:
-            layer.bias.copy_(torch.log(mean / (1 - mean)))
+def time_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each clip's mean over its own frames: (B, T, d), (B,) -> (B, d); padding left out."""
+    mask = (
+        torch.arange(frames.shape[1], device=frames.device)[None, :]
+        < lengths.to(frames.device)[:, None]
+    )
+    total = (frames * mask[..., None].to(frames.dtype)).sum(dim=1)
+    return total / lengths.to(frames.device, frames.dtype).clamp(min=1)[:, None]
 
 
 class LstmHead(Head):
     """frames ⊕ frame VAD (B, T, D+3) -> LSTM -> last state ⊕ mean (B, H+D) -> MLP -> (B, 6).
 
-    The state read is each clip's own last frame's: padding never enters it (`last_states`)."""
+    The state read is each clip's own last frame's: padding never enters it (`last_states`).
+    The mean is the cache's /mean (D), or with `mean_input="frames"` the time-mean of the
+    LSTM's own input frames over the crop (D+3), as the published system computes it."""
 
     @classmethod
     def resolve_config(cls, config: HeadConfig) -> HeadConfig:
@@ -86,7 +111,7 @@ class LstmHead(Head):
         width = config.dims["frames"] + (VAD_DIM if self.use_vad else 0)
         # Frames of different backbones differ in scale (log-mel vs. layer-normed hidden
         # states); a LayerNorm keeps the LSTM's gates out of saturation for all of them.
-        self.input_norm = nn.LayerNorm(width)
+        self.input_norm = nn.LayerNorm(width) if config.input_norm else nn.Identity()
         self.lstm = nn.LSTM(
             width,
             config.hidden,
@@ -94,7 +119,8 @@ class LstmHead(Head):
             batch_first=True,
             dropout=config.dropout if config.layers > 1 else 0.0,
         )
-        fused = config.hidden + (config.dims["mean"] if self.use_mean else 0)
+        mean_width = config.dims["mean"] if config.mean_input == "cache" else width
+        fused = config.hidden + (mean_width if self.use_mean else 0)
         self.mlp = nn.Sequential(
             nn.Dropout(config.dropout),
             nn.Linear(fused, config.mlp_hidden),
@@ -102,8 +128,8 @@ class LstmHead(Head):
             nn.Linear(config.mlp_hidden, OUTPUTS),
         )
 
-    def init_output_bias(self, label_mean: np.ndarray) -> None:
-        _set_output_bias([self.mlp[-1]], label_mean)
+    def output_layers(self) -> list[nn.Linear]:
+        return [self.mlp[-1]]
 
     def last_states(
         self, frames: torch.Tensor, lengths: torch.Tensor, packed: bool | None = None
@@ -131,8 +157,13 @@ class LstmHead(Head):
             frames = torch.cat([frames, batch["frame_vad"].to(frames.dtype)], dim=-1)
         state = self.last_states(self.input_norm(frames), batch["lengths"])
         if self.use_mean:
-            state = torch.cat([state, batch["mean"].to(state.dtype)], dim=-1)
-        return HeadOutput(torch.sigmoid(self.mlp(state)))
+            mean = (
+                batch["mean"]
+                if self.config.mean_input == "cache"
+                else time_mean(frames, batch["lengths"])
+            )
+            state = torch.cat([state, mean.to(state.dtype)], dim=-1)
+        return HeadOutput(self.activate(self.mlp(state)))
 
 
 def branch_inputs(config: HeadConfig) -> list[str]:
@@ -188,8 +219,8 @@ class ConcatHead(Head):
             nn.Linear(config.mlp_hidden, OUTPUTS),
         )
 
-    def init_output_bias(self, label_mean: np.ndarray) -> None:
-        _set_output_bias([self.fusion[-1], *self.aux_heads.values()], label_mean)
+    def output_layers(self) -> list[nn.Linear]:
+        return [self.fusion[-1], *self.aux_heads.values()]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> HeadOutput:
         embedded = {
@@ -197,7 +228,7 @@ class ConcatHead(Head):
             for name, key in zip(self.names, self.branches, strict=True)
         }
         aux = {
-            f"branch/{key}": torch.sigmoid(self.aux_heads[key](e)) for key, e in embedded.items()
+            f"branch/{key}": self.activate(self.aux_heads[key](e)) for key, e in embedded.items()
         }
         parts = list(embedded.values())
         if self.latent is not None:
@@ -205,17 +236,18 @@ class ConcatHead(Head):
             parts.append(latent)
             if self.vad_latent == "supervised":
                 aux["vad_latent"] = latent
-        return HeadOutput(torch.sigmoid(self.fusion(torch.cat(parts, dim=-1))), aux)
+        return HeadOutput(self.activate(self.fusion(torch.cat(parts, dim=-1))), aux)
 
     def auxiliary_loss(self, output, batch, target, main_loss) -> torch.Tensor:
         """Each branch's head on the main loss (`aux_weight`), and the VAD latent against the
         cached VAD (`vad_weight`, supervised mode)."""
+        branch_loss = self.branch_loss(main_loss)
         total = output.prediction.new_zeros(())
         for name, value in output.aux.items():
             if name == "vad_latent":
                 total = total + self.config.vad_weight * mse(value.float(), batch["vad"])
             else:
-                total = total + self.config.aux_weight * main_loss(value.float(), target)
+                total = total + self.config.aux_weight * branch_loss(value.float(), target)
         return total
 
 

@@ -77,9 +77,17 @@ def parse_loss_terms(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
-def parse_loss(spec: str) -> Loss:
-    """`mse+0.1*pearson` -> a function of (prediction, target); one-line error if malformed."""
-    terms = [(weight, LOSSES[name]) for weight, name in parse_loss_terms(spec)]
+CORRELATION_LOSSES = frozenset({"pearson", "ccc"})
+
+
+def parse_loss(spec: str, *, correlation_weight: float = 1.0) -> Loss:
+    """`mse+0.1*pearson` -> a function of (prediction, target); one-line error if malformed.
+
+    `correlation_weight` scales the correlation terms (pearson, ccc): a ramp over epochs."""
+    terms = [
+        (weight * (correlation_weight if name in CORRELATION_LOSSES else 1.0), LOSSES[name])
+        for weight, name in parse_loss_terms(spec)
+    ]
 
     def combined(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return sum(weight * loss(prediction, target) for weight, loss in terms)

@@ -49,10 +49,12 @@ __all__ = ["TrainConfig", "HeadConfig", "train", "train_step", "evaluate"]
 
 class Ema:
     """Exponential moving average of a model's floating-point state, with a warm-up
-    (decay min(d, (1 + t) / (10 + t))) so that short runs are not dominated by the start."""
+    (decay min(d, (1 + t) / (10 + t))) so that short runs are not dominated by the start, or
+    without one (`warmup=False`: decay d from the first step, as the published concat fusion)."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
         self.decay = decay
+        self.warmup = warmup
         self.steps = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
         live = model.state_dict()
@@ -65,7 +67,9 @@ class Ema:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.steps += 1
-        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        decay = self.decay
+        if self.warmup:
+            decay = min(decay, (1 + self.steps) / (10 + self.steps))
         torch._foreach_lerp_(self._averaged, self._live, 1 - decay)
         for averaged, value in self._others:
             averaged.copy_(value)
@@ -80,11 +84,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step `step` (from 0) as a fraction of `lr`.
+
+    `warmup-cosine`: linear warm-up over round(warmup_fraction x steps) steps, then cosine decay
+    to 0, per step (transformers' get_cosine_schedule_with_warmup). `cosine-epoch`: constant
+    within an epoch, 0.5 (1 + cos(pi e / epochs)) in epoch e from 0 (CosineAnnealingLR stepped
+    per epoch)."""
+    total = steps_per_epoch * config.epochs
+    if config.lr_schedule == "cosine-epoch":
+        return 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / config.epochs))
+    warmup = round(config.warmup_fraction * total)
     if step < warmup:
-        return (step + 1) / warmup
+        return step / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return max(0.0, 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 @dataclass
@@ -140,6 +154,7 @@ def train(
     device: str | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    preset: str | None = None,
 ) -> TrainResult:
     """Train one head and write its run directory `out` (see `RunWriter`: a folder that holds
     a run is refused unless `overwrite`, and `out` appears only with the first best weights)."""
@@ -148,7 +163,7 @@ def train(
     with RunWriter(out, overwrite=overwrite) as run:
         return _train_into(
             run, cache_path, train_csvs, valid_csv, head_config, train_config, torch_device,
-            progress, started,
+            progress, started, preset,
         )  # fmt: skip
 
 
@@ -162,6 +177,7 @@ def _train_into(
     torch_device: torch.device,
     progress: bool,
     started: float,
+    preset: str | None,
 ) -> TrainResult:
     seed_everything(train_config.seed)
     with open_cache(cache_path) as cache:
@@ -190,6 +206,7 @@ def _train_into(
     model.init_output_bias(train_labels.values.mean(axis=0))
     model.to(torch_device)
     config: dict[str, Any] = {
+        "preset": preset,
         "head": head_config.to_dict(),
         "train": asdict(train_config),
         "labels": list(EMOTIONS),
@@ -249,6 +266,7 @@ def train_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: Ema | None,
     grad_clip: float,
+    clip_mode: str = "norm",
     autocast: torch.autocast,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step: forward, the main loss plus the head's own auxiliary terms, backward,
@@ -259,7 +277,10 @@ def train_step(
     aux = model.auxiliary_loss(output, batch, target, loss_fn)
     optimizer.zero_grad(set_to_none=True)
     (loss + aux).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if clip_mode == "value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
     if ema is not None:
@@ -287,15 +308,16 @@ def _train_sgd(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
     steps_per_epoch = math.ceil(len(train_inputs) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    warmup = max(1, int(config.warmup_fraction * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config, steps_per_epoch)
+    )
     step_options = {
         "loss_fn": parse_loss(config.loss),
         "optimizer": optimizer,
         "scheduler": scheduler,
-        "ema": Ema(model, config.ema_decay) if config.ema else None,
+        "ema": Ema(model, config.ema_decay, config.ema_warmup) if config.ema else None,
         "grad_clip": config.grad_clip,
+        "clip_mode": config.clip_mode,
         "autocast": torch.autocast(
             device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
         ),
@@ -308,6 +330,9 @@ def _train_sgd(
     for epoch in range(1, config.epochs + 1):
         tic = time.perf_counter()
         model.train()
+        if config.corr_ramp_epochs:  # correlation terms weighted min(1, epoch / N)
+            ramp = min(1.0, epoch / config.corr_ramp_epochs)
+            step_options["loss_fn"] = parse_loss(config.loss, correlation_weight=ramp)
         batches = batch_order(len(train_inputs), config.batch_size, generator, train_inputs.lengths)
         sums = torch.zeros(2, dtype=torch.float64)
         for index in tqdm(
@@ -333,7 +358,7 @@ def _train_sgd(
             row["valid_r"] = float(columns_r.mean())
             row.update({f"r_{e}": float(v) for e, v in zip(EMOTIONS, columns_r, strict=True)})
             line += f" valid {format_scores(columns_r)}"
-            improved = row["valid_r"] > best_r
+            improved = row["valid_r"] > best_r + config.min_improvement
         if improved:
             best_r, best_epoch, stale = row.get("valid_r", -math.inf), epoch, 0
             run.save_weights(model)
