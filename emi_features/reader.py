@@ -184,6 +184,9 @@ class FeatureCache:
         """Clip id -> the reason it is not in the cache."""
         return read_skipped(self._file)
 
+    def has_clip(self, clip_id: str) -> bool:
+        return clip_id in self._index
+
     def index(self, clip_id: str) -> int:
         try:
             return self._index[clip_id]

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("emi_features.cli:main", "Extract backbone features of every clip into a cache."),
     "train": ("emi_heads.cli:train_command", "Train one head on a cache's features."),
     "predict": ("emi_heads.cli:predict_command", "Ensemble runs into a submission; --check one."),
+    "runs": ("emi_heads.cli:runs_command", "Compare runs: settings that differ, scores, seeds."),
     "demo": ("emi_heads.demo:main", "The whole pipeline on the bundled sample."),
     "make-sample": ("emi_features.sample_data:main", "Write a synthetic challenge-layout dataset."),
 }

@@ -69,6 +69,38 @@ class Inputs:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def join(self, other: Inputs) -> Inputs:
+        """These clips followed by `other`'s (the same inputs loaded for other ids)."""
+
+        def both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+            return None if a is None or b is None else torch.cat([a, b])
+
+        offsets = None
+        if self.offsets is not None and other.offsets is not None:
+            offsets = torch.cat([self.offsets, other.offsets[1:] + self.offsets[-1]])
+        return Inputs(
+            self.ids + other.ids,
+            {k: torch.cat([v, other.vectors[k]]) for k, v in self.vectors.items()},
+            both(self.frames, other.frames),
+            both(self.frame_vad, other.frame_vad),
+            offsets,
+        )
+
+    def subset(self, rows: list[int] | np.ndarray) -> Inputs:
+        """The inputs of the clips at `rows`, in that order (folds are cut from one load)."""
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        vectors = {name: v[index] for name, v in self.vectors.items()}
+        if self.frames is None or self.offsets is None:
+            return Inputs([self.ids[k] for k in index.tolist()], vectors)
+        spans = [(int(self.offsets[k]), int(self.offsets[k + 1])) for k in index.tolist()]
+        lengths = torch.tensor([b - a for a, b in spans], dtype=torch.int64)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        frames = torch.cat([self.frames[a:b] for a, b in spans])
+        frame_vad = None
+        if self.frame_vad is not None:
+            frame_vad = torch.cat([self.frame_vad[a:b] for a, b in spans])
+        return Inputs([self.ids[k] for k in index.tolist()], vectors, frames, frame_vad, offsets)
+
     def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         """Clip vectors (B, d) and, when loaded, padded frames (B, T, D) float32 with `lengths`
         (B,); frame VAD, when loaded, is its own (B, T, 3)."""

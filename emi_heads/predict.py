@@ -18,8 +18,9 @@ from emi_features.dataset import EMOTIONS, read_csv_ids
 from emi_features.devices import resolve_device
 from emi_features.logs import summarise_ids
 from emi_features.reader import open_cache
-from emi_heads.config import HeadConfig, InputSpec, TrainConfig, input_spec
+from emi_heads.config import HeadConfig, TrainConfig, input_spec
 from emi_heads.data import load_inputs
+from emi_heads.ensemble import expand_members, fit_weights, parse_weights
 from emi_heads.labels import has_labels, read_labels
 from emi_heads.metrics import format_scores, pearson_columns
 from emi_heads.rundir import RunError, load_run, predict, save_predictions
@@ -34,6 +35,7 @@ class PredictResult:
     rows: int
     missing: list[str]
     scores: np.ndarray | None  # per-column r when the ids CSV has labels
+    runs: int = 1
 
 
 MIN_PRESENT_SHARE = 0.5  # fewer requested ids in the cache than this: the wrong ids or cache
@@ -41,18 +43,23 @@ MIN_PRESENT_SHARE = 0.5  # fewer requested ids in the cache than this: the wrong
 
 def predict_submission(
     run_dirs: list[str | Path],
-    cache_path: str | Path,
+    cache_paths: list[str | Path] | str | Path | None,
     ids_csv: str | Path,
     out: str | Path,
     *,
     device: str | None = None,
     allow_incomplete: bool = False,
+    weights: str | None = None,
+    fit_weights_on: str | Path | None = None,
 ) -> PredictResult:
-    """Average the runs' predictions for every id of `ids_csv` and write the submission `out`.
+    """The ensemble of `run_dirs` (see `ensemble`: parents average their sub-runs) for every id
+    of `ids_csv`, written as the submission `out`.
 
-    Refused with one line (and `out` untouched): a cache of another backbone than a run's, a
-    cache whose extraction is unfinished (unless `allow_incomplete`), fewer than half of the
-    requested ids in the cache, a non-finite prediction.
+    Each run reads the cache among `cache_paths` that holds its backbone's features (runs of
+    several backbones ensemble across caches); with no cache given, each run's recorded one.
+    Refused with one line (and `out` untouched): no cache of a run's backbone, an unfinished
+    cache (unless `allow_incomplete`), fewer than half of the requested ids in the caches, a
+    non-finite prediction.
     """
     if not run_dirs:
         raise RunError("give at least one RUN_DIR")
@@ -60,49 +67,56 @@ def predict_submission(
     ids = sorted(set(read_csv_ids(Path(ids_csv))))
     if not ids:
         raise RunError(f"{ids_csv}: no ids to predict")
-    runs = [(Path(d), *load_run(d)) for d in run_dirs]
-    with open_cache(cache_path) as cache:
-        if not cache.complete and not allow_incomplete:
-            raise RunError(
-                f"{cache.path}: its extraction is not finished (complete = false); finish it "
-                f"by re-running emi-extract, or pass --allow-incomplete"
-            )
-        for run_dir, _, config in runs:
-            trained_on = config["cache"]["backbone_fingerprint"]
-            if trained_on != cache.fingerprint:
-                raise RunError(
-                    f"{run_dir} was trained on features of {config['cache']['backbone']} "
-                    f"({trained_on}); {cache.path} holds {cache.attrs.get('backbone')} "
-                    f"({cache.fingerprint}): extract with the same backbone"
-                )
-        in_cache = set(cache.ids)
-        present = [i for i in ids if i in in_cache]
+    members = expand_members(run_dirs)
+    if weights is not None and fit_weights_on is not None:
+        raise RunError("give --weights or --fit-weights, not both")
+    member_weights = np.full((len(members), len(EMOTIONS)), 1 / len(members))
+    if weights is not None:
+        member_weights = parse_weights(weights, len(members))
+    elif fit_weights_on is not None:
+        member_weights = fit_weights(members, Path(fit_weights_on))
+    runs = {run: load_run(run) for member in members for run in member.runs}
+    if isinstance(cache_paths, (str, Path)):
+        cache_paths = [cache_paths]
+    caches = _caches_for(runs, list(cache_paths or []), allow_incomplete)
+    try:
+        present = [i for i in ids if all(c.has_clip(i) for c in caches.values())]
         if len(present) < MIN_PRESENT_SHARE * len(ids):
+            where = ", ".join(str(c.path) for c in caches.values())
+            first = next(iter(caches.values()))
             raise RunError(
-                f"only {len(present)} of the {len(ids)} ids of {ids_csv} are in {cache.path} "
+                f"only {len(present)} of the {len(ids)} ids of {ids_csv} are in {where} "
                 f"(first requested: {summarise_ids(ids, 3)}; first in the cache: "
-                f"{summarise_ids(cache.ids, 3)}): the wrong ids file, column or cache?"
+                f"{summarise_ids(first.ids, 3)}): the wrong ids file, column or cache?"
             )
-        loaded: dict[InputSpec, object] = {}  # runs that read the same inputs share one load
+        loaded: dict[tuple, object] = {}  # runs that read the same inputs share one load
         total = np.zeros((len(present), len(EMOTIONS)), dtype=np.float64)
-        for _, model, config in runs:
-            spec = input_spec(
-                HeadConfig.from_dict(config["head"]), TrainConfig.from_dict(config["train"])
-            )
-            if spec not in loaded:
-                loaded[spec] = load_inputs(cache, present, spec)
-            total += predict(model, loaded[spec], device=torch_device)
-        skipped = cache.skipped
+        for member, weight in zip(members, member_weights, strict=True):
+            for run in member.runs:
+                model, config = runs[run]
+                cache = caches[config["cache"]["backbone_fingerprint"]]
+                spec = input_spec(
+                    HeadConfig.from_dict(config["head"]), TrainConfig.from_dict(config["train"])
+                )
+                if (cache.fingerprint, spec) not in loaded:
+                    loaded[cache.fingerprint, spec] = load_inputs(cache, present, spec)
+                outputs = predict(model, loaded[cache.fingerprint, spec], device=torch_device)
+                total += weight * outputs / len(member.runs)
+        skipped = {k: v for c in caches.values() for k, v in c.skipped.items()}
+    finally:
+        for cache in caches.values():
+            cache.close()
+    runs_list = [(run, *runs[run]) for member in members for run in member.runs]
     non_finite = [present[k] for k in np.flatnonzero(~np.isfinite(total).all(axis=1))]
     if non_finite:
         raise RunError(
             f"non-finite predictions for {len(non_finite)} id(s) "
             f"({summarise_ids(non_finite, 5)}); {out} was not written"
         )
-    predictions = dict(zip(present, total / len(runs), strict=True))
+    predictions = dict(zip(present, total, strict=True))
     missing = [i for i in ids if i not in predictions]
     if missing:
-        fallback = np.mean([config["label_mean"] for _, _, config in runs], axis=0)
+        fallback = np.mean([config["label_mean"] for _, _, config in runs_list], axis=0)
         for clip_id in missing:
             predictions[clip_id] = fallback
         reasons = [f"{i} ({skipped[i]})" if i in skipped else i for i in missing]
@@ -120,4 +134,41 @@ def predict_submission(
         scored = [k for k, i in enumerate(ids) if i in truth]
         scores = pearson_columns(values[scored], np.array([truth[ids[k]] for k in scored]))
         log.info("%s on %d labelled ids: %s", Path(out).name, len(scored), format_scores(scores))
-    return PredictResult(Path(out), len(ids), missing, scores)
+    return PredictResult(Path(out), len(ids), missing, scores, len(runs_list))
+
+
+def _caches_for(runs: dict, paths: list[str | Path], allow_incomplete: bool) -> dict:
+    """fingerprint -> open cache, one for each backbone the runs were trained on: among
+    `paths`, or (none given) the caches the runs recorded."""
+    wanted = {
+        config["cache"]["backbone_fingerprint"]: (run, config) for run, (_, config) in runs.items()
+    }
+    candidates = paths or sorted({config["cache"]["path"] for _, config in runs.values()})
+    caches: dict = {}
+    seen: list[str] = []
+    try:
+        for path in candidates:
+            cache = open_cache(path)
+            seen.append(f"{cache.path} holds {cache.attrs.get('backbone')} ({cache.fingerprint})")
+            if cache.fingerprint in wanted and cache.fingerprint not in caches:
+                if not cache.complete and not allow_incomplete:
+                    cache.close()
+                    raise RunError(
+                        f"{cache.path}: its extraction is not finished (complete = false); "
+                        f"finish it by re-running emi-extract, or pass --allow-incomplete"
+                    )
+                caches[cache.fingerprint] = cache
+            else:
+                cache.close()
+        for fingerprint, (run, config) in wanted.items():
+            if fingerprint not in caches:
+                raise RunError(
+                    f"{run} was trained on features of {config['cache']['backbone']} "
+                    f"({fingerprint}); no cache given holds them ({'; '.join(seen)}): extract "
+                    f"with the same backbone, or pass its cache with --cache"
+                )
+    except BaseException:
+        for cache in caches.values():
+            cache.close()
+        raise
+    return caches

@@ -7,8 +7,10 @@ best weights as they improve, the config, per-epoch log, metrics and plots.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -24,7 +26,7 @@ from emi_features.dataset import EMOTIONS
 from emi_features.devices import resolve_device
 from emi_features.logs import summarise_ids
 from emi_features.reader import open_cache
-from emi_heads.config import HEADS, HeadConfig, TrainConfig, input_spec
+from emi_heads.config import HEADS, HeadConfig, InputSpec, TrainConfig, input_spec
 from emi_heads.data import Inputs, batch_order, load_inputs
 from emi_heads.heads import Head, build_head, resolve_head_config
 from emi_heads.labels import Labels, align_to_cache, read_labels
@@ -104,19 +106,70 @@ def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
 @dataclass
 class TrainResult:
     run_dir: Path
-    best_epoch: int
+    best_epoch: int | None  # None for ridge (no epochs)
     valid_r: float | None
     valid_columns: list[float] | None
     seconds: float
+    alpha: float | None = None  # ridge's chosen alpha
+    valid_predictions: np.ndarray | None = None
 
 
-def _load_split(
-    cache, paths: list[Path], what: str, head_config: HeadConfig, train_config: TrainConfig
-) -> tuple[Labels, Inputs]:
+@dataclass
+class RunData:
+    """What a run reads, loaded once: labels and inputs of the training and validation clips,
+    the cache's identity, and where the labels came from. Several runs (seeds, folds, a sweep)
+    share one."""
+
+    cache_info: dict[str, Any]
+    train: tuple[Labels, Inputs]
+    valid: tuple[Labels, Inputs] | None
+    sources: dict[str, Any]
+
+    def with_splits(self, train: tuple[Labels, Inputs], valid) -> RunData:
+        return RunData(self.cache_info, train, valid, self.sources)
+
+
+def file_digest(path: Path) -> str:
+    return "blake2b:" + hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+
+
+def load_run_data(
+    cache_path: str | Path, train_csvs: list[Path], valid_csv: Path | None, spec: InputSpec
+) -> RunData:
+    """Read the labels and the cache groups `spec` names, once."""
+    with open_cache(cache_path) as cache:
+        train_labels, train_inputs = _load_split(cache, train_csvs, "--train", spec)
+        valid = None
+        if valid_csv is not None:
+            valid = _load_split(cache, [valid_csv], "--valid", spec)
+            overlap = set(train_labels.ids) & set(valid[0].ids)
+            if overlap:
+                log.warning(
+                    "%d id(s) are in both --train and --valid (%s): validation scores will be "
+                    "optimistic",
+                    len(overlap),
+                    summarise_ids(sorted(overlap), 5),
+                )
+        cache_info = {
+            "path": str(Path(cache.path).resolve()),
+            "backbone": cache.attrs.get("backbone"),
+            "backbone_fingerprint": cache.fingerprint,
+            "hidden_size": cache.hidden_size,
+        }
+    csvs = [*train_csvs, *([valid_csv] if valid_csv else [])]
+    sources = {
+        "train_csvs": [str(Path(p).resolve()) for p in train_csvs],
+        "valid_csv": str(Path(valid_csv).resolve()) if valid_csv else None,
+        "csv_digests": {str(Path(p).resolve()): file_digest(p) for p in csvs},
+    }
+    return RunData(cache_info, (train_labels, train_inputs), valid, sources)
+
+
+def _load_split(cache, paths: list[Path], what: str, spec: InputSpec) -> tuple[Labels, Inputs]:
     labels = align_to_cache(read_labels(paths), set(cache.ids), cache.skipped, what)
     if not labels.ids:
         raise ValueError(f"{what}: no labelled clip is in the cache")
-    return labels, load_inputs(cache, labels.ids, input_spec(head_config, train_config))
+    return labels, load_inputs(cache, labels.ids, spec)
 
 
 def _fit_ridge(
@@ -155,94 +208,96 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
     preset: str | None = None,
+    command: list[str] | None = None,
 ) -> TrainResult:
     """Train one head and write its run directory `out` (see `RunWriter`: a folder that holds
     a run is refused unless `overwrite`, and `out` appears only with the first best weights)."""
     started = time.perf_counter()
     torch_device = resolve_device(device)
-    with RunWriter(out, overwrite=overwrite) as run:
-        return _train_into(
-            run, cache_path, train_csvs, valid_csv, head_config, train_config, torch_device,
-            progress, started, preset,
-        )  # fmt: skip
+    data = load_run_data(cache_path, train_csvs, valid_csv, input_spec(head_config, train_config))
+    return fit(
+        data, out, head_config, train_config, device=torch_device, progress=progress,
+        overwrite=overwrite, preset=preset, command=command, started=started,
+    )  # fmt: skip
 
 
-def _train_into(
-    run: RunWriter,
-    cache_path: str | Path,
-    train_csvs: list[Path],
-    valid_csv: Path | None,
+def fit(
+    data: RunData,
+    out: str | Path,
     head_config: HeadConfig,
     train_config: TrainConfig,
-    torch_device: torch.device,
-    progress: bool,
-    started: float,
-    preset: str | None,
+    *,
+    device: torch.device,
+    progress: bool = True,
+    overwrite: bool = False,
+    preset: str | None = None,
+    command: list[str] | None = None,
+    started: float | None = None,
 ) -> TrainResult:
+    """One run from loaded data into the run directory `out`."""
+    started = time.perf_counter() if started is None else started
     seed_everything(train_config.seed)
-    with open_cache(cache_path) as cache:
-        train_labels, train_inputs = _load_split(
-            cache, train_csvs, "--train", head_config, train_config
-        )
-        valid = None
-        if valid_csv is not None:
-            valid = _load_split(cache, [valid_csv], "--valid", head_config, train_config)
-            overlap = set(train_labels.ids) & set(valid[0].ids)
-            if overlap:
-                log.warning(
-                    "%d id(s) are in both --train and --valid (%s): validation scores will be "
-                    "optimistic",
-                    len(overlap),
-                    summarise_ids(sorted(overlap), 5),
-                )
-        cache_info = {
-            "path": str(cache.path),
-            "backbone": cache.attrs.get("backbone"),
-            "backbone_fingerprint": cache.fingerprint,
-            "hidden_size": cache.hidden_size,
-        }
+    train_labels, train_inputs = data.train
+    valid = data.valid
     head_config = _resolve(replace(head_config, dims=train_inputs.dims))
-    model = build_head(head_config)
-    model.init_output_bias(train_labels.values.mean(axis=0))
-    model.to(torch_device)
-    config: dict[str, Any] = {
-        "preset": preset,
-        "head": head_config.to_dict(),
-        "train": asdict(train_config),
-        "labels": list(EMOTIONS),
-        "cache": cache_info,
-        "label_mean": train_labels.values.mean(axis=0).tolist(),
-        "train_csvs": [str(p) for p in train_csvs],
-        "valid_csv": str(valid_csv) if valid_csv else None,
-        "emi_version": __version__,
-    }
-    save_json(run.path / CONFIG, config)
-    log.info(
-        "%s head, %d parameters, %d train clips%s, on %s",
-        head_config.head,
-        sum(p.numel() for p in model.parameters()),
-        len(train_labels.ids),
-        f", {len(valid[0].ids)} valid" if valid else "",
-        torch_device,
-    )
-
-    if not HEADS[head_config.head].trained_by_sgd:
-        alpha, rows = _fit_ridge(model, train_inputs, train_labels, valid, head_config.ridge_alphas)
-        epoch_log, best_epoch = EpochLog(run.path / LOG, ["alpha", "valid_r"]), 0
-        run.save_weights(model)
-        for row in rows:
-            epoch_log.add(row)
-        epoch_log.close()
-    else:
-        best_epoch, epoch_log = _train_sgd(
-            model, train_inputs, train_labels, valid, train_config, run, torch_device, progress
+    with RunWriter(out, overwrite=overwrite) as run:
+        model = build_head(head_config)
+        model.init_output_bias(train_labels.values.mean(axis=0))
+        model.to(device)
+        config: dict[str, Any] = {
+            "preset": preset,
+            "head": head_config.to_dict(),
+            "train": asdict(train_config),
+            "labels": list(EMOTIONS),
+            "cache": data.cache_info,
+            "label_mean": train_labels.values.mean(axis=0).tolist(),
+            "train_csvs": data.sources["train_csvs"],
+            "valid_csv": data.sources["valid_csv"],
+            "provenance": {
+                "command": command,
+                "cwd": os.getcwd(),
+                "csv_digests": data.sources["csv_digests"],
+            },
+            "emi_version": __version__,
+        }
+        save_json(run.path / CONFIG, config)
+        sgd = HEADS[head_config.head].trained_by_sgd
+        log.info(
+            "%s head, %d %s, %d train clips%s, on %s",
+            head_config.head,
+            sum(p.numel() for p in model.parameters()) if sgd else model.coef.numel(),
+            "parameters" if sgd else "ridge coefficients",
+            len(train_labels.ids),
+            f", {len(valid[0].ids)} valid" if valid else "",
+            device,
         )
-    if not run.published:
-        raise RunError(
-            f"{run.final}: no epoch gave a finite validation r, so no weights were kept (the "
-            f"training diverged?); try a lower --lr"
-        )
-    return _finish(run.path, model, valid, epoch_log, best_epoch, torch_device, started)
+        alpha = None
+        if not sgd:
+            alpha, rows = _fit_ridge(
+                model, train_inputs, train_labels, valid, head_config.ridge_alphas
+            )
+            epoch_log, best_epoch = EpochLog(run.path / LOG, ["alpha", "valid_r"]), None
+            run.save_weights(model)
+            for row in rows:
+                epoch_log.add(row)
+            epoch_log.close()
+        else:
+            best_epoch, epoch_log = _train_sgd(
+                model, train_inputs, train_labels, valid, train_config, run, device, progress
+            )
+        if not run.published:
+            raise RunError(
+                f"{run.final}: no epoch gave a finite validation r, so no weights were kept "
+                f"(the training diverged?); try a lower --lr"
+            )
+        if sgd and valid is not None and best_epoch == train_config.epochs > 1:
+            log.warning(
+                "the best epoch is the last one (%d of %d): the head may be under-trained; "
+                "try more --epochs or a higher --lr",
+                best_epoch,
+                train_config.epochs,
+            )
+        return _finish(run.path, model, valid, epoch_log, best_epoch, alpha, device, started)
 
 
 def _resolve(config: HeadConfig) -> HeadConfig:
@@ -324,7 +379,15 @@ def _train_sgd(
     }
     targets = torch.from_numpy(train_labels.values)
     generator = torch.Generator().manual_seed(config.seed)
-    columns = ["epoch", "loss", "aux_loss", "lr", "valid_r", *[f"r_{e}" for e in EMOTIONS]]
+    columns = [
+        "epoch",
+        "loss",
+        "aux_loss",
+        "lr",
+        "valid_loss",
+        "valid_r",
+        *[f"r_{e}" for e in EMOTIONS],
+    ]
     epoch_log = EpochLog(run.path / LOG, [*columns, "seconds"])
     best_r, best_epoch, stale = -math.inf, 0, 0
     for epoch in range(1, config.epochs + 1):
@@ -354,7 +417,13 @@ def _train_sgd(
         line = f"epoch {epoch}/{config.epochs} loss {row['loss']:.4f} aux {row['aux_loss']:.4f}"
         improved = valid is None
         if valid is not None:
-            columns_r = evaluate(model, valid, device)
+            valid_predictions = predict(model, valid[1], device=device)
+            columns_r = pearson_columns(valid_predictions, valid[0].values)
+            row["valid_loss"] = float(
+                step_options["loss_fn"](
+                    torch.from_numpy(valid_predictions), torch.from_numpy(valid[0].values)
+                )
+            )
             row["valid_r"] = float(columns_r.mean())
             row.update({f"r_{e}": float(v) for e, v in zip(EMOTIONS, columns_r, strict=True)})
             line += f" valid {format_scores(columns_r)}"
@@ -380,7 +449,8 @@ def _finish(
     model,
     valid,
     epoch_log: EpochLog,
-    best_epoch: int,
+    best_epoch: int | None,
+    alpha: float | None,
     device: torch.device,
     started: float,
 ) -> TrainResult:
@@ -389,8 +459,9 @@ def _finish(
     from emi_heads.plots import plot_curves, plot_scatter
 
     model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
-    metrics: dict[str, Any] = {"best_epoch": best_epoch, "seconds": time.perf_counter() - started}
-    columns_r = None
+    metrics: dict[str, Any] = {"seconds": time.perf_counter() - started}
+    metrics.update({"best_epoch": best_epoch} if alpha is None else {"alpha": alpha})
+    columns_r = predictions = None
     if valid is not None:
         predictions = predict(model, valid[1], device=device)
         columns_r = pearson_columns(predictions, valid[0].values)
@@ -405,11 +476,14 @@ def _finish(
     plot_curves(run_dir / "curves.png", epoch_log.rows)
     save_json(run_dir / METRICS, metrics)
     if columns_r is not None:
-        log.info("best epoch %d: valid %s -> %s", best_epoch, format_scores(columns_r), run_dir)
+        chosen = f"alpha {alpha:g}" if alpha is not None else f"best epoch {best_epoch}"
+        log.info("%s: valid %s -> %s", chosen, format_scores(columns_r), run_dir)
     return TrainResult(
         run_dir,
         best_epoch,
         metrics.get("valid_mean_r"),
         None if columns_r is None else columns_r.tolist(),
         metrics["seconds"],
+        alpha,
+        predictions,
     )
