@@ -8,6 +8,7 @@ its default and help, so a new field is on the command line without touching thi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import typing
@@ -185,6 +186,12 @@ def _build(config_class: type, values: dict[str, Any], preset: dict[str, Any], *
     help="Set any head or training field; several values make a grid (one sub-run each). "
     "Tuples separate their numbers by '/'.",
 )
+@click.option(
+    "--log-to",
+    type=click.Choice(["tensorboard"]),
+    default=None,
+    help="Also log every epoch to TensorBoard in RUN_DIR/tensorboard (the tensorboard extra).",
+)
 @config_options(TrainConfig)
 @config_options(HeadConfig)
 @device_option
@@ -202,6 +209,7 @@ def train_command(
     folds: int | None,
     refit: bool,
     set_items: tuple[str, ...],
+    log_to: str | None,
     device: str | None,
     quiet: bool,
     verbose: bool,
@@ -218,6 +226,10 @@ def train_command(
     emi-train --from runs/concat --set lr=1e-3,3e-4 --out runs/concat-lr
     """
     setup_logging(verbose)
+    if log_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise click.UsageError(
+            "--log-to tensorboard needs it installed: pip install 'emi[tensorboard]'"
+        )
     base_head, base_train = {}, {}
     if from_run is not None:
         recorded = _recorded_run(from_run)
@@ -253,7 +265,7 @@ def train_command(
         run_training(
             cache, list(train_csvs), valid_csv, out, head_config, train_config,
             settings=settings, folds=folds, refit=refit, device=device, progress=not quiet,
-            overwrite=overwrite, preset=preset, command=["emi-train", *sys.argv[1:]],
+            overwrite=overwrite, preset=preset, command=["emi-train", *sys.argv[1:]], log_to=log_to,
         )  # fmt: skip
     except _user_errors() as error:
         raise click.ClickException(str(error)) from None

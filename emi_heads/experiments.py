@@ -173,6 +173,8 @@ def cross_validate(
     assignment = fold_assignment(len(labels.ids), folds, train.seed)
     parent.mkdir(parents=True, exist_ok=True)
     save_json(parent / EXPERIMENT, {"kind": "folds", "folds": folds, "refit": refit})
+    csvs = [*data.sources["train_csvs"], *filter(None, [data.sources["valid_csv"]])]
+    union = {"train_csvs": csvs, "valid_csv": None}
     oof = np.zeros_like(labels.values)
     per_fold, chosen = [], []
     for fold in range(folds):
@@ -180,6 +182,8 @@ def cross_validate(
         fold_data = data.with_splits(
             (labels.subset(inside.tolist()), inputs.subset(inside)),
             (labels.subset(held.tolist()), inputs.subset(held)),
+            **union,
+            held_out=f"fold {fold + 1} of {folds} (seed {train.seed})",
         )
         log.info("fold %d of %d: %d train, %d held out", fold + 1, folds, len(inside), len(held))
         result = fit(fold_data, parent / f"fold-{fold + 1}", head, train, **options)
@@ -213,8 +217,8 @@ def cross_validate(
         refit_head, refit_train, description = _refit_settings(head, train, chosen)
         metrics["refit"] = description
         log.info("refit on all %d clips with %s", len(labels.ids), description)
-        fit(data.with_splits((labels, inputs), None), parent / "refit", refit_head, refit_train,
-            **options)  # fmt: skip
+        fit(data.with_splits((labels, inputs), None, **union), parent / "refit", refit_head,
+            refit_train, **options)  # fmt: skip
     save_json(parent / "cv_metrics.json", metrics)
     return metrics
 
@@ -256,6 +260,7 @@ def run_training(
     overwrite: bool = False,
     preset: str | None = None,
     command: list[str] | None = None,
+    log_to: str | None = None,
 ) -> Any:
     """What `emi-train` runs: one run, a grid (seeds, --set with several values) or folds.
     Settings with one value each apply to every run."""
@@ -264,7 +269,7 @@ def run_training(
     head, train = apply(head, train, {k: v[0] for k, v in settings.items() if len(v) == 1})
     grid = {k: v for k, v in settings.items() if len(v) > 1}
     options = {"device": resolve_device(device), "progress": progress, "overwrite": overwrite,
-               "preset": preset, "command": command}  # fmt: skip
+               "preset": preset, "command": command, "log_to": log_to}  # fmt: skip
     load = load_data_factory(cache, train_csvs, valid_csv)
     out = Path(out)
     if folds:

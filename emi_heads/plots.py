@@ -15,8 +15,9 @@ from emi_features.dataset import EMOTIONS  # noqa: E402
 from emi_heads.metrics import pearson_columns  # noqa: E402
 
 
-def plot_curves(path: Path, rows: list[dict[str, float]]) -> None:
-    """Loss and validation r per epoch (or validation r per ridge alpha)."""
+def plot_curves(path: Path, rows: list[dict[str, float]], best: float | None = None) -> None:
+    """Training and validation loss, and validation r, per epoch, with the best epoch marked
+    (or validation r per ridge alpha, the chosen alpha marked)."""
     if not rows:
         return
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -24,11 +25,18 @@ def plot_curves(path: Path, rows: list[dict[str, float]]) -> None:
         axes[0].set_visible(False)
         axes[1].semilogx([r["alpha"] for r in rows], [r["valid_r"] for r in rows], marker="o")
         axes[1].set(xlabel="ridge alpha", ylabel="valid mean r")
+        if best is not None:
+            axes[1].axvline(best, color="tab:red", linestyle="--", label=f"chosen {best:g}")
+            axes[1].legend(fontsize=7)
     else:
         epochs = [r["epoch"] for r in rows]
         axes[0].plot(epochs, [r["loss"] for r in rows], label="loss")
         axes[0].plot(epochs, [r["aux_loss"] for r in rows], label="auxiliary")
-        axes[0].set(xlabel="epoch", ylabel="train loss")
+        if rows[0].get("valid_loss") not in (None, ""):
+            axes[0].plot(epochs, [r["valid_loss"] for r in rows], label="valid loss")
+        axes[0].set(xlabel="epoch", ylabel="loss")
+        for axis in axes if best is not None else ():
+            axis.axvline(best, color="tab:red", linestyle="--", linewidth=0.8)
         axes[0].legend()
         if "valid_r" in rows[0]:
             axes[1].plot(epochs, [r["valid_r"] for r in rows], label="mean", color="black")
@@ -48,12 +56,15 @@ def plot_scatter(path: Path, predictions: np.ndarray, targets: np.ndarray) -> No
     for k, (axis, name) in enumerate(zip(axes.ravel(), EMOTIONS, strict=True)):
         axis.scatter(targets[:, k], predictions[:, k], s=6, alpha=0.5)
         axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+        # predictions' own range: a head whose predictions collapse to a line shows it
+        low, high = float(predictions[:, k].min()), float(predictions[:, k].max())
+        margin = max(0.05 * (high - low), 0.005)
         axis.set(
-            title=f"{name}  r={r[k]:.3f}",
+            title=f"{name}  r={r[k]:.3f}\npredictions {low:.3f}..{high:.3f}",
             xlabel="true",
             ylabel="predicted",
             xlim=(-0.02, 1.02),
-            ylim=(-0.02, 1.02),
+            ylim=(low - margin, high + margin),
         )
     _save(figure, path)
 

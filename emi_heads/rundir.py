@@ -162,20 +162,38 @@ class RunWriter:
 
 
 class EpochLog:
-    """log.csv, one row per epoch, flushed as it goes."""
+    """log.csv, one row per epoch, flushed as it goes; with `log_to="tensorboard"` the same
+    numbers also go to TensorBoard event files in the run's `tensorboard/` folder."""
 
-    def __init__(self, path: Path, columns: list[str]):
+    def __init__(
+        self,
+        path: Path,
+        columns: list[str],
+        log_to: str | None = None,
+        run_folder: Any = None,
+    ):
         self.columns = columns
         self.handle = path.open("w", newline="")
         os.chmod(path, FILE_MODE)
         self.writer = csv.DictWriter(self.handle, fieldnames=columns)
         self.writer.writeheader()
         self.rows: list[dict[str, float]] = []
+        self.log_to = log_to
+        # the run's folder now: it moves from staging into place at the first best weights
+        self.run_folder = run_folder or (lambda: path.parent)
 
     def add(self, row: dict[str, float]) -> None:
         self.rows.append(row)
         self.writer.writerow({k: row.get(k, "") for k in self.columns})
         self.handle.flush()
+        if self.log_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            step = int(row.get("epoch", len(self.rows)))
+            with SummaryWriter(str(self.run_folder() / "tensorboard")) as board:
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        board.add_scalar(key.replace("r_", "valid_r/", 1), value, step)
 
     def close(self) -> None:
         self.handle.close()

@@ -66,8 +66,9 @@ def compare_runs(folders: list[Path], sort: str = "valid_r") -> list[dict[str, A
                 "_group": tuple(sorted((k, repr(v)) for k, v in flat.items() if k != "train.seed")),
             }
         )
+    shown = {"head.head", "train.loss", "train.seed", "inputs"}  # already fixed columns
     differing = sorted(
-        k for k in settings[0] if len({repr(s.get(k)) for s in settings}) > 1 and k != "train.seed"
+        k for k in settings[0] if len({repr(s.get(k)) for s in settings}) > 1 and k not in shown
     )
     for row, flat in zip(rows, settings, strict=True):
         row.update({k: flat.get(k) for k in differing})
@@ -96,7 +97,7 @@ def _seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         scored = [m for m in members if m["valid_r"] is not None]
         if len(scored) < 2:
             continue
-        label = re.sub(r"(^|,)seed[-=][^,/]*", "", members[0]["run"]).strip(",/") or "runs"
+        label = re.sub(r"(^|[,/])seed[-=][^,/]*", "", members[0]["run"]).strip(",/") or "runs"
         summary = {**members[0], "run": f"{label} ({len(scored)} seeds)",
                    "seed": "mean±sd", "best": "", "seconds": None}  # fmt: skip
         for key in ("valid_r", *SHORT.values()):

@@ -125,8 +125,9 @@ class RunData:
     valid: tuple[Labels, Inputs] | None
     sources: dict[str, Any]
 
-    def with_splits(self, train: tuple[Labels, Inputs], valid) -> RunData:
-        return RunData(self.cache_info, train, valid, self.sources)
+    def with_splits(self, train: tuple[Labels, Inputs], valid, **sources: Any) -> RunData:
+        """The same cache and sources (updated by `sources`) with other splits."""
+        return RunData(self.cache_info, train, valid, {**self.sources, **sources})
 
 
 def file_digest(path: Path) -> str:
@@ -209,6 +210,7 @@ def train(
     overwrite: bool = False,
     preset: str | None = None,
     command: list[str] | None = None,
+    log_to: str | None = None,
 ) -> TrainResult:
     """Train one head and write its run directory `out` (see `RunWriter`: a folder that holds
     a run is refused unless `overwrite`, and `out` appears only with the first best weights)."""
@@ -217,7 +219,7 @@ def train(
     data = load_run_data(cache_path, train_csvs, valid_csv, input_spec(head_config, train_config))
     return fit(
         data, out, head_config, train_config, device=torch_device, progress=progress,
-        overwrite=overwrite, preset=preset, command=command, started=started,
+        overwrite=overwrite, preset=preset, command=command, started=started, log_to=log_to,
     )  # fmt: skip
 
 
@@ -233,8 +235,10 @@ def fit(
     preset: str | None = None,
     command: list[str] | None = None,
     started: float | None = None,
+    log_to: str | None = None,
 ) -> TrainResult:
-    """One run from loaded data into the run directory `out`."""
+    """One run from loaded data into the run directory `out` (`log_to="tensorboard"` also
+    writes the epochs' numbers as TensorBoard events)."""
     started = time.perf_counter() if started is None else started
     seed_everything(train_config.seed)
     train_labels, train_inputs = data.train
@@ -251,8 +255,7 @@ def fit(
             "labels": list(EMOTIONS),
             "cache": data.cache_info,
             "label_mean": train_labels.values.mean(axis=0).tolist(),
-            "train_csvs": data.sources["train_csvs"],
-            "valid_csv": data.sources["valid_csv"],
+            **{k: v for k, v in data.sources.items() if k != "csv_digests"},
             "provenance": {
                 "command": command,
                 "cwd": os.getcwd(),
@@ -276,15 +279,17 @@ def fit(
             alpha, rows = _fit_ridge(
                 model, train_inputs, train_labels, valid, head_config.ridge_alphas
             )
-            epoch_log, best_epoch = EpochLog(run.path / LOG, ["alpha", "valid_r"]), None
+            epoch_log = EpochLog(run.path / LOG, ["alpha", "valid_r"], log_to, lambda: run.path)
+            best_epoch = None
             run.save_weights(model)
             for row in rows:
                 epoch_log.add(row)
             epoch_log.close()
         else:
             best_epoch, epoch_log = _train_sgd(
-                model, train_inputs, train_labels, valid, train_config, run, device, progress
-            )
+                model, train_inputs, train_labels, valid, train_config, run, device, progress,
+                log_to,
+            )  # fmt: skip
         if not run.published:
             raise RunError(
                 f"{run.final}: no epoch gave a finite validation r, so no weights were kept "
@@ -358,6 +363,7 @@ def _train_sgd(
     run: RunWriter,
     device: torch.device,
     progress: bool,
+    log_to: str | None = None,
 ) -> tuple[int, EpochLog]:
     optimizer = torch.optim.AdamW(  # foreach: one fused update, also on a CPU
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
@@ -388,7 +394,7 @@ def _train_sgd(
         "valid_r",
         *[f"r_{e}" for e in EMOTIONS],
     ]
-    epoch_log = EpochLog(run.path / LOG, [*columns, "seconds"])
+    epoch_log = EpochLog(run.path / LOG, [*columns, "seconds"], log_to, lambda: run.path)
     best_r, best_epoch, stale = -math.inf, 0, 0
     for epoch in range(1, config.epochs + 1):
         tic = time.perf_counter()
@@ -473,7 +479,7 @@ def _finish(
         )
         save_predictions(run_dir / "valid_predictions.csv", valid[0].ids, predictions)
         plot_scatter(run_dir / "valid_scatter.png", predictions, valid[0].values)
-    plot_curves(run_dir / "curves.png", epoch_log.rows)
+    plot_curves(run_dir / "curves.png", epoch_log.rows, alpha if alpha is not None else best_epoch)
     save_json(run_dir / METRICS, metrics)
     if columns_r is not None:
         chosen = f"alpha {alpha:g}" if alpha is not None else f"best epoch {best_epoch}"

@@ -171,4 +171,7 @@ def test_head_or_preset_is_required(synthetic, tmp_path):
         train_command,
         [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--out", str(tmp_path)],
     )
-    assert result.exit_code == 2 and "give --head NAME or --preset NAME" in result.output
+    assert (
+        result.exit_code == 2
+        and "give --head NAME, --preset NAME or --from RUN_DIR" in result.output
+    )
