@@ -25,6 +25,7 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
     settings.update({f"train.{k}": v for k, v in config["train"].items()})
     settings["inputs"] = ",".join(sorted(config["head"].get("dims", {})))
     settings["cache"] = config.get("cache", {}).get("backbone_fingerprint")
+    settings["held_out"] = config.get("held_out")  # fold runs: same settings, other data
     return settings
 
 
@@ -59,14 +60,16 @@ def compare_runs(folders: list[Path], sort: str = "valid_r") -> list[dict[str, A
                 "inputs": flat["inputs"],
                 "loss": config["train"]["loss"],
                 "seed": config["train"]["seed"],
-                "best": metrics.get("best_epoch", metrics.get("alpha")),
+                "best": metrics["best_epoch"]
+                if "best_epoch" in metrics
+                else f"alpha={metrics.get('alpha'):g}",
                 "valid_r": metrics.get("valid_mean_r"),
                 **{SHORT[e]: columns.get(e) for e in EMOTIONS},
                 "seconds": metrics.get("seconds"),
                 "_group": tuple(sorted((k, repr(v)) for k, v in flat.items() if k != "train.seed")),
             }
         )
-    shown = {"head.head", "train.loss", "train.seed", "inputs"}  # already fixed columns
+    shown = {"head.head", "train.loss", "train.seed", "inputs", "held_out"}  # fixed columns
     differing = sorted(
         k for k in settings[0] if len({repr(s.get(k)) for s in settings}) > 1 and k not in shown
     )
