@@ -22,7 +22,8 @@ from common import report
 
 from emi_features.extract import extract
 from emi_features.sample_data import generate_sample
-from emi_heads.config import PRESETS, HeadConfig, TrainConfig
+from emi_heads.config import HeadConfig, TrainConfig
+from emi_heads.presets import PRESETS
 from emi_heads.train import train
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "sample"

@@ -26,8 +26,9 @@ from emi_heads.config import HeadConfig, InputSpec, TrainConfig, input_spec
 from emi_heads.data import BUCKET_BATCHES, batch_order, load_inputs
 from emi_heads.heads import build_head
 from emi_heads.losses import parse_loss
+from emi_heads.optim import Ema
 from emi_heads.rundir import save_predictions
-from emi_heads.train import Ema, train, train_step
+from emi_heads.train import train, train_step
 
 
 def build_cache(path: Path, lengths: list[float], dim: int) -> None:

@@ -108,7 +108,8 @@ def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: objec
         config = ExtractConfig(**options)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    from emi_features.extract import USER_ERRORS, extract, sigterm_as_interrupt
+    from emi_features.extract import USER_ERRORS, extract
+    from emi_features.processes import sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():

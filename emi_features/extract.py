@@ -10,114 +10,36 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
-import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from emi_features import __version__
 from emi_features.atomic import WriteError
-from emi_features.audio import DecodeError, load_audio, probe_seconds
+from emi_features.audio import DecodeError, probe_seconds
 from emi_features.backbones import Backbone, BackboneError, load_backbone
+from emi_features.background import BackgroundWriter
 from emi_features.config import ExtractConfig
-from emi_features.dataset import Clip, DatasetError, find_clips
+from emi_features.dataset import DatasetError, find_clips
+from emi_features.decoding import DecodedPart, DecodeParts
 from emi_features.devices import DeviceError, default_device
 from emi_features.distributed import Ranks
 from emi_features.frames import plan_batches, split_by_cost
+from emi_features.processes import die_with_parent
 from emi_features.reader import CacheError
 from emi_features.schema import SAMPLE_RATE, VAD_LABELS, Attr
-from emi_features.writer import BackgroundWriter, CacheWriter, ClipFeatures
+from emi_features.writer import CacheWriter, ClipFeatures
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # What `extract` raises for bad input or a machine problem: one line for the user, no traceback.
 USER_ERRORS = (DatasetError, BackboneError, CacheError, DeviceError, DecodeError, WriteError)
-
-
-@dataclass
-class DecodedPart:
-    """What a worker hands over: normalised clips (each (N,) float32), the planned batches as
-    indices into them (skipped clips left out), and the skipped ids with reasons."""
-
-    ids: list[str] = field(default_factory=list)
-    waves: list[np.ndarray] = field(default_factory=list)
-    num_samples: list[int] = field(default_factory=list)
-    batches: list[list[int]] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
-class _DecodeParts(Dataset):
-    """Item k = part k (a list of batches) decoded and normalised as the backbone's feature
-    extractor does."""
-
-    def __init__(self, parts: list[list[list[Clip]]], backbone: Backbone):
-        self.parts = parts
-        self.extractor = backbone.feature_extractor
-        self.min_samples = backbone.grid.min_samples
-
-    def __len__(self) -> int:
-        return len(self.parts)
-
-    def __getitem__(self, index: int) -> DecodedPart:
-        decoded = DecodedPart()
-        for batch in self.parts[index]:
-            members = []
-            for clip in batch:
-                try:
-                    samples = load_audio(clip.path)
-                except DecodeError as error:
-                    decoded.skipped[clip.id] = str(error)
-                    continue
-                wave = self.extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np")
-                wave = wave["input_values"][0].astype(np.float32)
-                if wave.size < self.min_samples:  # normalised over the clip, then zero-padded
-                    wave = np.pad(wave, (0, self.min_samples - wave.size))
-                members.append(len(decoded.ids))
-                decoded.ids.append(clip.id)
-                decoded.waves.append(wave)
-                decoded.num_samples.append(int(samples.size))
-            if members:
-                decoded.batches.append(members)
-        return decoded
-
-
-def _die_with_parent(_: int) -> None:
-    """DataLoader worker start-up: on Linux, ask the kernel to kill this worker when the
-    extraction process dies in any way (kill -9 included), so no decoder outlives it."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before the request took effect
-            os._exit(1)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM behaves like Ctrl-C: committed work is kept and the run says so in one line."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def plan_parts(
@@ -387,11 +309,11 @@ def extract(
             len(mine),
         )
         loader = DataLoader(
-            _DecodeParts([[[by_id[i] for i in b] for b in part] for part in mine], backbone),
+            DecodeParts([[[by_id[i] for i in b] for b in part] for part in mine], backbone),
             batch_size=None,
             num_workers=config.workers,
             prefetch_factor=2 if config.workers else None,
-            worker_init_fn=_die_with_parent,
+            worker_init_fn=die_with_parent,
         )
         options = {
             "device": torch_device,

@@ -30,6 +30,7 @@ from emi_features.schema import (
     VAD_DIM,
     Attr,
     frames_per_second,
+    read_attrs,
 )
 
 
@@ -63,9 +64,7 @@ class FeatureCache:
             self._file = h5py.File(self.path, "r")
         except OSError as error:
             raise CacheError(f"{self.path}: not an HDF5 file ({error})") from error
-        self.attrs: dict[str, Any] = {
-            k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._file.attrs.items()
-        }
+        self.attrs: dict[str, Any] = read_attrs(self._file)
         if self.attrs.get(Attr.FORMAT) != FORMAT:
             self.close()
             raise CacheError(f"{self.path}: not an emi cache (no format='{FORMAT}' attribute)")

@@ -6,6 +6,9 @@ these names from here. See ARCHITECTURE.md for what each group holds.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 FORMAT = "emi-cache"
 FORMAT_VERSION = 1
 
@@ -58,3 +61,18 @@ def frames_per_second(attrs: dict) -> float:
     """The frame rate of a cache's frame groups, from its own attributes (50.0 for a 20 ms hop)."""
     rate = int(attrs.get(Attr.SAMPLE_RATE, SAMPLE_RATE))
     return rate / int(attrs.get(Attr.FRAME_HOP, DEFAULT_FRAME_HOP))
+
+
+def read_attrs(handle: Any) -> dict[str, Any]:
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in handle.attrs.items()}
+
+
+def settings_mismatch(path: Path, found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    keys = sorted((set(found) | set(wanted)) - VOLATILE_ATTRS)
+    differ = [k for k in keys if str(found.get(k)) != str(wanted.get(k))]
+    if not differ:
+        return None
+    detail = "; ".join(
+        f"{k}: cache has {found.get(k)!r}, this run {wanted.get(k)!r}" for k in differ
+    )
+    return f"{path} was written with other settings ({detail}); use --overwrite or another --out"

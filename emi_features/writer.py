@@ -12,9 +12,7 @@ reads what the parts (or a finished cache) hold and continues.
 from __future__ import annotations
 
 import os
-import queue
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +42,9 @@ from emi_features.schema import (
     SKIPPED_REASONS,
     VAD,
     VAD_DIM,
-    VOLATILE_ATTRS,
     Attr,
+    read_attrs,
+    settings_mismatch,
 )
 
 STRING = h5py.string_dtype("utf-8")
@@ -78,21 +77,6 @@ class _Part:
     num_samples: np.ndarray
     vad: np.ndarray | None
     skipped: dict[str, str] = field(default_factory=dict)
-
-
-def _read_attrs(handle: h5py.File) -> dict[str, Any]:
-    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in handle.attrs.items()}
-
-
-def _mismatch(path: Path, found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
-    keys = sorted((set(found) | set(wanted)) - VOLATILE_ATTRS)
-    differ = [k for k in keys if str(found.get(k)) != str(wanted.get(k))]
-    if not differ:
-        return None
-    detail = "; ".join(
-        f"{k}: cache has {found.get(k)!r}, this run {wanted.get(k)!r}" for k in differ
-    )
-    return f"{path} was written with other settings ({detail}); use --overwrite or another --out"
 
 
 def _write_skipped(handle: h5py.File, skipped: dict[str, str]) -> None:
@@ -181,14 +165,14 @@ class CacheWriter:
         if self.path.exists():
             try:
                 with h5py.File(self.path, "r") as handle:
-                    found = _read_attrs(handle)
+                    found = read_attrs(handle)
             except OSError as error:
                 raise CacheError(
                     f"{self.path}: exists but is not HDF5 ({error}); use --overwrite"
                 ) from error
             if found.get(Attr.FORMAT) != FORMAT:
                 raise CacheError(f"{self.path}: exists and is not an emi cache; use --overwrite")
-            problem = _mismatch(self.path, found, self.attrs)
+            problem = settings_mismatch(self.path, found, self.attrs)
             if problem:
                 raise CacheError(problem)
             if found.get(Attr.COMPLETE, True):
@@ -200,7 +184,7 @@ class CacheWriter:
 
     def _read_part_meta(self, path: Path, name: str) -> _Part:
         with h5py.File(path, "r") as handle:
-            problem = _mismatch(path, _read_attrs(handle), self.attrs)
+            problem = settings_mismatch(path, read_attrs(handle), self.attrs)
             if problem:
                 raise CacheError(problem)
             offsets = handle[OFFSETS][()]
@@ -417,39 +401,3 @@ class CacheWriter:
         _replace_atomically(self.path, write)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         return len(ids), skipped
-
-
-class BackgroundWriter:
-    """Runs `CacheWriter.write_part` on a thread so that writing overlaps inference (h5py and
-    numpy release the GIL while torch computes). At most `depth` parts wait; parts commit in
-    order; an error in the thread is raised at the next call or at `close`."""
-
-    def __init__(self, writer: CacheWriter, depth: int = 2):
-        self.writer = writer
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="emi-cache-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self.writer.write_part(*item)
-                except BaseException as error:  # handed to the main thread
-                    self._error = error
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def write_part(self, clips: list[ClipFeatures], skipped: dict[str, str]) -> None:
-        self._raise()
-        self._queue.put((clips, skipped))
-
-    def close(self) -> None:
-        """Wait until every queued part is committed (also when the caller is failing)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self._raise()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +18,11 @@ import click
 
 from emi_features.logs import setup_logging
 from emi_features.options import COMMAND_SETTINGS, device_option, logging_options
-from emi_heads.config import HEADS, PRESETS, ConfigError, HeadConfig, TrainConfig
+from emi_heads.config import HEADS, ConfigError, HeadConfig, TrainConfig
+from emi_heads.options import build_config, config_options
+from emi_heads.presets import PRESETS
 
 _PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
-# Fields set by the command's own arguments, not by a generated option.
-_NOT_OPTIONS = {"head", "dims"}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -47,70 +45,6 @@ def _user_errors() -> tuple[type[Exception], ...]:
         WriteError,
         ValueError,
     )
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
-
-
-def config_options(config_class: type) -> Any:
-    """click options for every field of a config dataclass (but `_NOT_OPTIONS`)."""
-    hints = typing.get_type_hints(config_class)
-
-    def decorate(function: Any) -> Any:
-        for item in reversed(fields(config_class)):
-            if item.name in _NOT_OPTIONS:
-                continue
-            meta, kind = item.metadata, hints[item.name]
-            flag = meta.get("flag", item.name).replace("_", "-")
-            default = item.default if item.default is not MISSING else item.default_factory()
-            options: dict[str, Any] = {"help": meta.get("help"), "show_default": True}
-            if kind is bool:
-                names = [f"--{flag}/--no-{flag}", item.name]
-                options["default"] = default
-            elif "choices" in meta:
-                names = [f"--{flag}", item.name]
-                options.update(type=click.Choice(meta["choices"]), default=default)
-            elif typing.get_origin(kind) is tuple:
-                names = [f"--{flag}", item.name]
-                options.update(
-                    type=str,
-                    default=",".join(f"{v:g}" for v in default),
-                    callback=lambda _c, _p, v: _float_list(v),
-                )
-            else:
-                base = next(a for a in typing.get_args(kind) or (kind,) if a is not type(None))
-                names = [f"--{flag}", item.name]
-                options.update(type=base, default=0 if default is None else default)
-            function = click.option(*names, **options)(function)
-        return function
-
-    return decorate
-
-
-def _build(config_class: type, values: dict[str, Any], preset: dict[str, Any], **fixed: Any) -> Any:
-    """A config from parsed options: an option given on the command line wins, then the
-    preset's value, then the default; `zero_is_none` fields map 0 to None."""
-    context = click.get_current_context()
-    own = {}
-    for item in fields(config_class):
-        if item.name not in values:
-            continue
-        value = values.pop(item.name)
-        given = context.get_parameter_source(item.name) == click.core.ParameterSource.COMMANDLINE
-        if item.name in preset and not given:
-            own[item.name] = preset[item.name]
-            continue
-        if item.metadata.get("zero_is_none") and value == 0:
-            value = None
-        own[item.name] = value
-    try:
-        return config_class(**own, **fixed)
-    except ConfigError as error:
-        raise click.UsageError(str(error)) from None
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
@@ -246,9 +180,9 @@ def train_command(
         raise click.UsageError("give --head NAME, --preset NAME or --from RUN_DIR")
     if cache is None or not train_csvs:
         raise click.UsageError("give CACHE and --train CSV (or --from RUN_DIR)")
-    head_config = _build(HeadConfig, options, {k: v for k, v in base_head.items() if k != "head"},
-                         head=head)  # fmt: skip
-    train_config = _build(TrainConfig, options, base_train)
+    head_base = {k: v for k, v in base_head.items() if k != "head"}
+    head_config = build_config(HeadConfig, options, head_base, head=head)
+    train_config = build_config(TrainConfig, options, base_train)
     from emi_heads.experiments import parse_settings
 
     try:

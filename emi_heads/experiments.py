@@ -25,8 +25,9 @@ from emi_features.dataset import EMOTIONS
 from emi_heads.config import ConfigError, HeadConfig, TrainConfig, input_spec
 from emi_heads.labels import Labels
 from emi_heads.metrics import format_scores, pearson_columns
+from emi_heads.rundata import RunData, load_run_data
 from emi_heads.rundir import RunError, save_json, save_predictions
-from emi_heads.train import RunData, TrainResult, fit, load_run_data
+from emi_heads.train import TrainResult, fit
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "experiment.json"

@@ -7,11 +7,9 @@ best weights as they improve, the config, per-epoch log, metrics and plots.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -24,14 +22,14 @@ from tqdm import tqdm
 from emi_features import __version__
 from emi_features.dataset import EMOTIONS
 from emi_features.devices import resolve_device
-from emi_features.logs import summarise_ids
-from emi_features.reader import open_cache
-from emi_heads.config import HEADS, HeadConfig, InputSpec, TrainConfig, input_spec
-from emi_heads.data import Inputs, batch_order, load_inputs
+from emi_heads.config import HEADS, HeadConfig, TrainConfig, input_spec
+from emi_heads.data import Inputs, batch_order
 from emi_heads.heads import Head, build_head, resolve_head_config
-from emi_heads.labels import Labels, align_to_cache, read_labels
+from emi_heads.labels import Labels
 from emi_heads.losses import Loss, parse_loss
 from emi_heads.metrics import format_scores, pearson_columns
+from emi_heads.optim import Ema, lr_factor, seed_everything
+from emi_heads.rundata import RunData, load_run_data
 from emi_heads.rundir import (
     CONFIG,
     LOG,
@@ -49,60 +47,6 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "HeadConfig", "train", "train_step", "evaluate"]
 
 
-class Ema:
-    """Exponential moving average of a model's floating-point state, with a warm-up
-    (decay min(d, (1 + t) / (10 + t))) so that short runs are not dominated by the start, or
-    without one (`warmup=False`: decay d from the first step, as the published concat fusion)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
-        self.decay = decay
-        self.warmup = warmup
-        self.steps = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        live = model.state_dict()
-        floating = [k for k, v in live.items() if v.dtype.is_floating_point]
-        # state_dict tensors share storage with the model: one fused lerp per step
-        self._live = [live[k] for k in floating]
-        self._averaged = [self.shadow[k] for k in floating]
-        self._others = [(self.shadow[k], v) for k, v in live.items() if k not in floating]
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.steps += 1
-        decay = self.decay
-        if self.warmup:
-            decay = min(decay, (1 + self.steps) / (10 + self.steps))
-        torch._foreach_lerp_(self._averaged, self._live, 1 - decay)
-        for averaged, value in self._others:
-            averaged.copy_(value)
-
-    def copy_to(self, model: torch.nn.Module) -> None:
-        model.load_state_dict(self.shadow)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
-    """The learning rate of optimizer step `step` (from 0) as a fraction of `lr`.
-
-    `warmup-cosine`: linear warm-up over round(warmup_fraction x steps) steps, then cosine decay
-    to 0, per step (transformers' get_cosine_schedule_with_warmup). `cosine-epoch`: constant
-    within an epoch, 0.5 (1 + cos(pi e / epochs)) in epoch e from 0 (CosineAnnealingLR stepped
-    per epoch)."""
-    total = steps_per_epoch * config.epochs
-    if config.lr_schedule == "cosine-epoch":
-        return 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / config.epochs))
-    warmup = round(config.warmup_fraction * total)
-    if step < warmup:
-        return step / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return max(0.0, 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -112,65 +56,6 @@ class TrainResult:
     seconds: float
     alpha: float | None = None  # ridge's chosen alpha
     valid_predictions: np.ndarray | None = None
-
-
-@dataclass
-class RunData:
-    """What a run reads, loaded once: labels and inputs of the training and validation clips,
-    the cache's identity, and where the labels came from. Several runs (seeds, folds, a sweep)
-    share one."""
-
-    cache_info: dict[str, Any]
-    train: tuple[Labels, Inputs]
-    valid: tuple[Labels, Inputs] | None
-    sources: dict[str, Any]
-
-    def with_splits(self, train: tuple[Labels, Inputs], valid, **sources: Any) -> RunData:
-        """The same cache and sources (updated by `sources`) with other splits."""
-        return RunData(self.cache_info, train, valid, {**self.sources, **sources})
-
-
-def file_digest(path: Path) -> str:
-    return "blake2b:" + hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
-
-
-def load_run_data(
-    cache_path: str | Path, train_csvs: list[Path], valid_csv: Path | None, spec: InputSpec
-) -> RunData:
-    """Read the labels and the cache groups `spec` names, once."""
-    with open_cache(cache_path) as cache:
-        train_labels, train_inputs = _load_split(cache, train_csvs, "--train", spec)
-        valid = None
-        if valid_csv is not None:
-            valid = _load_split(cache, [valid_csv], "--valid", spec)
-            overlap = set(train_labels.ids) & set(valid[0].ids)
-            if overlap:
-                log.warning(
-                    "%d id(s) are in both --train and --valid (%s): validation scores will be "
-                    "optimistic",
-                    len(overlap),
-                    summarise_ids(sorted(overlap), 5),
-                )
-        cache_info = {
-            "path": str(Path(cache.path).resolve()),
-            "backbone": cache.attrs.get("backbone"),
-            "backbone_fingerprint": cache.fingerprint,
-            "hidden_size": cache.hidden_size,
-        }
-    csvs = [*train_csvs, *([valid_csv] if valid_csv else [])]
-    sources = {
-        "train_csvs": [str(Path(p).resolve()) for p in train_csvs],
-        "valid_csv": str(Path(valid_csv).resolve()) if valid_csv else None,
-        "csv_digests": {str(Path(p).resolve()): file_digest(p) for p in csvs},
-    }
-    return RunData(cache_info, (train_labels, train_inputs), valid, sources)
-
-
-def _load_split(cache, paths: list[Path], what: str, spec: InputSpec) -> tuple[Labels, Inputs]:
-    labels = align_to_cache(read_labels(paths), set(cache.ids), cache.skipped, what)
-    if not labels.ids:
-        raise ValueError(f"{what}: no labelled clip is in the cache")
-    return labels, load_inputs(cache, labels.ids, spec)
 
 
 def _fit_ridge(

@@ -16,7 +16,7 @@ from emi_heads.cli import train_command
 from emi_heads.heads import HeadConfig, branch_inputs, build_head
 from emi_heads.losses import parse_loss, parse_loss_terms
 from emi_heads.metrics import mean_pearson
-from emi_heads.train import Ema
+from emi_heads.optim import Ema
 
 FAST = {
     "linear": [],

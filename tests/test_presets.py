@@ -13,10 +13,11 @@ from click.testing import CliRunner
 from torch import nn
 
 from emi_heads.cli import train_command
-from emi_heads.config import PRESETS, HeadConfig, TrainConfig
+from emi_heads.config import HeadConfig, TrainConfig
 from emi_heads.heads import build_head
 from emi_heads.losses import parse_loss
-from emi_heads.train import Ema, lr_factor
+from emi_heads.optim import Ema, lr_factor
+from emi_heads.presets import PRESETS
 
 VAD_CACHE_DIMS = {"frames": 1024, "frame_vad": 3, "mean": 1024, "vad": 3, "frame_stats": 2048}
 
