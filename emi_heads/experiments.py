@@ -273,6 +273,11 @@ def run_training(
                "preset": preset, "command": command, "log_to": log_to}  # fmt: skip
     load = load_data_factory(cache, train_csvs, valid_csv)
     out = Path(out)
+    if (folds or grid) and (out / EXPERIMENT).exists() and not overwrite:
+        raise RunError(
+            f"{out} already holds an experiment; pass --overwrite to replace its runs, or "
+            f"choose another --out"
+        )
     if folds:
         return cross_validate(out, folds, load(input_spec(head, train)), head, train, options,
                               refit=refit)  # fmt: skip

@@ -50,6 +50,9 @@ def test_seeds_in_one_process_and_predict_ensembles_the_parent(synthetic, tmp_pa
     assert sorted(p.name for p in parent.iterdir() if p.is_dir()) == ["seed-0", "seed-1"]
     assert json.loads((parent / "experiment.json").read_text())["kind"] == "seeds"
     assert "(2 seeds)" in result.output and "mean±sd" in result.output
+    again = invoke(train_command, *base(synthetic, parent, *FAST, "--seeds", "0,5"), ok=False)
+    assert again.exit_code == 1 and "already holds an experiment" in again.output
+    assert json.loads((parent / "experiment.json").read_text())["members"] == ["seed-0", "seed-1"]
     both = predict_to(tmp_path / "p.csv", parent, cache=synthetic)
     one = predict_to(tmp_path / "a.csv", parent / "seed-0", cache=synthetic)
     two = predict_to(tmp_path / "b.csv", parent / "seed-1", cache=synthetic)
