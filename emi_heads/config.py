@@ -69,6 +69,22 @@ class ConfigError(ValueError):
     """A config that cannot be built; one line naming the field."""
 
 
+def choices(config_class: type, name: str) -> tuple[str, ...] | None:
+    """The allowed values of a field typed `Literal[...]` (its one home), else None."""
+    kind = typing.get_type_hints(config_class)[name]
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+
+
+def choice_problems(config: Any) -> list[str]:
+    """A line for every `Literal` field whose value is not one of its choices."""
+    problems = []
+    for item in fields(config):
+        allowed = choices(type(config), item.name)
+        if allowed and getattr(config, item.name) not in allowed:
+            problems.append(f"{item.name} must be one of {', '.join(allowed)}")
+    return problems
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     """Everything that rebuilds a head; saved as JSON beside its weights.
@@ -91,7 +107,6 @@ class HeadConfig:
         default="supervised",
         metadata=_help(
             "concat: the 3-d VAD latent tied to the cached VAD, learned freely, or off.",
-            choices=("supervised", "free", "off"),
         ),
     )
     aux_weight: float = field(
@@ -112,14 +127,12 @@ class HeadConfig:
         metadata=_help(
             "lstm: the global mean is the cache's /mean, or the time-mean of the LSTM's input "
             "frames over the crop (as published).",
-            choices=("cache", "frames"),
         ),
     )
     output_activation: Literal["sigmoid", "none"] = field(
         default="sigmoid",
         metadata=_help(
             "Output layer: sigmoid, or none (predictions clipped to [0, 1] only when written).",
-            choices=("sigmoid", "none"),
         ),
     )
     bias_at_label_mean: bool = field(
@@ -133,7 +146,6 @@ class HeadConfig:
         default="main",
         metadata=_help(
             "Loss of the auxiliary branch heads: the main loss, or Smooth-L1.",
-            choices=("main", "smooth_l1"),
         ),
     )
     vad_center_weight: float = field(
@@ -152,24 +164,16 @@ class HeadConfig:
             problems.append(f"layers must be in 1..{MAX_LAYERS}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must be in [0, 1)")
-        if self.vad_latent not in ("supervised", "free", "off"):
-            problems.append("vad_latent must be supervised, free or off")
         if not (self.aux_weight >= 0 and self.vad_weight >= 0 and self.vad_center_weight >= 0):
             problems.append("aux_weight, vad_weight and vad_center_weight must be >= 0")
         if not 0 <= self.pool_steps <= MAX_WIDTH:
             problems.append(f"pool_steps must be in 0..{MAX_WIDTH}")
-        for name, allowed in (
-            ("mean_input", ("cache", "frames")),
-            ("output_activation", ("sigmoid", "none")),
-            ("aux_loss", ("main", "smooth_l1")),
-        ):
-            if getattr(self, name) not in allowed:
-                problems.append(f"{name} must be one of {', '.join(allowed)}")
         if not self.ridge_alphas or not all(math.isfinite(a) and a > 0 for a in self.ridge_alphas):
             problems.append("ridge_alphas must be positive numbers")
         bad_dims = [k for k, v in self.dims.items() if not 1 <= v <= 1 << 20]
         if bad_dims:
             problems.append(f"input widths out of range: {', '.join(bad_dims)}")
+        problems += choice_problems(self)
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -195,14 +199,13 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata=_help("Gradient clipping threshold."))
     clip_mode: Literal["norm", "value"] = field(
         default="norm",
-        metadata=_help("Clip the gradients' total norm, or each value.", choices=("norm", "value")),
+        metadata=_help("Clip the gradients' total norm, or each value."),
     )
     lr_schedule: Literal["warmup-cosine", "cosine-epoch"] = field(
         default="warmup-cosine",
         metadata=_help(
             "Linear warm-up then cosine decay stepped per batch, or cosine annealing stepped "
             "per epoch without warm-up.",
-            choices=("warmup-cosine", "cosine-epoch"),
         ),
     )
     loss: str = field(default="mse+pearson", metadata=_help("e.g. mse, pearson, mse+0.1*ccc"))
@@ -240,10 +243,6 @@ class TrainConfig:
             problems.append("warmup_fraction must be in [0, 1)")
         if not self.grad_clip > 0:
             problems.append("grad_clip must be > 0")
-        if self.clip_mode not in ("norm", "value"):
-            problems.append("clip_mode must be norm or value")
-        if self.lr_schedule not in ("warmup-cosine", "cosine-epoch"):
-            problems.append("lr_schedule must be warmup-cosine or cosine-epoch")
         if self.corr_ramp_epochs < 0 or not self.min_improvement >= 0:
             problems.append("corr_ramp_epochs and min_improvement must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -254,6 +253,7 @@ class TrainConfig:
             parse_loss_terms(self.loss)
         except ValueError as error:
             problems.append(str(error))
+        problems += choice_problems(self)
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -277,8 +277,6 @@ def input_spec(head: HeadConfig, train: TrainConfig) -> InputSpec:
 
 def _matches(value: Any, annotation: Any) -> bool:
     """A JSON value against a field's annotation (the few kinds the configs use)."""
-    if isinstance(annotation, str):  # postponed annotations: the field's type as written
-        annotation = _ANNOTATIONS.get(annotation, Any)
     origin = typing.get_origin(annotation)
     if annotation is Any:
         return True
@@ -305,23 +303,6 @@ def _matches(value: Any, annotation: Any) -> bool:
     return True
 
 
-_ANNOTATIONS: dict[str, Any] = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "bool": bool,
-    "float | None": float | None,
-    "dict[str, int]": dict[str, int],
-    "tuple[float, ...]": tuple[float, ...],
-    "Literal['supervised', 'free', 'off']": Literal["supervised", "free", "off"],
-    "Literal['cache', 'frames']": Literal["cache", "frames"],
-    "Literal['sigmoid', 'none']": Literal["sigmoid", "none"],
-    "Literal['main', 'smooth_l1']": Literal["main", "smooth_l1"],
-    "Literal['norm', 'value']": Literal["norm", "value"],
-    "Literal['warmup-cosine', 'cosine-epoch']": Literal["warmup-cosine", "cosine-epoch"],
-}
-
-
 def from_dict(cls: type, data: Any) -> Any:
     """Build a config from JSON, refusing unknown or missing keys and wrong types by name."""
     if not isinstance(data, dict):
@@ -337,8 +318,9 @@ def from_dict(cls: type, data: Any) -> Any:
     )
     if missing:
         raise ConfigError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
     for name, value in data.items():
-        if not _matches(value, known[name].type):
+        if not _matches(value, hints[name]):
             raise ConfigError(f"{cls.__name__}.{name}: {value!r} is not a {known[name].type}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return cls(**values)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from emi_heads.config import ConfigError
+from emi_heads.config import ConfigError, choices
 
 # Fields set by the command's own arguments, not by a generated option.
 NOT_OPTIONS = {"head", "dims"}
@@ -40,9 +40,9 @@ def config_options(config_class: type) -> Any:
             if kind is bool:
                 names = [f"--{flag}/--no-{flag}", item.name]
                 options["default"] = default
-            elif "choices" in meta:
+            elif choices(config_class, item.name):
                 names = [f"--{flag}", item.name]
-                options.update(type=click.Choice(meta["choices"]), default=default)
+                options.update(type=click.Choice(choices(config_class, item.name)), default=default)
             elif typing.get_origin(kind) is tuple:
                 names = [f"--{flag}", item.name]
                 options.update(
