@@ -126,3 +126,46 @@ def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: objec
         click.echo(result.summary(), err=True)
     if result.clips == 0:
         raise click.ClickException(f"no clip could be processed ({len(result.skipped)} skipped)")
+
+
+@click.command(context_settings=COMMAND_SETTINGS)
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", required=True, help="The stream's name: /features/NAME.")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(exists=True),
+    help="A folder of {id}.npy, an .npz keyed by id, or a CSV with Filename and numbers.",
+)
+@click.option(
+    "--frame-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Frames per second of per-frame (T, D) features.",
+)
+@click.option("--allow-pickle", is_flag=True, help="Read pickled data (runs code it holds).")
+@click.option("--overwrite", is_flag=True, help="Replace a stream of that name.")
+@click.option("--verbose", is_flag=True, help="Debug logging.")
+def add_features_command(cache: str, name: str, source: str, verbose: bool, **options) -> None:
+    """Import features you already have into CACHE as a stream keyed by id.
+
+    Ids unknown to the cache are refused; clips the source lacks are recorded as missing.
+
+    \b
+    emi-add-features vad.h5 --name face --from face_feats/ --frame-rate 5
+    emi-add-features vad.h5 --name text --from text_embeddings.npz
+    """
+    setup_logging(verbose)
+    from emi_features.extract import USER_ERRORS
+    from emi_features.import_features import add_features
+
+    try:
+        summary = add_features(cache, name, source, **options)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"{cache}: /features/{name}: {summary['kind']} features of width {summary['dim']} for "
+        f"{summary['present']} clips, {summary['missing']} missing",
+        err=True,
+    )

@@ -15,6 +15,7 @@ import numpy as np
 
 from emi_features.dataset import duplicates
 from emi_features.schema import (
+    FEATURES,
     FORMAT,
     FORMAT_VERSION,
     FRAME_GROUPS,
@@ -32,6 +33,7 @@ from emi_features.schema import (
     frames_per_second,
     read_attrs,
 )
+from emi_features.streams import stream_names
 
 
 class CacheError(ValueError):
@@ -182,6 +184,18 @@ class FeatureCache:
     def skipped(self) -> dict[str, str]:
         """Clip id -> the reason it is not in the cache."""
         return read_skipped(self._file)
+
+    def streams(self) -> list[str]:
+        """The names of the feature streams under /features."""
+        return stream_names(self._file)
+
+    def stream_fingerprints(self) -> dict[str, str]:
+        """name -> what identifies each stream's features."""
+        out = {}
+        for name in self.streams():
+            item = self._file[FEATURES][name]
+            out[name] = str(getattr(item, "attrs", {}).get("fingerprint", f"array:{item.name}"))
+        return out
 
     def has_clip(self, clip_id: str) -> bool:
         return clip_id in self._index

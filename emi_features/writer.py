@@ -46,8 +46,10 @@ from emi_features.schema import (
     read_attrs,
     settings_mismatch,
 )
+from emi_features.streams import carry_streams
 
 STRING = h5py.string_dtype("utf-8")
+BASE_PART = "base.h5"  # a finished cache being extended, linked into its parts folder
 
 
 @dataclass
@@ -179,7 +181,7 @@ class CacheWriter:
                 if self.keeps_index:  # parts left by a crash after the final rename
                     shutil.rmtree(self.parts_dir, ignore_errors=True)
                 self._finished_base = self.path
-                self._parts["base.h5"] = self._read_part_meta(self.path, "base.h5")
+                self._parts[BASE_PART] = self._read_part_meta(self.path, BASE_PART)
         self.refresh()
 
     def _read_part_meta(self, path: Path, name: str) -> _Part:
@@ -221,7 +223,7 @@ class CacheWriter:
         """Commit one batch: after this returns, the clips survive any crash."""
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         if self._finished_base is not None and self.keeps_index:
-            base = self.parts_dir / "base.h5"
+            base = self.parts_dir / BASE_PART
             if not base.exists():  # the finished cache becomes a part; a link costs no copy
                 try:
                     os.link(self._finished_base, base)
@@ -284,7 +286,7 @@ class CacheWriter:
         return [p for p in parts if p.ids], {k: v for k, v in skipped.items() if k not in written}
 
     def _source(self, part: _Part) -> str:
-        if part.name == "base.h5" and not (self.parts_dir / "base.h5").exists():
+        if part.name == BASE_PART and not (self.parts_dir / BASE_PART).exists():
             return self.path.name
         return f"{self.parts_dir.name}/{part.name}"
 
@@ -396,6 +398,8 @@ class CacheWriter:
                         if frame_vad is not None:
                             frame_vad[offsets[k] : offsets[k + 1]] = source[FRAME_VAD][rows]
                             vad[k] = part_vad[row]
+                    if part.name == BASE_PART:  # the finished cache being extended: its streams
+                        carry_streams(source, part.ids, handle, ids)
             _write_skipped(handle, skipped)
 
         _replace_atomically(self.path, write)

@@ -15,6 +15,10 @@ from emi_features.options import COMMAND_SETTINGS
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("emi_features.cli:main", "Extract backbone features of every clip into a cache."),
+    "add-features": (
+        "emi_features.cli:add_features_command",
+        "Import features you have into a cache as a stream keyed by id.",
+    ),
     "train": ("emi_heads.cli:train_command", "Train one head on a cache's features."),
     "predict": ("emi_heads.cli:predict_command", "Ensemble runs into a submission; --check one."),
     "runs": ("emi_heads.cli:runs_command", "Compare runs: settings that differ, scores, seeds."),

@@ -94,6 +94,13 @@ class HeadConfig:
 
     head: str
     dims: dict[str, int] = field(default_factory=dict)
+    inputs: str = field(
+        default="",
+        metadata=_help(
+            "concat/linear: the clip inputs and feature streams to read, comma-separated "
+            "(frame_stats, mean, vad, frame_vad_stats, features/NAME); empty: all."
+        ),
+    )
     use_vad: bool = field(default=True, metadata=_help("Ablation: VAD inputs.", flag="vad"))
     use_mean: bool = field(
         default=True, metadata=_help("Ablation: global mean vector.", flag="mean")

@@ -142,16 +142,18 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
             frame_vad, _ = _read_clip_rows(
                 cache.dataset(FRAME_VAD), cache.offsets, rows, max_frames
             )
-    if FEATURES in cache:
-        for name, item in cache.dataset(FEATURES).items():
-            if hasattr(item, "shape"):  # a per-clip array aligned to /ids
-                vectors[f"features/{name}"] = torch.from_numpy(item[()][rows].astype(np.float32))
-            else:  # a frame group with its own offsets
-                extra, extra_offsets = _read_clip_rows(
-                    item["frames"], item["offsets"][()], rows, max_frames
-                )
-                stats = pooled_stats(extra, np.diff(extra_offsets))
-                vectors[f"features/{name}"] = torch.from_numpy(stats)
+    for name in cache.streams():  # /features/NAME: pooled with the stream's own frame rate
+        item = cache.dataset(f"{FEATURES}/{name}")
+        if hasattr(item, "shape"):  # an older per-clip array aligned to /ids
+            values = item[()][rows]
+        elif "values" in item:  # a clip stream; missing clips are zero rows
+            values = item["values"][()][rows]
+        else:  # a frame stream with its own offsets and frame rate
+            rate = float(item.attrs.get("frame_rate", cache.frames_per_second))
+            crop = None if spec.max_seconds is None else max(1, int(spec.max_seconds * rate))
+            extra, extra_offsets = _read_clip_rows(item["frames"], item["offsets"][()], rows, crop)
+            values = pooled_stats(extra, np.diff(extra_offsets))
+        vectors[f"{FEATURES}/{name}"] = torch.from_numpy(np.asarray(values, dtype=np.float32))
     return Inputs(
         ids=list(ids),
         vectors=vectors,

@@ -167,7 +167,10 @@ class LstmHead(Head):
 
 
 def branch_inputs(config: HeadConfig) -> list[str]:
-    """The clip vectors a concat or linear head reads, after the ablation switches."""
+    """The clip vectors a concat or linear head reads: `inputs` when given, else every one the
+    cache has, after the ablation switches."""
+    if config.inputs:
+        return [name.strip() for name in config.inputs.split(",") if name.strip()]
     names = ["frame_stats"]
     if config.use_mean:
         names.append("mean")
@@ -175,6 +178,14 @@ def branch_inputs(config: HeadConfig) -> list[str]:
         names += [n for n in ("vad", "frame_vad_stats") if n in config.dims]
     names += sorted(n for n in config.dims if n.startswith("features/"))
     return names
+
+
+def check_inputs(config: HeadConfig) -> None:
+    """One line when `inputs` names something the cache does not hold."""
+    unknown = [n for n in branch_inputs(config) if n not in config.dims]
+    if config.inputs and unknown:
+        available = ", ".join(n for n in config.dims if n not in ("frames", "frame_vad"))
+        raise ValueError(f"--inputs: {', '.join(unknown)} not in the cache (it has {available})")
 
 
 class ConcatHead(Head):

@@ -160,6 +160,21 @@ def _caches_for(runs: dict, paths: list[str | Path], allow_incomplete: bool) -> 
                 caches[cache.fingerprint] = cache
             else:
                 cache.close()
+        for run, (_, config) in runs.items():  # every stream a run reads, the same features
+            cache = caches.get(config["cache"]["backbone_fingerprint"])
+            needed = [
+                n.split("/", 1)[1] for n in config["head"]["dims"] if n.startswith("features/")
+            ]
+            held = cache.stream_fingerprints() if cache is not None else {}
+            recorded = config["cache"].get("streams", {})
+            for name in needed:
+                if cache is not None and name not in held:
+                    raise RunError(f"{run} reads the stream features/{name}; {cache.path} has none")
+                if cache is not None and recorded.get(name, held[name]) != held[name]:
+                    raise RunError(
+                        f"{run} was trained on features/{name} {recorded[name]}; {cache.path} "
+                        f"holds other features under that name ({held[name]})"
+                    )
         for fingerprint, (run, config) in wanted.items():
             if fingerprint not in caches:
                 raise RunError(

@@ -60,6 +60,7 @@ def load_run_data(
             "backbone": cache.attrs.get("backbone"),
             "backbone_fingerprint": cache.fingerprint,
             "hidden_size": cache.hidden_size,
+            "streams": cache.stream_fingerprints(),
         }
     csvs = [*train_csvs, *([valid_csv] if valid_csv else [])]
     sources = {

@@ -24,7 +24,7 @@ from emi_features.dataset import EMOTIONS
 from emi_features.devices import resolve_device
 from emi_heads.config import HEADS, HeadConfig, TrainConfig, input_spec
 from emi_heads.data import Inputs, batch_order
-from emi_heads.heads import Head, build_head, resolve_head_config
+from emi_heads.heads import Head, build_head, check_inputs, resolve_head_config
 from emi_heads.labels import Labels
 from emi_heads.losses import Loss, parse_loss
 from emi_heads.metrics import format_scores, pearson_columns
@@ -129,6 +129,7 @@ def fit(
     train_labels, train_inputs = data.train
     valid = data.valid
     head_config = _resolve(replace(head_config, dims=train_inputs.dims))
+    check_inputs(head_config)
     with RunWriter(out, overwrite=overwrite) as run:
         model = build_head(head_config)
         model.init_output_bias(train_labels.values.mean(axis=0))

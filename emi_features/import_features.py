@@ -1,0 +1,170 @@
+"""`emi-add-features`: import features a user already has into a cache as `/features/NAME`,
+keyed by id (see `streams`).
+
+Sources: a folder of `{id}.npy` (per clip `(D,)`, or per frame `(T, D)` with a frame rate), an
+`.npz` keyed by id, or a CSV with a `Filename` column and numeric columns. Pickled data (object
+arrays, `.pkl` files) is read only with `allow_pickle`, since unpickling runs code the file holds.
+The cache is rewritten beside itself with the new stream and renamed over the old one, under the
+cache's lock: a crash leaves the old cache whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from emi_features.atomic import atomic_path, check_free_space
+from emi_features.dataset import id_column, pad_id, read_csv_rows
+from emi_features.locks import ExclusiveLock, LockedError
+from emi_features.logs import summarise_ids
+from emi_features.reader import CacheError, open_cache
+from emi_features.schema import FEATURES
+from emi_features.streams import CLIP, FRAME, stream_from_arrays, stream_names, write_stream
+
+log = logging.getLogger(__name__)
+
+
+def _load_array(path: Path, allow_pickle: bool) -> np.ndarray:
+    if path.suffix == ".pkl":
+        with path.open("rb") as handle:
+            return np.asarray(pickle.load(handle))
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise CacheError(
+                f"{path}: holds pickled objects; pass --allow-pickle only for files you trust"
+            ) from None
+        raise CacheError(f"{path}: not a readable .npy file ({error})") from None
+
+
+def read_source(source: Path, *, allow_pickle: bool = False) -> dict[str, np.ndarray]:
+    """id -> array from a folder of .npy (and, with allow_pickle, .pkl), an .npz, or a CSV."""
+    source = Path(source)
+    if allow_pickle:
+        log.warning("--allow-pickle: unpickling runs code the files contain; trust %s", source)
+    if source.is_dir():
+        suffixes = (".npy", ".pkl") if allow_pickle else (".npy",)
+        files = sorted(p for p in source.iterdir() if p.suffix in suffixes)
+        pickles = [p for p in source.iterdir() if p.suffix == ".pkl"]
+        if not files:
+            hint = " (it holds .pkl files: --allow-pickle)" if pickles else ""
+            raise CacheError(f"{source}: no {' or '.join(suffixes)} files{hint}")
+        return {pad_id(p.stem): _load_array(p, allow_pickle) for p in files}
+    if source.suffix == ".npz":
+        try:
+            with np.load(source, allow_pickle=allow_pickle) as archive:
+                return {pad_id(key): archive[key] for key in archive.files}
+        except ValueError as error:
+            raise CacheError(f"{source}: pickled entries; --allow-pickle ({error})") from None
+    if source.suffix == ".csv":
+        columns, rows = read_csv_rows(source)
+        key = id_column(columns)
+        numeric = [c for c in columns if c != key]
+        arrays = {}
+        for line, row in enumerate(rows, start=2):
+            try:
+                arrays[pad_id(row[key])] = np.array([float(row[c]) for c in numeric])
+            except ValueError:
+                raise CacheError(
+                    f"{source}: line {line} has a value that is not a number"
+                ) from None
+        return arrays
+    raise CacheError(f"{source}: give a folder of .npy files, an .npz or a .csv")
+
+
+def check_arrays(arrays: dict[str, np.ndarray], frame_rate: float | None, where: Path) -> str:
+    """The stream kind (clip or frame), after one-line checks of shapes, widths and values."""
+    if not arrays:
+        raise CacheError(f"{where}: no features")
+    dims = {a.ndim for a in arrays.values()}
+    if len(dims) != 1 or dims.pop() not in (1, 2):
+        raise CacheError(f"{where}: every array must be (D,) per clip or (T, D) per frame, alike")
+    kind = CLIP if next(iter(arrays.values())).ndim == 1 else FRAME
+    if kind == FRAME and not frame_rate:
+        raise CacheError(
+            f"{where}: per-frame features (T, D) need --frame-rate (frames per second)"
+        )
+    widths: dict[int, str] = {}
+    for clip_id, array in arrays.items():
+        widths.setdefault(int(array.shape[-1]), clip_id)
+        if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+            raise CacheError(f"{where}: non-finite or non-numeric values for id {clip_id}")
+        if kind == FRAME and len(array) == 0:
+            raise CacheError(f"{where}: no frames for id {clip_id}")
+    if len(widths) > 1:
+        shown = ", ".join(f"{d} ({i})" for d, i in sorted(widths.items())[:3])
+        raise CacheError(f"{where}: inconsistent widths: {shown}")
+    return kind
+
+
+def add_features(
+    cache_path: str | Path,
+    name: str,
+    source: str | Path,
+    *,
+    frame_rate: float | None = None,
+    allow_pickle: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Add `/features/NAME` from `source`; returns a summary (kind, dim, present, missing)."""
+    cache_path, source = Path(cache_path), Path(source)
+    if not name or "/" in name:
+        raise CacheError(f"--name {name!r}: a plain name (no '/')")
+    try:
+        lock = ExclusiveLock(cache_path, f"cache {cache_path}").acquire()
+    except LockedError as error:
+        raise CacheError(str(error)) from None
+    try:
+        arrays = read_source(source, allow_pickle=allow_pickle)
+        kind = check_arrays(arrays, frame_rate, source)
+        with open_cache(cache_path) as cache:
+            if not cache.complete:
+                raise CacheError(f"{cache_path}: its extraction is not finished; finish it first")
+            unknown = sorted(set(arrays) - set(cache.ids))
+            if unknown:
+                raise CacheError(
+                    f"{source}: {len(unknown)} id(s) are not in {cache_path}: "
+                    f"{summarise_ids(unknown, 10)}"
+                )
+            ids = list(cache.ids)
+        attrs: dict[str, Any] = {"source": str(source.resolve())}
+        if kind == FRAME:
+            attrs["frame_rate"] = float(frame_rate)
+        stream = stream_from_arrays(ids, arrays, kind, attrs)
+        _rewrite_with(cache_path, name, stream, overwrite)
+    finally:
+        lock.release()
+    missing = int((~stream.present).sum())
+    if missing:
+        absent = [i for i, p in zip(ids, stream.present, strict=True) if not p]
+        log.warning("%s: %d clip(s) have no features, recorded as missing: %s", name, missing,
+                    summarise_ids(absent))  # fmt: skip
+    return {"kind": kind, "dim": stream.dim, "present": int(stream.present.sum()),
+            "missing": missing}  # fmt: skip
+
+
+def _rewrite_with(cache_path: Path, name: str, stream: Any, overwrite: bool) -> None:
+    """The cache with the stream added (or replaced), written aside and renamed."""
+    extra = sum(a.nbytes for a in (stream.values, stream.frames, stream.mean) if a is not None)
+    check_free_space(cache_path, cache_path.stat().st_size * 1.02 + extra + (16 << 20))
+    with h5py.File(cache_path, "r") as source_file:
+        if name in stream_names(source_file) and not overwrite:
+            raise CacheError(f"{cache_path} has a stream {name!r} already; --overwrite replaces it")
+        with atomic_path(cache_path) as temporary, h5py.File(temporary, "w") as target:
+            target.attrs.update(dict(source_file.attrs))
+            for key in source_file:
+                if key != FEATURES:
+                    source_file.copy(source_file[key], target, name=key)
+            for other in stream_names(source_file):
+                if other != name:
+                    source_file.copy(source_file[FEATURES][other], target.require_group(FEATURES),
+                                     name=other)  # fmt: skip
+            write_stream(target, name, stream)
+    for stale in cache_path.parent.glob(f"{cache_path.name}.frame-stats-*"):
+        stale.unlink(missing_ok=True)  # the cache changed: its sidecars are stale anyway

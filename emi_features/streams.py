@@ -1,0 +1,139 @@
+"""Feature streams beside the main backbone: `/features/<name>/`, keyed by id.
+
+A stream is aligned to `/ids`: row i belongs to clip `ids[i]`, and `present` (N,) bool says
+which clips the stream has (a clip it lacks is recorded as missing, never shifted). Two kinds:
+
+- clip: `values` (N, D) float32, one vector per clip;
+- frame: `frames` (F, D) float16 with its own `offsets` (N+1,) and `frame_rate` (frames per
+  second), plus `mean` (N, D) float32, each clip's mean frame.
+
+Attributes: `kind`, `dim`, `fingerprint` (what identifies the features: a digest of the source
+or the backbone), `source`, and `frame_rate` for frame streams. Streams survive consolidation
+and the extension of a cache with another split (`carry_streams`). Light: h5py and numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+from emi_features.schema import FEATURES
+
+CLIP, FRAME = "clip", "frame"
+
+
+@dataclass
+class Stream:
+    """A stream held in memory, rows in the order of `ids` (missing rows are zeros)."""
+
+    kind: str
+    present: np.ndarray  # (N,) bool
+    values: np.ndarray | None = None  # clip: (N, D) float32
+    frames: np.ndarray | None = None  # frame: (F, D) float16
+    offsets: np.ndarray | None = None  # frame: (N + 1,) int64
+    mean: np.ndarray | None = None  # frame: (N, D) float32
+    attrs: dict[str, Any] | None = None
+
+    @property
+    def dim(self) -> int:
+        return int((self.values if self.kind == CLIP else self.mean).shape[1])
+
+
+def stream_from_arrays(
+    ids: list[str], arrays: dict[str, np.ndarray], kind: str, attrs: dict[str, Any]
+) -> Stream:
+    """A stream for `ids` from per-id arrays ((D,) per clip or (T, D) per frame); ids the
+    arrays lack are missing. The fingerprint digests the ids and values."""
+    present = np.array([i in arrays for i in ids], dtype=bool)
+    dim = next(iter(arrays.values())).shape[-1]
+    digest = hashlib.blake2b(digest_size=16)
+    for clip_id in sorted(arrays):
+        digest.update(clip_id.encode())
+        digest.update(np.ascontiguousarray(arrays[clip_id], dtype=np.float32).data)
+    attrs = {**attrs, "kind": kind, "dim": int(dim), "fingerprint": "blake2b:" + digest.hexdigest()}
+    if kind == CLIP:
+        values = np.zeros((len(ids), dim), dtype=np.float32)
+        for row, clip_id in enumerate(ids):
+            if clip_id in arrays:
+                values[row] = arrays[clip_id]
+        return Stream(CLIP, present, values=values, attrs=attrs)
+    lengths = np.array([len(arrays[i]) if i in arrays else 0 for i in ids], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    frames = np.zeros((int(offsets[-1]), dim), dtype=np.float16)
+    mean = np.zeros((len(ids), dim), dtype=np.float32)
+    for row, clip_id in enumerate(ids):
+        if clip_id in arrays:
+            block = np.asarray(arrays[clip_id], dtype=np.float32)
+            frames[offsets[row] : offsets[row + 1]] = block
+            mean[row] = block.mean(axis=0)
+    return Stream(FRAME, present, frames=frames, offsets=offsets, mean=mean, attrs=attrs)
+
+
+def write_stream(handle: h5py.File, name: str, stream: Stream) -> None:
+    group = handle.require_group(FEATURES).create_group(name)
+    group.attrs.update(stream.attrs or {})
+    group.create_dataset("present", data=stream.present)
+    if stream.kind == CLIP:
+        group.create_dataset("values", data=stream.values)
+    else:
+        group.create_dataset("frames", data=stream.frames)
+        group.create_dataset("offsets", data=stream.offsets)
+        group.create_dataset("mean", data=stream.mean)
+
+
+def read_stream(handle: h5py.File, name: str, count: int) -> Stream:
+    """A stream as stored; a plain per-clip array under /features (older caches) counts as a
+    clip stream every clip has."""
+    item = handle[FEATURES][name]
+    if isinstance(item, h5py.Dataset):
+        values = item[()].astype(np.float32)
+        return Stream(CLIP, np.ones(count, dtype=bool), values=values, attrs={"kind": CLIP})
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in item.attrs.items()}
+    kind = attrs.get("kind", FRAME if "frames" in item else CLIP)
+    present = item["present"][()] if "present" in item else np.ones(count, dtype=bool)
+    if kind == CLIP:
+        return Stream(CLIP, present, values=item["values"][()], attrs=attrs)
+    offsets = item["offsets"][()].astype(np.int64)
+    frames = item["frames"][()]
+    mean = item["mean"][()] if "mean" in item else None
+    return Stream(FRAME, present, frames=frames, offsets=offsets, mean=mean, attrs=attrs)
+
+
+def stream_names(handle: h5py.File) -> list[str]:
+    return sorted(handle[FEATURES]) if FEATURES in handle else []
+
+
+def reorder(stream: Stream, old_ids: list[str], new_ids: list[str]) -> Stream:
+    """The stream for `new_ids`: rows of ids it had move with them, new ids are missing."""
+    where = {clip_id: row for row, clip_id in enumerate(old_ids)}
+    rows = [where.get(clip_id) for clip_id in new_ids]
+    present = np.array([r is not None and bool(stream.present[r]) for r in rows], dtype=bool)
+    if stream.kind == CLIP:
+        values = np.zeros((len(new_ids), stream.dim), dtype=np.float32)
+        for k, row in enumerate(rows):
+            if row is not None:
+                values[k] = stream.values[row]
+        return Stream(CLIP, present, values=values, attrs=stream.attrs)
+    spans = [(0, 0) if r is None else (stream.offsets[r], stream.offsets[r + 1]) for r in rows]
+    lengths = np.array([b - a for a, b in spans], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    frames = np.concatenate(
+        [stream.frames[a:b] for a, b in spans] or [np.zeros((0, stream.dim), np.float16)]
+    )
+    mean = np.zeros((len(new_ids), stream.dim), dtype=np.float32)
+    for k, row in enumerate(rows):
+        if row is not None and stream.mean is not None:
+            mean[k] = stream.mean[row]
+    return Stream(FRAME, present, frames=frames, offsets=offsets, mean=mean, attrs=stream.attrs)
+
+
+def carry_streams(source: h5py.File, old_ids: list[str], target: h5py.File, new_ids: list[str]):
+    """Copy every stream of `source` into `target`, realigned from `old_ids` to `new_ids`."""
+    for name in stream_names(source):
+        write_stream(
+            target, name, reorder(read_stream(source, name, len(old_ids)), old_ids, new_ids)
+        )

@@ -1,0 +1,177 @@
+"""Feature streams keyed by id: imported from each source kind, aligned by id with missing clips
+recorded, carried when a cache is extended, read with their own frame rate, chosen with
+--inputs, and checked by fingerprint when predicting."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_labels, write_synthetic_cache
+
+from emi_features.cli import add_features_command
+from emi_features.cli import main as extract_command
+from emi_features.reader import open_cache
+from emi_features.streams import read_stream
+from emi_heads.cli import predict_command, train_command
+from emi_heads.config import InputSpec
+from emi_heads.data import load_inputs
+
+IDS = [f"{i:05d}" for i in range(60)]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    latents = np.random.default_rng(3).uniform(size=(60, 6))
+    return write_synthetic_cache(tmp_path / "c.h5", IDS, latents), latents
+
+
+def add(cache_path, name, source, *extra, ok=True):
+    result = CliRunner().invoke(
+        add_features_command, [str(cache_path), "--name", name, "--from", str(source), *extra]
+    )
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def stream(cache_path, name):
+    with open_cache(cache_path) as opened:
+        return read_stream(opened._file, name, len(opened)), opened.ids
+
+
+def test_per_clip_streams_from_npy_npz_and_csv_align_by_id(cache, tmp_path):
+    path, latents = cache
+    vectors = {clip_id: latents[k] * 10 for k, clip_id in enumerate(IDS)}
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for clip_id in IDS[5:]:  # five clips have no features
+        np.save(folder / f"{int(clip_id)}.npy", vectors[clip_id])  # unpadded file names
+    result = add(path, "vec", folder)
+    assert "clip features of width 6 for 55 clips, 5 missing" in result.output
+    np.savez(tmp_path / "f.npz", **{k: vectors[k][:3] for k in reversed(IDS)})  # shuffled order
+    add(path, "npz", tmp_path / "f.npz")
+    lines = ["Filename,a,b"] + [f"{k},{vectors[k][0]},{vectors[k][1]}" for k in IDS[::-1]]
+    (tmp_path / "f.csv").write_text("\n".join(lines) + "\n")
+    add(path, "csv", tmp_path / "f.csv")
+    loaded, ids = stream(path, "vec")
+    assert ids == IDS and loaded.present.tolist() == [False] * 5 + [True] * 55
+    np.testing.assert_allclose(loaded.values[5:], latents[5:] * 10, rtol=1e-6)
+    assert (loaded.values[:5] == 0).all() and loaded.attrs["fingerprint"].startswith("blake2b:")
+    np.testing.assert_allclose(stream(path, "npz")[0].values, latents[:, :3] * 10, rtol=1e-6)
+    np.testing.assert_allclose(stream(path, "csv")[0].values, latents[:, :2] * 10, rtol=1e-5)
+    with open_cache(path) as opened:  # the main groups are untouched by the rewrite
+        assert opened.complete and opened.read("mean").shape == (60, 16)
+
+
+def test_per_frame_stream_is_pooled_with_its_own_frame_rate(cache, tmp_path):
+    path, _ = cache
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    frames = {clip_id: rng.normal(size=(int(rng.integers(3, 40)), 4)) for clip_id in IDS}
+    for clip_id, array in frames.items():
+        np.save(folder / f"{clip_id}.npy", array)
+    refused = add(path, "face", folder, ok=False)
+    assert refused.exit_code == 1 and "need --frame-rate" in refused.output
+    add(path, "face", folder, "--frame-rate", "10")
+    with open_cache(path) as opened:
+        inputs = load_inputs(opened, IDS, InputSpec(False, True, max_seconds=1.0))
+    pooled = inputs.vectors["features/face"].numpy()
+    for row, clip_id in enumerate(IDS[:8]):
+        first = frames[clip_id][:10].astype(np.float16).astype(np.float64)  # 1 s at 10 frames/s
+        expected = np.concatenate([first.mean(0), first.std(0)])
+        np.testing.assert_allclose(pooled[row], expected, atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: np.save(d / "99999.npy", np.zeros(3)), "1 id(s) are not in"),
+        (lambda d: np.save(d / "00001.npy", np.array([0.0, np.nan, 1.0])), "non-finite"),
+        (
+            lambda d: (
+                np.save(d / "00001.npy", np.zeros(3)),
+                np.save(d / "00002.npy", np.zeros(4)),
+            ),
+            "inconsistent widths",
+        ),  # fmt: skip
+        (
+            lambda d: np.save(d / "00001.npy", np.array([{"a": 1}], dtype=object)),
+            "pickled objects; pass --allow-pickle",
+        ),  # fmt: skip
+        (lambda d: (d / "00001.pkl").write_bytes(pickle.dumps(np.zeros(3))), "--allow-pickle"),
+    ],
+)
+def test_bad_sources_are_one_line(cache, tmp_path, make, message):
+    path, _ = cache
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    make(folder)
+    result = add(path, "bad", folder, ok=False)
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_pickle_only_when_allowed_with_a_warning(cache, tmp_path, caplog):
+    path, _ = cache
+    folder = tmp_path / "pkl"
+    folder.mkdir()
+    for clip_id in IDS:
+        (folder / f"{clip_id}.pkl").write_bytes(pickle.dumps(np.ones(2)))
+    add(path, "p", folder, "--allow-pickle")
+    assert any("unpickling runs code" in m for m in caplog.messages)
+    assert add(path, "p", folder, "--allow-pickle", ok=False).exit_code == 1  # exists already
+    add(path, "p", folder, "--allow-pickle", "--overwrite")
+
+
+def test_a_stream_survives_extending_the_cache_with_another_split(sample_root, tmp_path):
+    out = tmp_path / "c.h5"
+    args = [str(sample_root), "--model", "fbank", "--out", str(out), "--quiet", "--workers", "0"]
+    result = CliRunner().invoke(extract_command, [*args, "--split", "valid"])
+    assert result.exit_code == 0, result.output
+    with open_cache(out) as opened:
+        valid_ids = opened.ids
+    csv_lines = ["Filename,x,y"] + [f"{i},{int(i)},{2 * int(i)}" for i in valid_ids]
+    (tmp_path / "s.csv").write_text("\n".join(csv_lines) + "\n")
+    add(out, "idx", tmp_path / "s.csv")
+    result = CliRunner().invoke(extract_command, [*args, "--split", "train"])  # extend
+    assert result.exit_code == 0, result.output
+    loaded, ids = stream(out, "idx")
+    assert ids == sorted(ids) and len(ids) == len(valid_ids) + 8
+    for row, clip_id in enumerate(ids):
+        if clip_id in valid_ids:
+            assert loaded.present[row] and loaded.values[row].tolist() == [
+                int(clip_id),
+                2 * int(clip_id),
+            ]
+        else:
+            assert not loaded.present[row] and (loaded.values[row] == 0).all()
+
+
+def test_inputs_choose_streams_and_predict_checks_their_fingerprint(cache, tmp_path):
+    path, latents = cache
+    np.savez(tmp_path / "good.npz", **{k: latents[i] for i, k in enumerate(IDS)})
+    add(path, "latent", tmp_path / "good.npz")
+    train = write_labels(tmp_path / "t.csv", IDS[:40], latents[:40])
+    valid = write_labels(tmp_path / "v.csv", IDS[40:], latents[40:])
+    run = tmp_path / "run"
+    args = [str(path), "--train", str(train), "--valid", str(valid), "--head", "linear"]
+    result = CliRunner().invoke(
+        train_command, [*args, "--inputs", "features/latent", "--out", str(run)]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["head"]["inputs"] == "features/latent"
+    assert config["cache"]["streams"]["latent"].startswith("blake2b:")
+    assert json.loads((run / "metrics.json").read_text())["valid_mean_r"] > 0.95  # the labels
+    bad = CliRunner().invoke(train_command, [*args, "--inputs", "features/nope", "--out",
+                                             str(tmp_path / "x")])  # fmt: skip
+    assert bad.exit_code == 1 and "--inputs: features/nope not in the cache" in bad.output
+    np.savez(tmp_path / "other.npz", **{k: latents[i] * 0 + i for i, k in enumerate(IDS)})
+    add(path, "latent", tmp_path / "other.npz", "--overwrite")
+    predict_args = [str(run), "--cache", str(path), "--ids", str(valid), "--out", str(run) + ".csv"]
+    refused = CliRunner().invoke(predict_command, predict_args)
+    assert refused.exit_code == 1 and "holds other features under that name" in refused.output
