@@ -85,6 +85,18 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
 @click.option("--retry-skipped", is_flag=True, help="Try clips an earlier run skipped again.")
 @click.option("--offline", is_flag=True, help="Never touch the network (as HF_HUB_OFFLINE=1).")
 @click.option(
+    "--group",
+    default=None,
+    help="Add this backbone's output to the finished cache --out as the stream /features/NAME.",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["frames", "mean"]),
+    default="frames",
+    help="With --group: keep the frames (own frame rate) and clip mean, or only each clip's "
+    "mean and std (small; for sweeping layers).",
+)
+@click.option(
     "--list-models",
     is_flag=True,
     expose_value=False,
@@ -93,7 +105,15 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
     help="List the built-in backbones and exit.",
 )
 @logging_options
-def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: object) -> None:
+def main(
+    input_path: str,
+    out: str,
+    group: str | None,
+    pool: str,
+    verbose: bool,
+    quiet: bool,
+    **options: object,
+) -> None:
     """Extract backbone features of every clip in INPUT into one HDF5 cache.
 
     INPUT is a dataset root in the challenge layout (raw/, audio/, *_split.csv) or any folder of
@@ -102,6 +122,8 @@ def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: objec
     \b
     emi-extract data/sample --model fbank --out cache.h5
     emi-extract /data/vidmimic2 --split train --out vad.h5   # the VAD model, on a GPU
+    emi-extract /data/vidmimic2 --model microsoft/wavlm-large --layer 6 --group wavlm-l6 \\
+        --out vad.h5                                            # a second stream in vad.h5
     """
     setup_logging(verbose)
     try:
@@ -113,7 +135,13 @@ def main(input_path: str, out: str, verbose: bool, quiet: bool, **options: objec
 
     try:
         with sigterm_as_interrupt():
-            result = extract(input_path, out=out, config=config, progress=not quiet)
+            if group is not None:
+                from emi_features.groups import extract_group
+
+                result = extract_group(input_path, out=out, group=group, config=config,
+                                       pool=pool, progress=not quiet)  # fmt: skip
+            else:
+                result = extract(input_path, out=out, config=config, progress=not quiet)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:

@@ -42,6 +42,20 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 USER_ERRORS = (DatasetError, BackboneError, CacheError, DeviceError, DecodeError, WriteError)
 
 
+def remaining_parts(parts: list[list[list[str]]], done: set[str]) -> list[list[list[str]]]:
+    """The planned parts without the clips already done. A part committed whole (a resume)
+    drops out, and the others keep their batches exactly, so a resumed run equals an
+    uninterrupted one; a part that mixes done and new clips (extending a cache with another
+    clip set) keeps only its new clips, never computing a clip twice."""
+    todo = []
+    for part in parts:
+        batches = [[i for i in batch if i not in done] for batch in part]
+        batches = [batch for batch in batches if batch]
+        if batches:
+            todo.append(batches)
+    return todo
+
+
 def plan_parts(
     batches: list[list[str]], lengths: dict[str, float], part_seconds: float
 ) -> list[list[list[str]]]:
@@ -297,7 +311,7 @@ def extract(
         parts = plan_parts(batches, lengths, config.part_seconds)
         done = writer.done_ids
         ranks.barrier()  # every rank must see the same finished set before any rank writes
-        todo = [part for part in parts if not done.issuperset(i for b in part for i in b)]
+        todo = remaining_parts(parts, done)
         costs = [sum(len(b) * max(lengths[i] for i in b) for b in part) for part in todo]
         mine = [todo[k] for k in split_by_cost(costs, ranks.world_size)[ranks.rank]]
         log.info(

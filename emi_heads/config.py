@@ -47,6 +47,12 @@ HEADS: dict[str, HeadSpec] = {
         "(concatenation fusion, 10th ABAW)",
         "emi_heads.heads:ConcatHead",
     ),
+    "streams-lstm": HeadSpec(
+        "one LSTM per frame-level stream (the cache's frames and every frame stream under "
+        "/features), last states + global mean -> MLP (late fusion per modality, 8th ABAW)",
+        "emi_heads.frame_heads:StreamLstmHead",
+        needs_frames=True,
+    ),
     "concat-frames": HeadSpec(
         "per-frame branches (LayerNorm, Linear, GELU) mean-pooled over time, VAD latent on "
         "the acoustic frames, auxiliary heads (the published concat fusion, 10th ABAW)",

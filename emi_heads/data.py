@@ -11,7 +11,7 @@ Inputs a head can read (each only when the cache has it):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,6 +42,32 @@ def _read_clip_rows(
 
 
 @dataclass
+class Sequences:
+    """A frame stream's cropped frames (F, D) float16 with `offsets` (N+1,): what a sequence
+    head reads of `/features/NAME`. A clip the stream lacks holds one zero frame."""
+
+    frames: torch.Tensor
+    offsets: torch.Tensor
+
+    def pad(self, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D) float32 padded frames and (B,) lengths of the clips at `index`."""
+        starts, stops = self.offsets[index], self.offsets[index + 1]
+        spans = zip(starts.tolist(), stops.tolist(), strict=True)
+        padded = pad_sequence([self.frames[a:b].float() for a, b in spans], batch_first=True)
+        return padded.to(device), stops - starts
+
+    def subset(self, rows: torch.Tensor) -> Sequences:
+        spans = [(int(self.offsets[k]), int(self.offsets[k + 1])) for k in rows.tolist()]
+        lengths = torch.tensor([b - a for a, b in spans], dtype=torch.int64)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        return Sequences(torch.cat([self.frames[a:b] for a, b in spans]), offsets)
+
+    def join(self, other: Sequences) -> Sequences:
+        offsets = torch.cat([self.offsets, other.offsets[1:] + self.offsets[-1]])
+        return Sequences(torch.cat([self.frames, other.frames]), offsets)
+
+
+@dataclass
 class Inputs:
     """The loaded inputs of N clips, in the order of `ids`."""
 
@@ -50,6 +76,7 @@ class Inputs:
     frames: torch.Tensor | None = None
     frame_vad: torch.Tensor | None = None
     offsets: torch.Tensor | None = None
+    sequences: dict[str, Sequences] = field(default_factory=dict)  # frame streams, by name
 
     @property
     def dims(self) -> dict[str, int]:
@@ -59,6 +86,7 @@ class Inputs:
             dims["frames"] = int(self.frames.shape[1])
         if self.frame_vad is not None:
             dims["frame_vad"] = VAD_DIM
+        dims.update({f"seq/{n}": int(q.frames.shape[1]) for n, q in self.sequences.items()})
         return dims
 
     @property
@@ -84,14 +112,16 @@ class Inputs:
             both(self.frames, other.frames),
             both(self.frame_vad, other.frame_vad),
             offsets,
+            {n: q.join(other.sequences[n]) for n, q in self.sequences.items()},
         )
 
     def subset(self, rows: list[int] | np.ndarray) -> Inputs:
         """The inputs of the clips at `rows`, in that order (folds are cut from one load)."""
         index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
         vectors = {name: v[index] for name, v in self.vectors.items()}
+        sequences = {n: q.subset(index) for n, q in self.sequences.items()}
         if self.frames is None or self.offsets is None:
-            return Inputs([self.ids[k] for k in index.tolist()], vectors)
+            return Inputs([self.ids[k] for k in index.tolist()], vectors, sequences=sequences)
         spans = [(int(self.offsets[k]), int(self.offsets[k + 1])) for k in index.tolist()]
         lengths = torch.tensor([b - a for a, b in spans], dtype=torch.int64)
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
@@ -99,7 +129,9 @@ class Inputs:
         frame_vad = None
         if self.frame_vad is not None:
             frame_vad = torch.cat([self.frame_vad[a:b] for a, b in spans])
-        return Inputs([self.ids[k] for k in index.tolist()], vectors, frames, frame_vad, offsets)
+        return Inputs(
+            [self.ids[k] for k in index.tolist()], vectors, frames, frame_vad, offsets, sequences
+        )
 
     def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         """Clip vectors (B, d) and, when loaded, padded frames (B, T, D) float32 with `lengths`
@@ -116,6 +148,8 @@ class Inputs:
                 batch["frame_vad"] = pad_sequence(
                     [self.frame_vad[a:b] for a, b in spans], batch_first=True
                 ).to(device)
+        for name, sequences in self.sequences.items():
+            batch[f"seq/{name}"], batch[f"lengths/{name}"] = sequences.pad(index, device)
         return batch
 
 
@@ -142,6 +176,7 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
             frame_vad, _ = _read_clip_rows(
                 cache.dataset(FRAME_VAD), cache.offsets, rows, max_frames
             )
+    sequences: dict[str, Sequences] = {}
     for name in cache.streams():  # /features/NAME: pooled with the stream's own frame rate
         item = cache.dataset(f"{FEATURES}/{name}")
         if hasattr(item, "shape"):  # an older per-clip array aligned to /ids
@@ -153,6 +188,8 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
             crop = None if spec.max_seconds is None else max(1, int(spec.max_seconds * rate))
             extra, extra_offsets = _read_clip_rows(item["frames"], item["offsets"][()], rows, crop)
             values = pooled_stats(extra, np.diff(extra_offsets))
+            if spec.need_frames:  # sequence heads read the stream's frames too
+                sequences[f"{FEATURES}/{name}"] = _with_a_frame_each(extra, extra_offsets)
         vectors[f"{FEATURES}/{name}"] = torch.from_numpy(np.asarray(values, dtype=np.float32))
     return Inputs(
         ids=list(ids),
@@ -160,7 +197,20 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
         frames=None if frames is None else torch.from_numpy(frames),
         frame_vad=None if frame_vad is None else torch.from_numpy(frame_vad),
         offsets=None if offsets is None else torch.from_numpy(offsets),
+        sequences=sequences,
     )
+
+
+def _with_a_frame_each(frames: np.ndarray, offsets: np.ndarray) -> Sequences:
+    """Frames and offsets where a clip without frames (missing from the stream) has one zero
+    frame, so that every sequence has a last state."""
+    lengths = np.diff(offsets)
+    if (lengths > 0).all():
+        return Sequences(torch.from_numpy(frames), torch.from_numpy(offsets.astype(np.int64)))
+    blocks = [frames[a:b] if b > a else np.zeros((1, frames.shape[1]), frames.dtype)
+              for a, b in zip(offsets[:-1], offsets[1:], strict=True)]  # fmt: skip
+    new_offsets = np.concatenate([[0], np.cumsum(np.maximum(lengths, 1))]).astype(np.int64)
+    return Sequences(torch.from_numpy(np.concatenate(blocks)), torch.from_numpy(new_offsets))
 
 
 BUCKET_BATCHES = 50  # batches per bucket: clips of similar length, drawn from a wide pool

@@ -145,3 +145,79 @@ class FrameConcatHead(Head):
         elif latent is not None:
             total = total + self.config.vad_center_weight * ((latent.float() - 0.5) ** 2).mean()
         return total
+
+
+class StreamLstmHead(Head):
+    """`streams-lstm`: one LSTM per frame-level stream — the cache's frames (⊕ frame VAD) and
+    every frame stream under /features — each read at its clips' own last frame, the last
+    states concatenated with the global mean vector -> MLP -> 6 (one recurrent encoder per
+    modality, fused late, as the 8th ABAW EMI winner). Each stream keeps its own frame rate."""
+
+    @classmethod
+    def resolve_config(cls, config: HeadConfig) -> HeadConfig:
+        from dataclasses import replace
+
+        if config.use_vad and config.dims and "frame_vad" not in config.dims:
+            return replace(config, use_vad=False)
+        return config
+
+    def __init__(self, config: HeadConfig):
+        super().__init__(config)
+        chosen = [n.strip() for n in config.inputs.split(",") if n.strip()]
+        sequences = sorted(n for n in config.dims if n.startswith("seq/"))
+        self.streams = [n for n in sequences if not chosen or n.removeprefix("seq/") in chosen]
+        if not chosen or "frames" in chosen:
+            self.streams = ["frames", *self.streams]
+        widths = {
+            "frames": config.dims["frames"] + (VAD_DIM if config.use_vad else 0),
+            **{n: config.dims[n] for n in sequences},
+        }
+        self.encoders = nn.ModuleDict(
+            {
+                _key(name): nn.ModuleDict(
+                    {
+                        "norm": nn.LayerNorm(widths[name]),
+                        "lstm": nn.LSTM(
+                            widths[name],
+                            config.hidden,
+                            num_layers=config.layers,
+                            batch_first=True,
+                            dropout=config.dropout if config.layers > 1 else 0.0,
+                        ),
+                    }
+                )
+                for name in self.streams
+            }
+        )
+        fused = config.hidden * len(self.streams) + (config.dims["mean"] if config.use_mean else 0)
+        self.mlp = nn.Sequential(
+            nn.Dropout(config.dropout),
+            nn.Linear(fused, config.mlp_hidden),
+            nn.Tanh(),
+            nn.Linear(config.mlp_hidden, OUTPUTS),
+        )
+
+    def output_layers(self) -> list[nn.Linear]:
+        return [self.mlp[-1]]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> HeadOutput:
+        from emi_heads.heads import LstmHead
+
+        states = []
+        for name in self.streams:
+            if name == "frames":
+                frames, lengths = batch["frames"], batch["lengths"]
+                if self.config.use_vad:
+                    frames = torch.cat([frames, batch["frame_vad"].to(frames.dtype)], dim=-1)
+            else:
+                stream = name.removeprefix("seq/")
+                frames, lengths = batch[name], batch[f"lengths/{stream}"]
+            encoder = self.encoders[_key(name)]
+            states.append(LstmHead.read_last(encoder["lstm"], encoder["norm"](frames), lengths))
+        if self.config.use_mean:
+            states.append(batch["mean"].to(states[0].dtype))
+        return HeadOutput(self.activate(self.mlp(torch.cat(states, dim=-1))))
+
+
+def _key(name: str) -> str:
+    return name.replace("/", "__")

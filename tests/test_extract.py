@@ -239,3 +239,15 @@ def test_real_vad_model_reference_values():
     with torch.inference_mode():
         vad = backbone.vad(frames.mean(dim=0)).numpy()
     np.testing.assert_allclose(vad, [0.5460754, 0.6062266, 0.40431657], atol=1e-4)
+
+
+def test_a_split_cache_extended_with_the_whole_dataset_computes_each_clip_once(
+    sample_root, tmp_path
+):
+    """Parts planned over all clips mix finished and new ones: only the new are computed."""
+    out = tmp_path / "c.h5"
+    run_extract(sample_root, "--model", "fbank", "--out", out, "--split", "valid")
+    result = run_extract(sample_root, "--model", "fbank", "--out", out)
+    assert "16 clips in the cache" in result.output and "this run 11 clips" in result.output
+    with open_cache(out) as cache:
+        assert cache.ids == [f"{i:05d}" for i in range(16)] and cache.complete

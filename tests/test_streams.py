@@ -175,3 +175,70 @@ def test_inputs_choose_streams_and_predict_checks_their_fingerprint(cache, tmp_p
     predict_args = [str(run), "--cache", str(path), "--ids", str(valid), "--out", str(run) + ".csv"]
     refused = CliRunner().invoke(predict_command, predict_args)
     assert refused.exit_code == 1 and "holds other features under that name" in refused.output
+
+
+def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_path, caplog):
+    from emi_features.backbones import load_backbone
+
+    caplog.set_level("INFO")
+    out = tmp_path / "c.h5"
+    base_args = [str(sample_root), "--out", str(out), "--quiet", "--workers", "0"]
+    assert CliRunner().invoke(extract_command, [*base_args, "--model", "fbank"]).exit_code == 0
+    # an interrupted --group run left its side cache with the valid clips: the run resumes it
+    side = tmp_path / "c.h5.streams" / "fb10.h5"
+    side.parent.mkdir()
+    partial = [str(sample_root), "--out", str(side), "--model", "fbank-10ms", "--split", "valid",
+               "--quiet", "--workers", "0"]  # fmt: skip
+    assert CliRunner().invoke(extract_command, partial).exit_code == 0
+    result = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--group",
+                                                  "fb10"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert any("16 clips, 5 already in" in m for m in caplog.messages)
+    assert not side.parent.exists()  # attached, then removed
+    loaded, ids = stream(out, "fb10")
+    assert loaded.kind == "frame" and loaded.attrs["frame_rate"] == 100.0 and loaded.present.all()
+    assert loaded.attrs["fingerprint"] == load_backbone("fbank-10ms").fingerprint
+    with open_cache(out) as opened:
+        samples = opened.read("num_samples")
+        main_counts = np.diff(opened.offsets)
+    counts = np.diff(loaded.offsets)
+    grid = load_backbone("fbank-10ms").grid
+    assert [grid.frame_count(n) for n in samples] == counts.tolist()
+    assert (counts >= 2 * main_counts - 2).all()  # twice the main stream's 50 frames/s
+    again = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--group",
+                                                 "fb10"])  # fmt: skip
+    assert again.exit_code == 1 and "has a stream 'fb10' already" in again.output
+    pooled = CliRunner().invoke(extract_command, [*base_args, "--model", "tiny-random-untrained",
+                                                  "--group", "tiny", "--pool", "mean"])  # fmt: skip
+    assert pooled.exit_code == 0, pooled.output
+    tiny, _ = stream(out, "tiny")
+    assert tiny.kind == "clip" and tiny.values.shape == (16, 128) and tiny.attrs["pooled"]
+
+
+def test_one_lstm_per_frame_stream(cache, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    path, latents = cache
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for k, clip_id in enumerate(IDS[2:], start=2):  # two clips lack the stream
+        np.save(folder / f"{clip_id}.npy", latents[k] + 0.1 * rng.normal(size=(12, 6)))
+    add(path, "face", folder, "--frame-rate", "5")
+    train = write_labels(tmp_path / "t.csv", IDS[:40], latents[:40])
+    valid = write_labels(tmp_path / "v.csv", IDS[40:], latents[40:])
+    args = [str(path), "--train", str(train), "--valid", str(valid), "--head", "streams-lstm",
+            "--hidden", "16", "--epochs", "3", "--lr", "3e-3", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(train_command, [*args, "--out", str(tmp_path / "both")])
+    assert result.exit_code == 0, result.output
+    weights = load_file(str(tmp_path / "both" / "weights.safetensors"))
+    assert weights["encoders.frames.lstm.weight_ih_l0"].shape[1] == 16 + 3  # frames ⊕ VAD
+    assert weights["encoders.seq__features__face.lstm.weight_ih_l0"].shape[1] == 6
+    result = CliRunner().invoke(
+        train_command, [*args, "--inputs", "features/face", "--out", str(tmp_path / "face")]
+    )
+    assert result.exit_code == 0, result.output
+    only = load_file(str(tmp_path / "face" / "weights.safetensors"))
+    assert not any(k.startswith("encoders.frames") for k in only)
+    assert torch.isfinite(only["mlp.3.weight"]).all()
