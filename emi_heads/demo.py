@@ -22,6 +22,7 @@ from emi_features.dataset import EMOTIONS
 BUNDLED_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 # Settings sized for ~120 training clips: larger steps and more epochs than the defaults,
 # which are for the challenge's 8,072.
+STREAM, STREAM_MODEL = "fb10", "fbank-10ms"  # the second stream the demo adds and fuses
 DEMO_HEADS: dict[str, list[str]] = {
     "linear": [],
     "concat": ["--lr", "3e-3", "--epochs", "60"],
@@ -74,31 +75,34 @@ def run_demo(data: Path | None, out: Path, model: str, device: str | None) -> di
     }
     train_csv, valid_csv = data / "train_split.csv", data / "valid_split.csv"
     runs: dict[str, Path] = {}
-    heads = {**DEMO_HEADS, "control": DEMO_HEADS["linear"]}
-    for name, extra in heads.items():
-        labels = (
-            train_csv
-            if name != "control"
-            else _shuffled_labels(train_csv, out / "shuffled_train.csv")
-        )
+
+    def train(name: str, labels: Path, head: str, extra: list[str]) -> float:
         runs[name] = out / "runs" / name
-        timings[name] = _run(
+        return _run(
             "emi-train",
-            [
-                str(cache),
-                "--train",
-                str(labels),
-                "--valid",
-                str(valid_csv),
-                "--head",
-                "linear" if name == "control" else name,
-                "--out",
-                str(runs[name]),
-                "--quiet",
-                *extra,
-                *device_args,
-            ],
-        )
+            [str(cache), "--train", str(labels), "--valid", str(valid_csv), "--head", head,
+             "--out", str(runs[name]), "--quiet", "--overwrite", *extra, *device_args],
+        )  # fmt: skip
+
+    for name, extra in DEMO_HEADS.items():
+        timings[name] = train(name, train_csv, name, extra)
+    shuffled = _shuffled_labels(train_csv, out / "shuffled_train.csv")
+    timings["control"] = train("control", shuffled, "linear", DEMO_HEADS["linear"])
+    # a second stream in the same cache, and concat on each stream alone and on both
+    timings[f"extract {STREAM}"] = _run(
+        "emi-extract",
+        [str(data), "--model", STREAM_MODEL, "--group", STREAM, "--pool", "mean", "--out",
+         str(cache), "--quiet", "--overwrite", *device_args],
+    )  # fmt: skip
+    concat = DEMO_HEADS["concat"]
+    streams = {
+        f"{model} alone": ["--inputs", "frame_stats,mean"],
+        f"{STREAM} alone": ["--inputs", f"features/{STREAM}"],
+        "both fused": [],
+    }
+    for label, inputs in streams.items():
+        timings[f"concat, {label}"] = train(f"streams/{label.replace(' ', '-')}", train_csv,
+                                             "concat", [*concat, *inputs])  # fmt: skip
     submission = out / "submission.csv"
     test_csv = data / "test_split.csv"
     timings["predict"] = _run(
@@ -116,6 +120,7 @@ def run_demo(data: Path | None, out: Path, model: str, device: str | None) -> di
     )
     _run("emi-predict", ["--check", str(submission), "--ids", str(test_csv)])
     scores = {name: json.loads((path / "metrics.json").read_text()) for name, path in runs.items()}
+    stream_scores = {label: scores.pop(f"streams/{label.replace(' ', '-')}") for label in streams}
     summary = {
         "data": str(data),
         "model": model,
@@ -126,22 +131,34 @@ def run_demo(data: Path | None, out: Path, model: str, device: str | None) -> di
         "valid": {
             name: {"mean_r": s["valid_mean_r"], **s["valid_r"]} for name, s in scores.items()
         },
+        "streams": {
+            label: {"mean_r": s["valid_mean_r"], **s["valid_r"]}
+            for label, s in stream_scores.items()
+        },
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def format_table(summary: dict) -> str:
-    """Each head's validation mean and per-column r, then where everything went."""
+    """Each head's validation mean and per-column r, the streams alone and fused, then where
+    everything went."""
     short = [name[:7] for name in EMOTIONS]
-    lines = [f"{'head':<10}{'mean r':>8}" + "".join(f"{s:>9}" for s in short)]
-    for name, scores in summary["valid"].items():
-        label = "control*" if name == "control" else name
-        lines.append(
-            f"{label:<10}{scores['mean_r']:>8.3f}" + "".join(f"{scores[e]:>9.3f}" for e in EMOTIONS)
-        )
+
+    def table(title: str, rows: dict, width: int) -> list[str]:
+        lines = [f"{title:<{width}}{'mean r':>8}" + "".join(f"{s:>9}" for s in short)]
+        for name, scores in rows.items():
+            label = "control*" if name == "control" else name
+            lines.append(f"{label:<{width}}{scores['mean_r']:>8.3f}"
+                         + "".join(f"{scores[e]:>9.3f}" for e in EMOTIONS))  # fmt: skip
+        return lines
+
+    lines = table("head", summary["valid"], 10)
+    lines += ["* linear head trained on shuffled labels: the level of chance", ""]
+    lines += table("concat on", summary.get("streams", {}), 18)
     lines += [
-        "* linear head trained on shuffled labels: the level of chance",
+        f"(streams: the cache's {summary['model']} frames, pooled; /features/{STREAM}, "
+        f"{STREAM_MODEL} pooled to mean and std)",
         f"cache: {summary['cache']}",
         f"runs (weights, config, log.csv, curves.png, valid_scatter.png): "
         f"{Path(summary['runs']['linear']).parent}",

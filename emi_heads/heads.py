@@ -205,6 +205,8 @@ class ConcatHead(Head):
 
     @classmethod
     def resolve_config(cls, config: HeadConfig) -> HeadConfig:
+        if config.vad_latent != "off" and "frame_stats" not in branch_inputs(config):
+            return replace(config, vad_latent="off")  # its acoustic branch is not read
         if config.vad_latent == "supervised" and config.dims and "vad" not in config.dims:
             return replace(config, vad_latent="free")  # no cached VAD to tie the latent to
         return config

@@ -89,5 +89,11 @@ def test_demo_end_to_end_beats_the_shuffled_control(tmp_path):
         assert summary["valid"][head]["mean_r"] > max(0.4, control + 0.3), summary["valid"]
     assert "valid submission, 60 rows" in completed.stdout + completed.stderr
     assert "control*" in completed.stdout and "submission" in completed.stdout
+    # the second stream: each alone learns, and the fused head is at least as good as the weaker
+    streams = summary["streams"]
+    assert list(streams) == ["fbank alone", "fb10 alone", "both fused"]
+    assert min(v["mean_r"] for v in streams.values()) > 0.4, streams
+    assert streams["both fused"]["mean_r"] >= min(v["mean_r"] for v in streams.values())
+    assert "concat on" in completed.stdout and "both fused" in completed.stdout
     rows = list(csv.reader((tmp_path / "submission.csv").open()))
     assert rows[0] == ["Filename", *EMOTIONS] and len(rows) == 61
