@@ -78,6 +78,11 @@ def test_per_frame_stream_is_pooled_with_its_own_frame_rate(cache, tmp_path):
     refused = add(path, "face", folder, ok=False)
     assert refused.exit_code == 1 and "need --frame-rate" in refused.output
     add(path, "face", folder, "--frame-rate", "10")
+    np.savez(tmp_path / "frames.npz", **{k: v for k, v in list(frames.items())[::-1]})
+    add(path, "face_npz", tmp_path / "frames.npz", "--frame-rate", "10")
+    from_folder, from_npz = stream(path, "face")[0], stream(path, "face_npz")[0]
+    np.testing.assert_array_equal(from_folder.offsets, from_npz.offsets)
+    np.testing.assert_array_equal(from_folder.frames, from_npz.frames)
     with open_cache(path) as opened:
         inputs = load_inputs(opened, IDS, InputSpec(False, True, max_seconds=1.0))
     pooled = inputs.vectors["features/face"].numpy()
