@@ -17,7 +17,7 @@ from torch import nn
 
 from emi_features.schema import VAD_DIM
 from emi_heads.config import HeadConfig
-from emi_heads.heads import OUTPUTS, Head, HeadOutput, time_mean
+from emi_heads.heads import OUTPUTS, Head, HeadOutput, readout, time_mean
 from emi_heads.losses import mse
 
 
@@ -190,12 +190,7 @@ class StreamLstmHead(Head):
             }
         )
         fused = config.hidden * len(self.streams) + (config.dims["mean"] if config.use_mean else 0)
-        self.mlp = nn.Sequential(
-            nn.Dropout(config.dropout),
-            nn.Linear(fused, config.mlp_hidden),
-            nn.Tanh(),
-            nn.Linear(config.mlp_hidden, OUTPUTS),
-        )
+        self.mlp = readout(fused, config)
 
     def output_layers(self) -> list[nn.Linear]:
         return [self.mlp[-1]]

@@ -91,6 +91,16 @@ def time_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return total / lengths.to(frames.device, frames.dtype).clamp(min=1)[:, None]
 
 
+def readout(width: int, config: HeadConfig) -> nn.Sequential:
+    """The recurrent heads' MLP: Dropout -> Linear(width, mlp_hidden) -> tanh -> Linear(6)."""
+    return nn.Sequential(
+        nn.Dropout(config.dropout),
+        nn.Linear(width, config.mlp_hidden),
+        nn.Tanh(),
+        nn.Linear(config.mlp_hidden, OUTPUTS),
+    )
+
+
 class LstmHead(Head):
     """frames ⊕ frame VAD (B, T, D+3) -> LSTM -> last state ⊕ mean (B, H+D) -> MLP -> (B, 6).
 
@@ -120,13 +130,7 @@ class LstmHead(Head):
             dropout=config.dropout if config.layers > 1 else 0.0,
         )
         mean_width = config.dims["mean"] if config.mean_input == "cache" else width
-        fused = config.hidden + (mean_width if self.use_mean else 0)
-        self.mlp = nn.Sequential(
-            nn.Dropout(config.dropout),
-            nn.Linear(fused, config.mlp_hidden),
-            nn.Tanh(),
-            nn.Linear(config.mlp_hidden, OUTPUTS),
-        )
+        self.mlp = readout(config.hidden + (mean_width if self.use_mean else 0), config)
 
     def output_layers(self) -> list[nn.Linear]:
         return [self.mlp[-1]]
