@@ -336,6 +336,22 @@ def _train_sgd(
     return best_epoch, epoch_log
 
 
+COLLAPSE_SHARE = 0.1  # predictions varying less than this share of the labels' spread
+
+
+def _warn_if_collapsed(predictions: np.ndarray, targets: np.ndarray) -> None:
+    """Warn when a column's predictions barely vary next to its labels (collapse to the mean)."""
+    spread = predictions.std(axis=0) / np.maximum(targets.std(axis=0), 1e-12)
+    flat = [f"{name} {share:.2f}" for name, share in zip(EMOTIONS, spread, strict=True)
+            if share < COLLAPSE_SHARE]  # fmt: skip
+    if flat:
+        log.warning(
+            "predictions on validation barely vary (their sd as a share of the labels' sd: %s): "
+            "the head predicts near the label mean; try a higher --lr or more --epochs",
+            ", ".join(flat),
+        )
+
+
 def _finish(
     run_dir: Path,
     model,
@@ -364,6 +380,7 @@ def _finish(
             }
         )
         save_predictions(run_dir / "valid_predictions.csv", valid[0].ids, predictions)
+        _warn_if_collapsed(predictions, valid[0].values)
         plot_scatter(run_dir / "valid_scatter.png", predictions, valid[0].values)
     plot_curves(run_dir / "curves.png", epoch_log.rows, alpha if alpha is not None else best_epoch)
     save_json(run_dir / METRICS, metrics)

@@ -205,6 +205,10 @@ def test_what_a_user_sees_ridge_undertraining_and_tensorboard(synthetic, tmp_pat
     invoke(train_command, *base(synthetic, tmp_path / "short", "--epochs", "2", "--lr", "1e-5",
                                 "--log-to", "tensorboard"))  # fmt: skip
     assert any(m.startswith("the best epoch is the last one (2 of 2)") for m in caplog.messages)
+    assert any(m.startswith("predictions on validation barely vary") for m in caplog.messages)
+    caplog.clear()
+    invoke(train_command, *base(synthetic, tmp_path / "fine", *FAST))
+    assert not any("barely vary" in m for m in caplog.messages)  # a head that learned: silent
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "short" / "tensorboard"))
