@@ -203,6 +203,10 @@ def train_command(
         )  # fmt: skip
     except _user_errors() as error:
         raise click.ClickException(str(error)) from None
+    if not folds and any(len(values) > 1 for values in settings.values()):
+        from emi_heads.runs import compare_runs, format_table
+
+        click.echo(format_table(compare_runs([out])))
 
 
 def _recorded_run(run_dir: Path) -> dict[str, Any]:

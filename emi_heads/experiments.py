@@ -263,8 +263,9 @@ def run_training(
     command: list[str] | None = None,
     log_to: str | None = None,
 ) -> Any:
-    """What `emi-train` runs: one run, a grid (seeds, --set with several values) or folds.
-    Settings with one value each apply to every run."""
+    """What `emi-train` runs: one run, a grid (seeds, --set with several values; the caller
+    shows `emi_heads.runs.compare_runs` of `out`) or folds. Settings with one value each apply
+    to every run."""
     from emi_features.devices import resolve_device
 
     head, train = apply(head, train, {k: v[0] for k, v in settings.items() if len(v) == 1})
@@ -282,22 +283,12 @@ def run_training(
         return cross_validate(out, folds, load(input_spec(head, train)), head, train, options,
                               refit=refit)  # fmt: skip
     if grid:
-        results = run_grid(out, grid, head, train, load, options,
-                           kind="seeds" if list(grid) == ["seed"] else "sweep")  # fmt: skip
-        from emi_heads.runs import compare_runs, format_table
-
-        print(format_table(compare_runs([out])))
-        return results
+        return run_grid(out, grid, head, train, load, options,
+                        kind="seeds" if list(grid) == ["seed"] else "sweep")  # fmt: skip
     return fit(load(input_spec(head, train)), out, head, train, **options)
-
-
-def sub_runs(folder: Path) -> list[Path]:
-    """The run directories below a parent folder (in name order)."""
-    return sorted(p.parent for p in Path(folder).rglob("config.json") if p.parent != folder)
 
 
 def load_data_factory(cache: Path, train_csvs: list[Path], valid_csv: Path | None):
     return lambda spec: load_run_data(cache, train_csvs, valid_csv, spec)
 
 
-__all__ = ["RunError", "cross_validate", "parse_settings", "run_grid", "sub_runs"]

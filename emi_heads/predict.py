@@ -106,7 +106,6 @@ def predict_submission(
     finally:
         for cache in caches.values():
             cache.close()
-    runs_list = [(run, *runs[run]) for member in members for run in member.runs]
     non_finite = [present[k] for k in np.flatnonzero(~np.isfinite(total).all(axis=1))]
     if non_finite:
         raise RunError(
@@ -116,7 +115,7 @@ def predict_submission(
     predictions = dict(zip(present, total, strict=True))
     missing = [i for i in ids if i not in predictions]
     if missing:
-        fallback = np.mean([config["label_mean"] for _, _, config in runs_list], axis=0)
+        fallback = np.mean([config["label_mean"] for _, config in runs.values()], axis=0)
         for clip_id in missing:
             predictions[clip_id] = fallback
         reasons = [f"{i} ({skipped[i]})" if i in skipped else i for i in missing]
@@ -134,7 +133,7 @@ def predict_submission(
         scored = [k for k, i in enumerate(ids) if i in truth]
         scores = pearson_columns(values[scored], np.array([truth[ids[k]] for k in scored]))
         log.info("%s on %d labelled ids: %s", Path(out).name, len(scored), format_scores(scores))
-    return PredictResult(Path(out), len(ids), missing, scores, len(runs_list))
+    return PredictResult(Path(out), len(ids), missing, scores, len(runs))
 
 
 def _caches_for(runs: dict, paths: list[str | Path], allow_incomplete: bool) -> dict:
