@@ -290,5 +290,3 @@ def run_training(
 
 def load_data_factory(cache: Path, train_csvs: list[Path], valid_csv: Path | None):
     return lambda spec: load_run_data(cache, train_csvs, valid_csv, spec)
-
-

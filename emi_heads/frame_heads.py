@@ -17,7 +17,16 @@ from torch import nn
 
 from emi_features.schema import VAD_DIM
 from emi_heads.config import HeadConfig
-from emi_heads.heads import OUTPUTS, Head, HeadOutput, readout, time_mean
+from emi_heads.heads import (
+    OUTPUTS,
+    Head,
+    HeadOutput,
+    LstmHead,
+    latent_without_cached_vad,
+    readout,
+    time_mean,
+    without_absent_frame_vad,
+)
 from emi_heads.losses import mse
 
 
@@ -61,11 +70,7 @@ class FrameConcatHead(Head):
 
     @classmethod
     def resolve_config(cls, config: HeadConfig) -> HeadConfig:
-        from dataclasses import replace
-
-        if config.vad_latent == "supervised" and config.dims and "vad" not in config.dims:
-            return replace(config, vad_latent="free")
-        return config
+        return latent_without_cached_vad(config)
 
     def __init__(self, config: HeadConfig):
         super().__init__(config)
@@ -155,11 +160,7 @@ class StreamLstmHead(Head):
 
     @classmethod
     def resolve_config(cls, config: HeadConfig) -> HeadConfig:
-        from dataclasses import replace
-
-        if config.use_vad and config.dims and "frame_vad" not in config.dims:
-            return replace(config, use_vad=False)
-        return config
+        return without_absent_frame_vad(config)
 
     def __init__(self, config: HeadConfig):
         super().__init__(config)
@@ -196,8 +197,6 @@ class StreamLstmHead(Head):
         return [self.mlp[-1]]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> HeadOutput:
-        from emi_heads.heads import LstmHead
-
         states = []
         for name in self.streams:
             if name == "frames":

@@ -91,6 +91,20 @@ def time_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return total / lengths.to(frames.device, frames.dtype).clamp(min=1)[:, None]
 
 
+def without_absent_frame_vad(config: HeadConfig) -> HeadConfig:
+    """A sequence head on a cache without frame VAD reads the frames alone."""
+    if config.use_vad and config.dims and "frame_vad" not in config.dims:
+        return replace(config, use_vad=False)
+    return config
+
+
+def latent_without_cached_vad(config: HeadConfig) -> HeadConfig:
+    """A VAD latent with no cached VAD to be tied to is learned freely."""
+    if config.vad_latent == "supervised" and config.dims and "vad" not in config.dims:
+        return replace(config, vad_latent="free")
+    return config
+
+
 def readout(width: int, config: HeadConfig) -> nn.Sequential:
     """The recurrent heads' MLP: Dropout -> Linear(width, mlp_hidden) -> tanh -> Linear(6)."""
     return nn.Sequential(
@@ -110,9 +124,7 @@ class LstmHead(Head):
 
     @classmethod
     def resolve_config(cls, config: HeadConfig) -> HeadConfig:
-        if config.use_vad and config.dims and "frame_vad" not in config.dims:
-            return replace(config, use_vad=False)  # no frame VAD in the cache: frames alone
-        return config
+        return without_absent_frame_vad(config)
 
     def __init__(self, config: HeadConfig):
         super().__init__(config)
@@ -211,9 +223,7 @@ class ConcatHead(Head):
     def resolve_config(cls, config: HeadConfig) -> HeadConfig:
         if config.vad_latent != "off" and "frame_stats" not in branch_inputs(config):
             return replace(config, vad_latent="off")  # its acoustic branch is not read
-        if config.vad_latent == "supervised" and config.dims and "vad" not in config.dims:
-            return replace(config, vad_latent="free")  # no cached VAD to tie the latent to
-        return config
+        return latent_without_cached_vad(config)
 
     def __init__(self, config: HeadConfig):
         super().__init__(config)
