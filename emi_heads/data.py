@@ -97,57 +97,58 @@ class Inputs:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _frame_groups(self) -> tuple[Sequences | None, Sequences | None]:
+        """The main frames and frame VAD as sequences over the shared offsets."""
+        if self.frames is None or self.offsets is None:
+            return None, None
+        frame_vad = None if self.frame_vad is None else Sequences(self.frame_vad, self.offsets)
+        return Sequences(self.frames, self.offsets), frame_vad
+
+    def _with(self, ids: list[str], vectors: dict, groups: tuple, sequences: dict) -> Inputs:
+        frames, frame_vad = groups
+        return Inputs(
+            ids,
+            vectors,
+            None if frames is None else frames.frames,
+            None if frame_vad is None else frame_vad.frames,
+            None if frames is None else frames.offsets,
+            sequences,
+        )
+
     def join(self, other: Inputs) -> Inputs:
         """These clips followed by `other`'s (the same inputs loaded for other ids)."""
-
-        def both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-            return None if a is None or b is None else torch.cat([a, b])
-
-        offsets = None
-        if self.offsets is not None and other.offsets is not None:
-            offsets = torch.cat([self.offsets, other.offsets[1:] + self.offsets[-1]])
-        return Inputs(
+        groups = [
+            None if mine is None or theirs is None else mine.join(theirs)
+            for mine, theirs in zip(self._frame_groups(), other._frame_groups(), strict=True)
+        ]
+        return self._with(
             self.ids + other.ids,
             {k: torch.cat([v, other.vectors[k]]) for k, v in self.vectors.items()},
-            both(self.frames, other.frames),
-            both(self.frame_vad, other.frame_vad),
-            offsets,
+            tuple(groups),
             {n: q.join(other.sequences[n]) for n, q in self.sequences.items()},
         )
 
     def subset(self, rows: list[int] | np.ndarray) -> Inputs:
         """The inputs of the clips at `rows`, in that order (folds are cut from one load)."""
         index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-        vectors = {name: v[index] for name, v in self.vectors.items()}
-        sequences = {n: q.subset(index) for n, q in self.sequences.items()}
-        if self.frames is None or self.offsets is None:
-            return Inputs([self.ids[k] for k in index.tolist()], vectors, sequences=sequences)
-        spans = [(int(self.offsets[k]), int(self.offsets[k + 1])) for k in index.tolist()]
-        lengths = torch.tensor([b - a for a, b in spans], dtype=torch.int64)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-        frames = torch.cat([self.frames[a:b] for a, b in spans])
-        frame_vad = None
-        if self.frame_vad is not None:
-            frame_vad = torch.cat([self.frame_vad[a:b] for a, b in spans])
-        return Inputs(
-            [self.ids[k] for k in index.tolist()], vectors, frames, frame_vad, offsets, sequences
+        groups = tuple(None if g is None else g.subset(index) for g in self._frame_groups())
+        return self._with(
+            [self.ids[k] for k in index.tolist()],
+            {name: v[index] for name, v in self.vectors.items()},
+            groups,
+            {n: q.subset(index) for n, q in self.sequences.items()},
         )
 
     def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         """Clip vectors (B, d) and, when loaded, padded frames (B, T, D) float32 with `lengths`
-        (B,); frame VAD, when loaded, is its own (B, T, 3)."""
+        (B,); frame VAD, when loaded, is its own (B, T, 3); each frame stream NAME is
+        `seq/NAME` with `lengths/NAME`."""
         batch = {name: v[index].to(device, non_blocking=True) for name, v in self.vectors.items()}
-        if self.frames is not None and self.offsets is not None:
-            starts, stops = self.offsets[index], self.offsets[index + 1]
-            spans = list(zip(starts.tolist(), stops.tolist(), strict=True))
-            batch["lengths"] = stops - starts  # every clip has at least one frame
-            batch["frames"] = pad_sequence(
-                [self.frames[a:b].float() for a, b in spans], batch_first=True
-            ).to(device)
-            if self.frame_vad is not None:
-                batch["frame_vad"] = pad_sequence(
-                    [self.frame_vad[a:b] for a, b in spans], batch_first=True
-                ).to(device)
+        frames, frame_vad = self._frame_groups()
+        if frames is not None:  # every clip has at least one frame
+            batch["frames"], batch["lengths"] = frames.pad(index, device)
+        if frame_vad is not None:
+            batch["frame_vad"], _ = frame_vad.pad(index, device)
         for name, sequences in self.sequences.items():
             batch[f"seq/{name}"], batch[f"lengths/{name}"] = sequences.pad(index, device)
         return batch
