@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from emi_features.config import ExtractConfig
-from emi_features.import_features import _rewrite_with
+from emi_features.import_features import rewrite_with_stream
 from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.logs import summarise_ids
 from emi_features.reader import CacheError, open_cache
@@ -65,7 +65,7 @@ def extract_group(
     except LockedError as error:
         raise CacheError(str(error)) from None
     try:
-        _rewrite_with(cache, group, stream, overwrite=True)
+        rewrite_with_stream(cache, group, stream, overwrite=True)
     finally:
         lock.release()
     side.unlink(missing_ok=True)

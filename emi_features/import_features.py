@@ -137,7 +137,7 @@ def add_features(
         if kind == FRAME:
             attrs["frame_rate"] = float(frame_rate)
         stream = stream_from_arrays(ids, arrays, kind, attrs)
-        _rewrite_with(cache_path, name, stream, overwrite)
+        rewrite_with_stream(cache_path, name, stream, overwrite)
     finally:
         lock.release()
     missing = int((~stream.present).sum())
@@ -149,7 +149,7 @@ def add_features(
             "missing": missing}  # fmt: skip
 
 
-def _rewrite_with(cache_path: Path, name: str, stream: Any, overwrite: bool) -> None:
+def rewrite_with_stream(cache_path: Path, name: str, stream: Any, overwrite: bool) -> None:
     """The cache with the stream added (or replaced), written aside and renamed."""
     extra = sum(a.nbytes for a in (stream.values, stream.frames, stream.mean) if a is not None)
     check_free_space(cache_path, cache_path.stat().st_size * 1.02 + extra + (16 << 20))
