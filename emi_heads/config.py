@@ -165,6 +165,13 @@ class HeadConfig:
         default=0.0,
         metadata=_help("concat-frames: weight of mean((v - 0.5)^2) on the free VAD latent v."),
     )
+    standardize: bool = field(
+        default=True,
+        metadata=_help(
+            "Standardise every input per dimension with the training set's mean and sd "
+            "(saved with the weights; ridge always standardises)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -198,13 +205,28 @@ class HeadConfig:
         return from_dict(cls, data)
 
 
+# Fields added after runs were first saved: a config.json without one was trained as this value,
+# not as today's default.
+BEFORE_FIELD = {
+    "HeadConfig": {"standardize": False},
+    "TrainConfig": {"min_steps": 0, "select_window": 1},
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a head is trained; saved in config.json beside the head's own config."""
 
     epochs: int = field(default=30, metadata=_help("Training epochs."))
     batch_size: int = field(default=32, metadata=_help("Clips per step."))
-    lr: float = field(default=1e-4, metadata=_help("AdamW learning rate."))
+    min_steps: int = field(
+        default=1500,
+        metadata=_help(
+            "Floor on the run's optimizer steps: on a small set each epoch repeats passes over "
+            "the training clips until epochs x steps reach it (0: one pass per epoch)."
+        ),
+    )
+    lr: float = field(default=1e-3, metadata=_help("AdamW learning rate."))
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay."))
     warmup_fraction: float = field(
         default=0.05, metadata=_help("Share of the steps spent warming the rate up.")
@@ -223,7 +245,14 @@ class TrainConfig:
     )
     loss: str = field(default="mse+pearson", metadata=_help("e.g. mse, pearson, mse+0.1*ccc"))
     ema: bool = field(default=True, metadata=_help("EMA of the weights (evaluated, saved)."))
-    ema_decay: float = field(default=0.999, metadata=_help("EMA decay per step."))
+    ema_decay: float | None = field(
+        default=None,
+        metadata=_help(
+            "EMA decay per step (0: tied to the run's length, a time constant of "
+            "EMA_RUN_SHARE of its steps).",
+            zero_is_none=True,
+        ),
+    )
     ema_warmup: bool = field(
         default=True,
         metadata=_help("EMA decay min(d, (1+t)/(10+t)) at first; off: d from the first step."),
@@ -237,6 +266,12 @@ class TrainConfig:
     )
     patience: int = field(
         default=10, metadata=_help("Early stopping: epochs without a better valid r.")
+    )
+    select_window: int = field(
+        default=3,
+        metadata=_help(
+            "Best epoch and early stopping on the mean valid r of the last N epochs (1: raw)."
+        ),
     )
     max_seconds: float | None = field(
         default=12.0,
@@ -258,8 +293,10 @@ class TrainConfig:
             problems.append("grad_clip must be > 0")
         if self.corr_ramp_epochs < 0 or not self.min_improvement >= 0:
             problems.append("corr_ramp_epochs and min_improvement must be >= 0")
-        if not 0.0 <= self.ema_decay < 1.0:
-            problems.append("ema_decay must be in [0, 1)")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            problems.append("ema_decay must be in (0, 1) (or None: tied to the run's length)")
+        if self.min_steps < 0 or self.select_window < 1:
+            problems.append("min_steps must be >= 0 and select_window >= 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
             problems.append("max_seconds must be > 0 (or None: every frame)")
         try:
@@ -336,4 +373,4 @@ def from_dict(cls: type, data: Any) -> Any:
         if not _matches(value, hints[name]):
             raise ConfigError(f"{cls.__name__}.{name}: {value!r} is not a {known[name].type}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**values)
+    return cls(**{**BEFORE_FIELD.get(cls.__name__, {}), **values})

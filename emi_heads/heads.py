@@ -21,6 +21,7 @@ from emi_features.dataset import EMOTIONS
 from emi_features.schema import VAD_DIM
 from emi_heads.config import HEADS, HeadConfig
 from emi_heads.losses import Loss, mse, smooth_l1
+from emi_heads.standardize import Standardizer
 
 OUTPUTS = len(EMOTIONS)
 
@@ -40,6 +41,15 @@ class Head(nn.Module):
     def __init__(self, config: HeadConfig):
         super().__init__()
         self.config = config
+        self.standardizer = None
+        if config.standardize and HEADS[config.head].trained_by_sgd and config.dims:
+            self.standardizer = Standardizer(config.dims)
+            self.register_forward_pre_hook(_standardize_batch)
+
+    def fit_standardizer(self, inputs) -> None:
+        """Set the input statistics from the training `Inputs` (no-op without standardising)."""
+        if self.standardizer is not None:
+            self.standardizer.fit(inputs)
 
     @classmethod
     def resolve_config(cls, config: HeadConfig) -> HeadConfig:
@@ -79,6 +89,12 @@ class Head(nn.Module):
     ) -> torch.Tensor:
         """The head's extra training terms (a scalar; zero for none)."""
         return output.prediction.new_zeros(())
+
+
+def _standardize_batch(head: Head, args: tuple) -> tuple:
+    """Forward pre-hook: every head reads its batch standardised (the loss terms that read the
+    batch itself, such as the cached VAD target, still see it raw)."""
+    return (head.standardizer(args[0]), *args[1:])
 
 
 def time_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

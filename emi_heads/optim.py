@@ -43,6 +43,23 @@ class Ema:
         model.load_state_dict(self.shadow)
 
 
+EMA_RUN_SHARE = 0.05  # an automatic EMA averages over the last 5 % of the run's steps
+
+
+def passes_per_epoch(config: TrainConfig, batches_per_pass: int) -> int:
+    """Passes over the training set in one epoch: 1, or enough that the run's epochs make at
+    least `min_steps` optimizer steps (a small set is trained as long as a large one)."""
+    return max(1, math.ceil(config.min_steps / (config.epochs * batches_per_pass)))
+
+
+def ema_decay_for(config: TrainConfig, total_steps: int) -> float:
+    """The EMA decay per step: the config's, or one whose time constant 1 / (1 - d) is
+    EMA_RUN_SHARE of the run (at least 10 steps), so the average follows runs of any length."""
+    if config.ema_decay is not None:
+        return config.ema_decay
+    return 1.0 - 1.0 / max(10.0, EMA_RUN_SHARE * total_steps)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -39,9 +39,12 @@ PRESETS: dict[str, Preset] = {
             "mean_input": "frames",
             "output_activation": "none",
             "bias_at_label_mean": False,
+            "standardize": False,
         },
         train={
             "loss": "mse",
+            "min_steps": 0,
+            "select_window": 1,
             "lr": 1e-4,
             "weight_decay": 0.01,  # torch's AdamW default; the code passes none
             "lr_schedule": "warmup-cosine",
@@ -75,9 +78,12 @@ PRESETS: dict[str, Preset] = {
             "aux_loss": "smooth_l1",
             "output_activation": "sigmoid",
             "bias_at_label_mean": False,
+            "standardize": False,
         },
         train={
             "loss": "mse+0.1*pearson",
+            "min_steps": 0,
+            "select_window": 1,
             "corr_ramp_epochs": 8,
             "lr": 1e-4,
             "weight_decay": 1e-4,

@@ -28,7 +28,7 @@ from emi_heads.heads import Head, build_head, check_inputs, resolve_head_config
 from emi_heads.labels import Labels
 from emi_heads.losses import Loss, parse_loss
 from emi_heads.metrics import format_scores, pearson_columns
-from emi_heads.optim import Ema, lr_factor, seed_everything
+from emi_heads.optim import Ema, ema_decay_for, lr_factor, passes_per_epoch, seed_everything
 from emi_heads.rundata import RunData, load_run_data
 from emi_heads.rundir import (
     CONFIG,
@@ -132,6 +132,7 @@ def fit(
     check_inputs(head_config)
     with RunWriter(out, overwrite=overwrite) as run:
         model = build_head(head_config)
+        model.fit_standardizer(train_inputs)
         model.init_output_bias(train_labels.values.mean(axis=0))
         model.to(device)
         config: dict[str, Any] = {
@@ -254,7 +255,16 @@ def _train_sgd(
     optimizer = torch.optim.AdamW(  # foreach: one fused update, also on a CPU
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
-    steps_per_epoch = math.ceil(len(train_inputs) / config.batch_size)
+    batches_per_pass = math.ceil(len(train_inputs) / config.batch_size)
+    passes = passes_per_epoch(config, batches_per_pass)
+    steps_per_epoch = passes * batches_per_pass
+    ema_decay = ema_decay_for(config, steps_per_epoch * config.epochs)
+    if passes > 1:
+        log.info(
+            "%d training clips: an epoch is %d passes (%d steps), so that %d epochs make at "
+            "least %d steps (--min-steps)",
+            len(train_inputs), passes, steps_per_epoch, config.epochs, config.min_steps,
+        )  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config, steps_per_epoch)
     )
@@ -262,7 +272,7 @@ def _train_sgd(
         "loss_fn": parse_loss(config.loss),
         "optimizer": optimizer,
         "scheduler": scheduler,
-        "ema": Ema(model, config.ema_decay, config.ema_warmup) if config.ema else None,
+        "ema": Ema(model, ema_decay, config.ema_warmup) if config.ema else None,
         "grad_clip": config.grad_clip,
         "clip_mode": config.clip_mode,
         "autocast": torch.autocast(
@@ -278,17 +288,25 @@ def _train_sgd(
         "lr",
         "valid_loss",
         "valid_r",
+        "valid_r_smoothed",
         *[f"r_{e}" for e in EMOTIONS],
     ]
     epoch_log = EpochLog(run.path / LOG, [*columns, "seconds"], log_to, lambda: run.path)
     best_r, best_epoch, stale = -math.inf, 0, 0
+    history: list[float] = []  # valid r per epoch
     for epoch in range(1, config.epochs + 1):
         tic = time.perf_counter()
         model.train()
         if config.corr_ramp_epochs:  # correlation terms weighted min(1, epoch / N)
             ramp = min(1.0, epoch / config.corr_ramp_epochs)
             step_options["loss_fn"] = parse_loss(config.loss, correlation_weight=ramp)
-        batches = batch_order(len(train_inputs), config.batch_size, generator, train_inputs.lengths)
+        batches = [
+            index
+            for _ in range(passes)
+            for index in batch_order(
+                len(train_inputs), config.batch_size, generator, train_inputs.lengths
+            )
+        ]
         sums = torch.zeros(2, dtype=torch.float64)
         for index in tqdm(
             batches, desc=f"epoch {epoch}", leave=False, disable=not progress or None
@@ -299,8 +317,8 @@ def _train_sgd(
             sums += torch.stack([loss, aux]).double().cpu() * len(index)
         row = {
             "epoch": epoch,
-            "loss": float(sums[0]) / len(train_inputs),
-            "aux_loss": float(sums[1]) / len(train_inputs),
+            "loss": float(sums[0]) / (passes * len(train_inputs)),
+            "aux_loss": float(sums[1]) / (passes * len(train_inputs)),
             "lr": scheduler.get_last_lr()[0],
         }
         live = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -319,9 +337,11 @@ def _train_sgd(
             row["valid_r"] = float(columns_r.mean())
             row.update({f"r_{e}": float(v) for e, v in zip(EMOTIONS, columns_r, strict=True)})
             line += f" valid {format_scores(columns_r)}"
-            improved = row["valid_r"] > best_r + config.min_improvement
+            history.append(row["valid_r"])
+            row["valid_r_smoothed"] = smoothed(history, config.select_window)
+            improved = row["valid_r_smoothed"] > best_r + config.min_improvement
         if improved:
-            best_r, best_epoch, stale = row.get("valid_r", -math.inf), epoch, 0
+            best_r, best_epoch, stale = row.get("valid_r_smoothed", -math.inf), epoch, 0
             run.save_weights(model)
         else:
             stale += 1
@@ -334,6 +354,16 @@ def _train_sgd(
             break
     epoch_log.close()
     return best_epoch, epoch_log
+
+
+def smoothed(history: list[float], window: int) -> float:
+    """The mean of the last `window` epochs' valid r: the best epoch is chosen on it, so one
+    lucky epoch in a noisy run is not kept over a steadily better stretch. NaN when this epoch's
+    r is not finite (diverged, or constant predictions), so that epoch is never kept."""
+    if not math.isfinite(history[-1]):
+        return math.nan
+    recent = [r for r in history[-window:] if math.isfinite(r)]
+    return sum(recent) / len(recent)
 
 
 COLLAPSE_SHARE = 0.1  # predictions varying less than this share of the labels' spread

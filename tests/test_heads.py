@@ -18,10 +18,12 @@ from emi_heads.losses import parse_loss, parse_loss_terms
 from emi_heads.metrics import mean_pearson
 from emi_heads.optim import Ema
 
+# Short runs (no step floor) for the tests of mechanisms; the defaults are measured in
+# bench/learning.py and tested in test_defaults.py
 FAST = {
     "linear": [],
-    "concat": ["--lr", "3e-3", "--epochs", "40"],
-    "lstm": ["--lr", "3e-3", "--epochs", "12", "--hidden", "32"],
+    "concat": ["--lr", "3e-3", "--epochs", "40", "--min-steps", "0"],
+    "lstm": ["--lr", "3e-3", "--epochs", "12", "--hidden", "32", "--min-steps", "0"],
 }
 
 
@@ -93,14 +95,14 @@ def test_ema_follows_its_formula_and_is_what_is_saved(synthetic, tmp_path):
     for _ in range(200):
         ema.update(model)  # the average converges on a constant model
     assert ema.shadow["weight"][0, 0].item() == pytest.approx(1.0, abs=1e-6)
-    # decay 0: the average is the live model, so the saved weights equal a run without EMA
-    run_train(synthetic, "concat", tmp_path / "zero", "--epochs", "3", "--ema-decay", "0")
+    # decay ~0: the average is the live model, so the saved weights equal a run without EMA
+    run_train(synthetic, "concat", tmp_path / "zero", "--epochs", "3", "--ema-decay", "1e-12")
     run_train(synthetic, "concat", tmp_path / "plain", "--epochs", "3", "--no-ema")
     run_train(synthetic, "concat", tmp_path / "ema", "--epochs", "3", "--ema-decay", "0.99")
     zero, plain, averaged = (
         load_file(str(tmp_path / n / "weights.safetensors")) for n in ("zero", "plain", "ema")
     )
-    assert all(torch.equal(zero[k], plain[k]) for k in plain)
+    assert all(torch.allclose(zero[k], plain[k], atol=1e-6) for k in plain)
     assert not all(torch.equal(averaged[k], plain[k]) for k in plain)
     # and the saved, evaluated weights are the average: valid r in log.csv is theirs
     best = metrics(tmp_path / "ema")

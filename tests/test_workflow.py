@@ -41,7 +41,7 @@ def predict_to(out, *runs, cache=None, extra=()):
     return values(out)[1]
 
 
-FAST = ("--epochs", "4", "--lr", "3e-3")
+FAST = ("--epochs", "4", "--lr", "3e-3", "--min-steps", "0")
 
 
 def test_seeds_in_one_process_and_predict_ensembles_the_parent(synthetic, tmp_path):
