@@ -59,21 +59,29 @@ def quantise(values: np.ndarray, annotators: int) -> np.ndarray:
     return np.round(values * annotators) / annotators
 
 
-def render(voice: Voice, rng: np.random.Generator, rate: int) -> np.ndarray:
-    """The clip's waveform (N,) float32 at `rate`, peak at a random loudness."""
+def render(
+    voice: Voice, rng: np.random.Generator, rate: int, end: Voice | None = None
+) -> np.ndarray:
+    """The clip's waveform (N,) float32 at `rate`, peak at a random loudness. With `end`, pitch
+    and breathiness glide linearly from `voice`'s to `end`'s over the clip (a sound whose
+    change over time, not its average, carries a label)."""
     n = max(1, int(round(voice.seconds * rate)))
     t = np.arange(n) / rate
-    f0 = 100.0 * (3.2**voice.pitch) * (1 + 0.01 * np.sin(2 * np.pi * 5.0 * t))  # slight vibrato
+    end = end or voice
+    glide = np.linspace(0.0, 1.0, n)
+    pitch = voice.pitch + (end.pitch - voice.pitch) * glide
+    breathiness = voice.breathiness + (end.breathiness - voice.breathiness) * glide
+    f0 = 100.0 * (3.2**pitch) * (1 + 0.01 * np.sin(2 * np.pi * 5.0 * t))  # slight vibrato
     phase = 2 * np.pi * np.cumsum(f0) / rate
     tilt = 3.0 - 2.0 * voice.brightness
-    harmonics = range(1, int(min(7000 / (100 * 3.2**voice.pitch), 40)) + 1)
+    harmonics = range(1, int(min(7000 / (100 * 3.2 ** max(voice.pitch, end.pitch)), 40)) + 1)
     tone = sum(k**-tilt * np.sin(k * phase + rng.uniform(0, 2 * np.pi)) for k in harmonics)
     tone /= np.max(np.abs(tone)) + 1e-9
     noise = rng.standard_normal(n)
     noise /= np.max(np.abs(noise)) + 1e-9
     syllables = 2.0 + 5.0 * voice.rate
     envelope = np.clip(np.sin(np.pi * syllables * t + rng.uniform(0, np.pi)), 0, None) ** 0.7
-    wave = envelope * (tone + 0.8 * voice.breathiness * noise)
+    wave = envelope * (tone + 0.8 * breathiness * noise)
     wave /= np.max(np.abs(wave)) + 1e-9
     return (wave * rng.uniform(0.05, 0.8)).astype(np.float32)
 
