@@ -273,6 +273,13 @@ class TrainConfig:
             "Best epoch and early stopping on the mean valid r of the last N epochs (1: raw)."
         ),
     )
+    modality_dropout: float = field(
+        default=0.0,
+        metadata=_help(
+            "Training only: each clip's every /features stream is blanked with probability p, "
+            "as a clip the stream lacks, so that a clip missing a stream still predicts."
+        ),
+    )
     max_seconds: float | None = field(
         default=12.0,
         metadata=_help("Use each clip's first seconds of frames (0: all).", zero_is_none=True),
@@ -287,6 +294,8 @@ class TrainConfig:
             problems.append("lr must be a positive number")
         if not self.weight_decay >= 0:
             problems.append("weight_decay must be >= 0")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            problems.append("modality_dropout must be in [0, 1)")
         if not 0.0 <= self.warmup_fraction < 1.0:
             problems.append("warmup_fraction must be in [0, 1)")
         if not self.grad_clip > 0:

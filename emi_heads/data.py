@@ -154,6 +154,27 @@ class Inputs:
         return batch
 
 
+def drop_streams(
+    batch: dict[str, torch.Tensor], probability: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Modality dropout: for each `/features` stream and clip, with `probability`, the clip's
+    input is made what a clip the stream lacks reads (a zero vector; one zero frame)."""
+    if probability <= 0:
+        return batch
+    out = dict(batch)
+    for name in [n for n in batch if n.startswith(f"{FEATURES}/")]:
+        drop = torch.rand(len(batch[name]), generator=generator) < probability
+        if not drop.any():
+            continue
+        drop = drop.to(batch[name].device)
+        out[name] = batch[name].masked_fill(drop[:, None], 0.0)
+        sequence, lengths = f"seq/{name}", f"lengths/{name}"
+        if sequence in batch:
+            out[sequence] = batch[sequence].masked_fill(drop[:, None, None], 0.0)
+            out[lengths] = torch.where(drop.to(batch[lengths].device), 1, batch[lengths])
+    return out
+
+
 def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
     """Read what a head needs (`spec`) for `ids` (all in the cache) into memory, one pass per
     group. The crop `spec.max_seconds` is turned into frames with the cache's own frame rate."""

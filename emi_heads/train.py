@@ -23,7 +23,7 @@ from emi_features import __version__
 from emi_features.dataset import EMOTIONS
 from emi_features.devices import resolve_device
 from emi_heads.config import HEADS, HeadConfig, TrainConfig, input_spec
-from emi_heads.data import Inputs, batch_order
+from emi_heads.data import Inputs, batch_order, drop_streams
 from emi_heads.heads import Head, build_head, check_inputs, resolve_head_config
 from emi_heads.labels import Labels
 from emi_heads.losses import Loss, parse_loss
@@ -311,9 +311,9 @@ def _train_sgd(
         for index in tqdm(
             batches, desc=f"epoch {epoch}", leave=False, disable=not progress or None
         ):
-            loss, aux = train_step(
-                model, train_inputs.batch(index, device), targets[index].to(device), **step_options
-            )
+            batch = train_inputs.batch(index, device)
+            batch = drop_streams(batch, config.modality_dropout, generator)
+            loss, aux = train_step(model, batch, targets[index].to(device), **step_options)
             sums += torch.stack([loss, aux]).double().cpu() * len(index)
         row = {
             "epoch": epoch,
