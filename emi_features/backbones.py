@@ -299,7 +299,7 @@ def _load_tiny() -> HFBackbone:
     )
 
 
-def _hub_error(model: str, offline: bool, error: Exception) -> BackboneError:
+def hub_error(model: str, offline: bool, error: Exception) -> BackboneError:
     where = "in the local Hugging Face cache (offline)" if offline else "on the hub"
     return BackboneError(
         f"cannot load model {model!r}: not a built-in ({', '.join(BACKBONES)}), not a local "
@@ -323,7 +323,7 @@ def load_backbone(model: str, *, layer: int | None = None, offline: bool = False
     try:
         config = AutoConfig.from_pretrained(model, **options)
     except (OSError, ValueError) as error:
-        raise _hub_error(model, offline, error) from error
+        raise hub_error(model, offline, error) from error
     if config.model_type not in ENCODER_TYPES:
         raise BackboneError(
             f"{model}: model type {config.model_type!r} is not a speech encoder emi supports "
@@ -341,5 +341,5 @@ def load_backbone(model: str, *, layer: int | None = None, offline: bool = False
         else:
             encoder, head = AutoModel.from_pretrained(model, **options), None
     except OSError as error:
-        raise _hub_error(model, offline, error) from error
+        raise hub_error(model, offline, error) from error
     return HFBackbone(model, encoder, head, layer, extractor).eval()

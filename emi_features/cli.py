@@ -97,6 +97,26 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
     "mean and std (small; for sweeping layers).",
 )
 @click.option(
+    "--modality",
+    type=click.Choice(["audio", "vision"]),
+    default=D.modality,
+    help="vision (with --group): per-frame embeddings of the video track by an image model "
+    "(ViT, CLIP; e.g. --model openai/clip-vit-base-patch32).",
+)
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=0, max=100, min_open=True),
+    default=D.fps,
+    help="Vision: video samples per second.",
+)
+@click.option(
+    "--crop",
+    type=click.Choice(["none", "face"]),
+    default=D.crop,
+    help="Vision: the whole frame, or the largest face (OpenCV's Haar cascade; whole frame "
+    "when none is found).",
+)
+@click.option(
     "--list-models",
     is_flag=True,
     expose_value=False,
@@ -124,12 +144,16 @@ def main(
     emi-extract /data/vidmimic2 --split train --out vad.h5   # the VAD model, on a GPU
     emi-extract /data/vidmimic2 --model microsoft/wavlm-large --layer 6 --group wavlm-l6 \\
         --out vad.h5                                            # a second stream in vad.h5
+    emi-extract /data/vidmimic2 --modality vision --model openai/clip-vit-base-patch32 \\
+        --group vision --fps 5 --out vad.h5                     # face frames, 5 per second
     """
     setup_logging(verbose)
     try:
         config = ExtractConfig(**options)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    if config.modality == "vision" and group is None:
+        raise click.UsageError("--modality vision writes a stream: give --group NAME")
     from emi_features.extract import USER_ERRORS, extract
     from emi_features.processes import sigterm_as_interrupt
 

@@ -10,6 +10,8 @@ from typing import Literal
 
 VAD_MODEL_ID = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
 Source = Literal["auto", "audio", "video"]
+Modality = Literal["audio", "vision"]
+Crop = Literal["none", "face"]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
@@ -35,6 +37,9 @@ class ExtractConfig:
     overwrite: bool = False
     retry_skipped: bool = False
     offline: bool = False
+    modality: Modality = "audio"
+    fps: float = 5.0  # vision: samples of the video track per second
+    crop: Crop = "none"  # vision: the largest face (OpenCV), or the whole frame
 
     def __post_init__(self) -> None:
         problems = []
@@ -48,6 +53,8 @@ class ExtractConfig:
             problems.append("--batch-seconds must be >= 0")
         if self.workers < 0:
             problems.append("--workers must be >= 0")
+        if not 0 < self.fps <= 100:
+            problems.append("--fps must be in (0, 100]")
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
             problems.append(f"--dtype must be one of {', '.join(DTYPE_NAMES)}")
         if problems:

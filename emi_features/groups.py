@@ -56,7 +56,12 @@ def extract_group(
             raise CacheError(f"{cache} has a stream {group!r} already; --overwrite replaces it")
     side = side_cache(cache, group)
     side.parent.mkdir(exist_ok=True)
-    result = extract(input_path, out=side, config=config, progress=progress)
+    if config.modality == "vision":
+        from emi_features.vision import extract_vision
+
+        result = extract_vision(input_path, out=side, config=config, progress=progress)
+    else:
+        result = extract(input_path, out=side, config=config, progress=progress)
     if result.rank != 0:
         return result
     stream = _stream_from_side(side, ids, pool, config)
@@ -87,13 +92,13 @@ def _stream_from_side(side: Path, ids: list[str], pool: str, config: ExtractConf
                         len(outside), summarise_ids(outside))  # fmt: skip
         present = np.array([i in where for i in ids], dtype=bool)
         attrs = {
-            "source": f"emi-extract --model {config.model}",
+            "source": f"emi-extract --modality {config.modality} --model {config.model}",
             "backbone": extra.attrs.get(Attr.BACKBONE),
             "fingerprint": extra.fingerprint,
             "layer": extra.attrs.get(Attr.LAYER),
-            "frame_hop": int(extra.attrs.get(Attr.FRAME_HOP)),
-            "sample_rate": int(extra.attrs.get(Attr.SAMPLE_RATE)),
         }
+        grid = (Attr.FRAME_HOP, Attr.SAMPLE_RATE, Attr.CROP)  # those the side cache has
+        attrs.update({key: extra.attrs[key] for key in grid if key in extra.attrs})
         dim = extra.hidden_size
         offsets = extra.offsets
         frames_data: h5py.Dataset = extra.dataset(FRAMES)

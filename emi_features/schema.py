@@ -45,6 +45,8 @@ class Attr:
     OVERLAP_SECONDS = "overlap_seconds"
     SAMPLE_RATE = "sample_rate"
     FRAME_HOP = "frame_hop"
+    FRAME_RATE = "frame_rate"  # a video stream's samples per second (no audio grid)
+    CROP = "crop"
     VAD_LABELS = "vad_labels"
     PACKAGE_VERSION = "package_version"
     COMPLETE = "complete"
@@ -58,7 +60,10 @@ DEFAULT_FRAME_HOP = 320
 
 
 def frames_per_second(attrs: dict) -> float:
-    """The frame rate of a cache's frame groups, from its own attributes (50.0 for a 20 ms hop)."""
+    """The frame rate of a cache's frame groups, from its own attributes (50.0 for a 20 ms hop;
+    a video extraction's own `frame_rate`)."""
+    if Attr.FRAME_RATE in attrs:
+        return float(attrs[Attr.FRAME_RATE])
     rate = int(attrs.get(Attr.SAMPLE_RATE, SAMPLE_RATE))
     return rate / int(attrs.get(Attr.FRAME_HOP, DEFAULT_FRAME_HOP))
 

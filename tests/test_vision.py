@@ -1,0 +1,122 @@
+"""`emi extract --modality vision`: the video track sampled at --fps, embedded by a tiny random
+ViT saved with save_pretrained, attached as a frame stream with that rate; clips without video
+are recorded as missing; a second run resumes; bad options are one line."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_wav
+
+from emi_features.cli import main as extract_command
+from emi_features.reader import open_cache
+from emi_features.sample_data import write_mp4
+from emi_features.streams import read_stream
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory) -> Path:
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=32)  # fmt: skip
+    ViTModel(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(extract_command, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def test_video_frames_become_a_stream_at_the_chosen_rate(tmp_path, tiny_vit, caplog):
+    from emi_features.devices import resolve_device
+    from emi_features.vision import ImageEncoder
+
+    caplog.set_level("INFO")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k, seconds in enumerate((1.3, 3.0, 0.4)):  # sample videos: 2 frames/s, gray levels
+        write_mp4(folder / f"{k:05d}.mp4", rng.uniform(-0.3, 0.3, int(seconds * 44_100)), 44_100)
+    write_wav(folder / "00003.wav", 1.0)  # audio only: no video track
+    cache = tmp_path / "c.h5"
+    run(folder, "--model", "fbank", "--out", cache, "--quiet", "--workers", "0")
+    vision = ["--modality", "vision", "--model", tiny_vit, "--group", "face", "--fps", "5"]
+    run(folder, "--out", cache, "--quiet", *vision)
+    with open_cache(cache) as opened:
+        stream = read_stream(opened._file, "face", len(opened))
+        ids = list(opened.ids)
+    assert stream.kind == "frame" and stream.attrs["frame_rate"] == 5.0
+    assert stream.present.tolist() == [True, True, True, False]  # the wav is recorded missing
+    assert any("skip 00003: no video track" in m for m in caplog.messages)
+    counts = np.diff(stream.offsets)
+    encoder = ImageEncoder(str(tiny_vit), device=resolve_device("cpu"))
+    for row, clip_id in enumerate(ids[:3]):
+        frames = decoded_frames(folder / f"{clip_id}.mp4")  # 2 per second, the last held
+        shown = len(frames) / 2  # seconds the video track shows
+        assert counts[row] == math.ceil(shown * 5 - 1e-9)
+        expected = encoder.embed([frames[int(k / 5 * 2)] for k in range(counts[row])])
+        got = stream.frames[stream.offsets[row] : stream.offsets[row + 1]].astype(np.float32)
+        np.testing.assert_allclose(got, expected, atol=2e-2, rtol=1e-2)  # float16 storage
+        np.testing.assert_allclose(stream.mean[row], expected.mean(0), atol=1e-5)
+    assert counts[3] == 0 and not stream.mean[3].any()
+
+
+def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tiny_vit, caplog):
+    caplog.set_level("INFO")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for k in range(3):
+        write_mp4(folder / f"{k:05d}.mp4", np.zeros(44_100, dtype=np.float32), 44_100)
+    cache = tmp_path / "c.h5"
+    run(folder, "--model", "fbank", "--out", cache, "--quiet", "--workers", "0")
+    side = tmp_path / "c.h5.streams" / "face.h5"
+    side.parent.mkdir()
+    vision = ["--modality", "vision", "--model", tiny_vit, "--fps", "2"]
+    from emi_features.config import ExtractConfig
+    from emi_features.vision import extract_vision
+
+    config = ExtractConfig(model=str(tiny_vit), modality="vision", fps=2)
+    extract_vision(folder / "00001.mp4", out=side, config=config, progress=False)  # a kill later
+    run(folder, "--out", cache, "--quiet", *vision, "--group", "face")
+    assert any("3 clips, 1 already in" in m for m in caplog.messages)
+    assert not side.parent.exists()
+    no_group = run(folder, "--out", cache, "--modality", "vision", "--model", tiny_vit, ok=False)
+    assert no_group.exit_code == 2 and "give --group NAME" in no_group.output
+    not_images = run(folder, "--out", cache, "--modality", "vision", "--model", "fbank",
+                     "--group", "f2", ok=False)  # fmt: skip
+    assert not_images.exit_code == 1 and "cannot load model 'fbank'" in not_images.output
+    assert len(not_images.output.strip().splitlines()) == 1
+
+
+def test_face_crop_takes_the_largest_box_and_needs_opencv(monkeypatch):
+    from emi_features.backbones import BackboneError
+    from emi_features.vision import face_cropper, largest_box
+
+    image = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    cut, found = largest_box(image, [(1, 2, 3, 4), (5, 6, 10, 8)])
+    assert found and cut.shape == (8, 10, 3) and np.array_equal(cut, image[6:14, 5:15])
+    whole, found = largest_box(image, ())
+    assert not found and whole is image
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as on a machine without OpenCV
+    with pytest.raises(BackboneError, match="--crop face needs OpenCV"):
+        face_cropper()
