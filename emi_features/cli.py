@@ -6,9 +6,11 @@ options are valid, so `--help` and argument errors answer at once.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
-from emi_features.config import DTYPE_NAMES, EXTRACT_DEFAULTS, ExtractConfig
+from emi_features.config import DTYPE_NAMES, EXTRACT_DEFAULTS, IMAGE_MODEL_ID, ExtractConfig
 from emi_features.logs import setup_logging
 from emi_features.options import COMMAND_SETTINGS, device_option, logging_options
 
@@ -100,8 +102,8 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
     "--modality",
     type=click.Choice(["audio", "vision"]),
     default=D.modality,
-    help="vision (with --group): per-frame embeddings of the video track by an image model "
-    "(ViT, CLIP; e.g. --model openai/clip-vit-base-patch32).",
+    help=f"vision (with --group): per-frame embeddings of the video track by an image model "
+    f"(ViT, CLIP; default --model {IMAGE_MODEL_ID}).",
 )
 @click.option(
     "--fps",
@@ -152,8 +154,12 @@ def main(
         config = ExtractConfig(**options)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    if config.modality == "vision" and group is None:
-        raise click.UsageError("--modality vision writes a stream: give --group NAME")
+    if config.modality == "vision":
+        if group is None:
+            raise click.UsageError("--modality vision writes a stream: give --group NAME")
+        source = click.get_current_context().get_parameter_source("model")
+        if source == click.core.ParameterSource.DEFAULT:
+            config = replace(config, model=IMAGE_MODEL_ID)
     from emi_features.extract import USER_ERRORS, extract
     from emi_features.processes import sigterm_as_interrupt
 

@@ -9,6 +9,10 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 VAD_MODEL_ID = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
+# The default models of the other modalities (emi transcribe, emi embed-text, --modality vision)
+ASR_MODEL_ID = "openai/whisper-large-v3"
+TEXT_MODEL_ID = "sentence-transformers/paraphrase-multilingual-mpnet-base-v2"
+IMAGE_MODEL_ID = "openai/clip-vit-base-patch32"
 Source = Literal["auto", "audio", "video"]
 Modality = Literal["audio", "vision"]
 Crop = Literal["none", "face"]

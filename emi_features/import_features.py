@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,20 +152,40 @@ def add_features(
 
 def rewrite_with_stream(cache_path: Path, name: str, stream: Any, overwrite: bool) -> None:
     """The cache with the stream added (or replaced), written aside and renamed."""
-    extra = sum(a.nbytes for a in (stream.values, stream.frames, stream.mean) if a is not None)
-    check_free_space(cache_path, cache_path.stat().st_size * 1.02 + extra + (16 << 20))
     with h5py.File(cache_path, "r") as source_file:
         if name in stream_names(source_file) and not overwrite:
             raise CacheError(f"{cache_path} has a stream {name!r} already; --overwrite replaces it")
-        with atomic_path(cache_path) as temporary, h5py.File(temporary, "w") as target:
-            target.attrs.update(dict(source_file.attrs))
-            for key in source_file:
-                if key != FEATURES:
-                    source_file.copy(source_file[key], target, name=key)
-            for other in stream_names(source_file):
-                if other != name:
-                    source_file.copy(source_file[FEATURES][other], target.require_group(FEATURES),
-                                     name=other)  # fmt: skip
-            write_stream(target, name, stream)
+    extra = sum(a.nbytes for a in (stream.values, stream.frames, stream.mean) if a is not None)
+    rewrite_cache(
+        cache_path, lambda target: write_stream(target, name, stream), stream=name, extra=extra
+    )
+
+
+def rewrite_cache(
+    cache_path: Path,
+    write: Callable[[h5py.File], None],
+    *,
+    stream: str | None = None,
+    group: str | None = None,
+    extra: int = 0,
+) -> None:
+    """The cache copied aside without the stream `stream` or the top-level `group`, then
+    `write(copy)` adds what replaces them, and the copy is renamed over the cache (call it under
+    the cache's lock). A crash leaves the old cache whole."""
+    check_free_space(cache_path, cache_path.stat().st_size * 1.02 + extra + (16 << 20))
+    with (
+        h5py.File(cache_path, "r") as source_file,
+        atomic_path(cache_path) as temporary,
+        h5py.File(temporary, "w") as target,
+    ):
+        target.attrs.update(dict(source_file.attrs))
+        for key in source_file:
+            if key not in (FEATURES, group):
+                source_file.copy(source_file[key], target, name=key)
+        for other in stream_names(source_file):
+            if other != stream:
+                source_file.copy(source_file[FEATURES][other], target.require_group(FEATURES),
+                                 name=other)  # fmt: skip
+        write(target)
     for stale in cache_path.parent.glob(f"{cache_path.name}.frame-stats-*"):
         stale.unlink(missing_ok=True)  # the cache changed: its sidecars are stale anyway

@@ -23,6 +23,7 @@ NUM_SAMPLES = "num_samples"  # (N,) int64: decoded length at SAMPLE_RATE
 SKIPPED_IDS = "skipped/ids"
 SKIPPED_REASONS = "skipped/reasons"
 FEATURES = "features"  # /features/<name>: further streams
+TEXT = "text"  # /text: transcripts and their language, keyed by id (see emi_features.text)
 FRAME_GROUPS = (FRAMES, FRAME_VAD)
 
 VAD_LABELS: tuple[str, ...] = ("arousal", "dominance", "valence")

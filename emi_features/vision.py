@@ -35,7 +35,6 @@ from emi_features.schema import SAMPLE_RATE, Attr
 from emi_features.writer import CacheWriter, ClipFeatures
 
 log = logging.getLogger(__name__)
-DEFAULT_IMAGE_MODEL = "openai/clip-vit-base-patch32"
 CLIPS_PER_PART = 16  # clips committed together: what a kill can cost
 IMAGES_PER_BATCH = 32
 
@@ -169,9 +168,11 @@ def extract_vision(
     crop = face_cropper() if config.crop == "face" else None
     encoder = ImageEncoder(config.model, device=device, offline=config.offline)
     writer = CacheWriter(
-        out, vision_attrs(config, encoder), overwrite=config.overwrite,
+        out,
+        vision_attrs(config, encoder),
+        overwrite=config.overwrite,
         retry_skipped=config.retry_skipped,
-    )  # fmt: skip
+    )
     processed, seconds, faceless = 0, 0.0, 0
     with contextlib.closing(writer):
         todo = [clip for clip in clips if clip.id not in writer.done_ids]

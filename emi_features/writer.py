@@ -47,6 +47,7 @@ from emi_features.schema import (
     settings_mismatch,
 )
 from emi_features.streams import carry_streams
+from emi_features.text import carry_transcripts
 
 STRING = h5py.string_dtype("utf-8")
 BASE_PART = "base.h5"  # a finished cache being extended, linked into its parts folder
@@ -400,6 +401,7 @@ class CacheWriter:
                             vad[k] = part_vad[row]
                     if part.name == BASE_PART:  # the finished cache being extended: its streams
                         carry_streams(source, part.ids, handle, ids)
+                        carry_transcripts(source, part.ids, handle, ids)
             _write_skipped(handle, skipped)
 
         _replace_atomically(self.path, write)

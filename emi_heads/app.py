@@ -19,6 +19,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "emi_features.cli:add_features_command",
         "Import features you have into a cache as a stream keyed by id.",
     ),
+    "transcribe": (
+        "emi_features.text_cli:transcribe_command",
+        "Transcribe every clip (Whisper) into the cache's /text, or import transcripts.",
+    ),
+    "embed-text": (
+        "emi_features.text_cli:embed_text_command",
+        "Embed the transcripts with a text encoder into the stream /features/text.",
+    ),
     "train": ("emi_heads.cli:train_command", "Train one head on a cache's features."),
     "predict": ("emi_heads.cli:predict_command", "Ensemble runs into a submission; --check one."),
     "runs": ("emi_heads.cli:runs_command", "Compare runs: settings that differ, scores, seeds."),

@@ -208,6 +208,8 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
         else:  # a frame stream with its own offsets and frame rate
             rate = float(item.attrs.get("frame_rate", cache.frames_per_second))
             crop = None if spec.max_seconds is None else max(1, int(spec.max_seconds * rate))
+            if item.attrs.get("unit") == "token":  # text tokens: no seconds to crop by
+                crop = None
             extra, extra_offsets = _read_clip_rows(item["frames"], item["offsets"][()], rows, crop)
             values = pooled_stats(extra, np.diff(extra_offsets))
             if spec.need_frames:  # sequence heads read the stream's frames too

@@ -26,8 +26,14 @@ def tiny_vit(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(0)
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=32)  # fmt: skip
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     ViTModel(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
@@ -102,8 +108,18 @@ def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tin
     assert not side.parent.exists()
     no_group = run(folder, "--out", cache, "--modality", "vision", "--model", tiny_vit, ok=False)
     assert no_group.exit_code == 2 and "give --group NAME" in no_group.output
-    not_images = run(folder, "--out", cache, "--modality", "vision", "--model", "fbank",
-                     "--group", "f2", ok=False)  # fmt: skip
+    not_images = run(
+        folder,
+        "--out",
+        cache,
+        "--modality",
+        "vision",
+        "--model",
+        "fbank",
+        "--group",
+        "f2",
+        ok=False,
+    )
     assert not_images.exit_code == 1 and "cannot load model 'fbank'" in not_images.output
     assert len(not_images.output.strip().splitlines()) == 1
 

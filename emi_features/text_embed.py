@@ -1,0 +1,184 @@
+"""`emi embed-text CACHE.h5 [--model ENCODER] [--name text] [--tokens]`: the cache's transcripts
+embedded by a Hugging Face text encoder into `/features/NAME`.
+
+A sentence-transformers folder is pooled as it says (`1_Pooling/config.json`: CLS or mean, and
+L2-normalised when it has a Normalize module); any other encoder by the mean of its last hidden
+state over the attention mask. A clip with no transcript, or an empty one (silence,
+non-speech), is recorded as missing from the stream, never embedded from an empty string. With
+`tokens`, the per-token states also become the frame stream `NAME-tokens` (unit "token": one
+row per token, never cropped by seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emi_features.backbones import hub_error, state_fingerprint
+from emi_features.config import TEXT_MODEL_ID
+from emi_features.import_features import rewrite_with_stream
+from emi_features.locks import ExclusiveLock, LockedError
+from emi_features.reader import CacheError, open_cache
+from emi_features.streams import CLIP, FRAME, Stream
+from emi_features.text import read_transcripts
+
+log = logging.getLogger(__name__)
+MAX_TOKENS = 512
+
+
+def sentence_pooling(model: str) -> tuple[str, bool]:
+    """("cls" or "mean", normalise?) from a sentence-transformers folder; ("mean", False)
+    for a plain encoder."""
+    folder = Path(model)
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return "mean", False
+    modules = json.loads(modules_file.read_text())
+    normalise = any(m.get("type", "").endswith("Normalize") for m in modules)
+    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+    mode = "mean"
+    if pooling is not None:
+        config = json.loads((folder / pooling["path"] / "config.json").read_text())
+        mode = "cls" if config.get("pooling_mode_cls_token") else "mean"
+    return mode, normalise
+
+
+class TextEncoder:
+    """Texts -> (N, D) sentence vectors and each text's (T_k, D) token states, float32."""
+
+    def __init__(self, model: str, *, device: torch.device, offline: bool = False):
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        transformers.utils.logging.disable_progress_bar()
+        options = {"local_files_only": offline or Path(model).is_dir()}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, **options)
+            self.network = AutoModel.from_pretrained(model, **options).eval().to(device)
+        except (OSError, ValueError) as error:
+            raise hub_error(model, offline, error) from error
+        if Path(model).is_dir():
+            self.pooling, self.normalise = sentence_pooling(model)
+        else:
+            self.pooling, self.normalise = "mean", False
+        self.device = device
+        self.hidden_size = int(self.network.config.hidden_size)
+        self.fingerprint = state_fingerprint(self.network, self.pooling, self.normalise)
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+        ).to(self.device)
+        states = self.network(**batch).last_hidden_state.float()
+        mask = batch["attention_mask"].bool()
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            weights = mask[..., None].float()
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        if self.normalise:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        tokens = [states[k, mask[k]].cpu().numpy() for k in range(len(texts))]
+        return pooled.cpu().numpy(), tokens
+
+
+def embed_text(
+    cache_path: str | Path,
+    *,
+    model: str = TEXT_MODEL_ID,
+    name: str = "text",
+    tokens: bool = False,
+    batch_size: int = 32,
+    device: str | None = None,
+    overwrite: bool = False,
+    offline: bool = False,
+) -> dict[str, int]:
+    """Embed /text into /features/NAME (and NAME-tokens); a summary of what was written."""
+    from emi_features.devices import default_device, resolve_device
+
+    cache_path = Path(cache_path)
+    if not name or "/" in name:
+        raise CacheError(f"--name {name!r}: a plain name (no '/')")
+    with open_cache(cache_path) as cache:
+        transcripts = read_transcripts(cache._file)
+        ids = list(cache.ids)
+        existing = set(cache.streams())
+    if transcripts is None:
+        raise CacheError(f"{cache_path} has no transcripts: run `emi transcribe` first")
+    for stream_name in (name, f"{name}-tokens") if tokens else (name,):
+        if stream_name in existing and not overwrite:
+            raise CacheError(
+                f"{cache_path} has a stream {stream_name!r} already; --overwrite replaces it"
+            )
+    encoder = TextEncoder(model, device=resolve_device(device or default_device()), offline=offline)
+    rows = [
+        k
+        for k, (p, t) in enumerate(zip(transcripts.present, transcripts.text, strict=True))
+        if p and t.strip()
+    ]
+    values = np.zeros((len(ids), encoder.hidden_size), dtype=np.float32)
+    token_states: dict[int, np.ndarray] = {}
+    for first in range(0, len(rows), batch_size):
+        chunk = rows[first : first + batch_size]
+        pooled, states = encoder([transcripts.text[k] for k in chunk])
+        values[chunk] = pooled
+        token_states.update(zip(chunk, states, strict=True))
+    present = np.zeros(len(ids), dtype=bool)
+    present[rows] = True
+    empty = int(transcripts.present.sum()) - len(rows)
+    if empty:
+        log.info("%d clip(s) have an empty transcript: recorded as missing from %s", empty, name)
+    attrs = {
+        "source": f"emi embed-text --model {model}",
+        "fingerprint": encoder.fingerprint,
+        "pooling": encoder.pooling,
+        "transcripts": transcripts.attrs.get("source", ""),
+    }
+    streams = {
+        name: Stream(
+            CLIP, present, values=values, attrs={**attrs, "kind": CLIP, "dim": encoder.hidden_size}
+        )
+    }
+    if tokens:
+        streams[f"{name}-tokens"] = _token_stream(token_states, len(ids), present, values, attrs)
+    try:
+        lock = ExclusiveLock(cache_path, f"cache {cache_path}").acquire()
+    except LockedError as error:
+        raise CacheError(str(error)) from None
+    try:
+        for stream_name, stream in streams.items():
+            rewrite_with_stream(cache_path, stream_name, stream, overwrite=True)
+    finally:
+        lock.release()
+    return {
+        "present": len(rows),
+        "missing": len(ids) - len(rows),
+        "empty": empty,
+        "dim": encoder.hidden_size,
+    }
+
+
+def _token_stream(
+    states: dict[int, np.ndarray], count: int, present: np.ndarray, values: np.ndarray, attrs: dict
+) -> Stream:
+    lengths = np.array([len(states[k]) if k in states else 0 for k in range(count)])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    width = values.shape[1]
+    frames = np.zeros((int(offsets[-1]), width), dtype=np.float16)
+    for k, block in states.items():
+        frames[offsets[k] : offsets[k + 1]] = block
+    mean = np.stack([states[k].mean(0) if k in states else np.zeros(width) for k in range(count)])
+    token_attrs = {**attrs, "kind": FRAME, "dim": width, "unit": "token"}
+    return Stream(
+        FRAME,
+        present.copy(),
+        frames=frames,
+        offsets=offsets,
+        mean=mean.astype(np.float32),
+        attrs=token_attrs,
+    )

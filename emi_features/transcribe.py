@@ -1,0 +1,237 @@
+"""`emi transcribe INPUT --out CACHE.h5 [--model ASR]`: every clip of the cache transcribed by a
+Hugging Face Whisper model into `/text` (see `emi_features.text`), or `--transcripts FILE.csv`
+imported instead.
+
+Clips are decoded like extraction (16 kHz mono), sorted by length and batched; a clip longer
+than Whisper's 30 s window is decoded by Whisper's own sequential long-form generation. The
+language is detected per clip on its first 30 s (or forced with `language`). Each finished
+batch is appended to a journal beside the cache (`CACHE.h5.streams/text.jsonl`, flushed and
+synced), so a killed run resumes where it stopped; the journal is attached to the cache at the
+end, under its lock, and removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from emi_features.audio import DecodeError, load_audio, probe_seconds
+from emi_features.backbones import hub_error
+from emi_features.config import ASR_MODEL_ID
+from emi_features.dataset import find_clips
+from emi_features.devices import default_device, resolve_device
+from emi_features.locks import ExclusiveLock, LockedError
+from emi_features.reader import CacheError, open_cache
+from emi_features.schema import SAMPLE_RATE
+from emi_features.text import attach_transcripts, read_transcripts_csv
+
+log = logging.getLogger(__name__)
+WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper reads 30 s windows
+SKIPPED = "\0skipped"  # the journal's language for a clip that could not be decoded
+
+
+@dataclass
+class TranscribeResult:
+    path: Path
+    transcribed: int  # clips with a transcript in the cache
+    empty: int  # of which the text is empty (silence, non-speech)
+    skipped: dict[str, str]
+    seconds: float
+
+
+def journal_path(cache: Path) -> Path:
+    return cache.with_name(f"{cache.name}.streams") / "text.jsonl"
+
+
+def read_journal(path: Path, header: dict[str, Any], overwrite: bool) -> dict[str, tuple]:
+    """id -> (text, language) already done by an interrupted run with these settings; a last
+    line cut by a kill is dropped. A journal of other settings is refused (or, with overwrite,
+    started again)."""
+    if not path.is_file() or overwrite:
+        path.unlink(missing_ok=True)
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        found = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        found = None
+    if found != header:
+        raise CacheError(
+            f"{path}: an unfinished transcription with other settings ({found}); "
+            f"--overwrite starts again"
+        )
+    done = {}
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # the line a kill cut short
+        done[row["id"]] = (row["text"], row["language"])
+    return done
+
+
+def append_journal(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class Whisper:
+    """A Whisper model and its processor: batches of 16 kHz waves -> (text, language)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: torch.device,
+        offline: bool = False,
+        language: str | None = None,
+        max_new_tokens: int | None = None,
+    ):
+        import transformers
+        from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        options = {"local_files_only": offline or Path(model).is_dir()}
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        try:
+            self.processor = AutoProcessor.from_pretrained(model, **options)
+            network = AutoModelForSpeechSeq2Seq.from_pretrained(model, dtype=dtype, **options)
+        except (OSError, ValueError) as error:
+            raise hub_error(model, offline, error) from error
+        if not hasattr(network, "detect_language"):
+            raise CacheError(f"{model}: not a Whisper model ({type(network).__name__})")
+        self.network = network.eval().to(device)
+        self.device, self.dtype = device, dtype
+        self.language, self.max_new_tokens = language, max_new_tokens
+
+    @torch.inference_mode()
+    def __call__(self, waves: list[np.ndarray]) -> list[tuple[str, str]]:
+        long = max(w.size for w in waves) > WINDOW_SAMPLES
+        inputs = self.processor(
+            waves,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            truncation=not long,
+            padding="longest" if long else "max_length",
+            return_attention_mask=True,
+        )
+        features = inputs.input_features.to(self.device, self.dtype)
+        if self.language:
+            languages = [self.language] * len(waves)
+        else:
+            tokens = self.network.detect_language(features[..., :3000])
+            names = self.processor.tokenizer.convert_ids_to_tokens(tokens.tolist())
+            languages = [name.strip("<|>") for name in names]
+        generated = self.network.generate(
+            features,
+            attention_mask=inputs.attention_mask.to(self.device),
+            task="transcribe",
+            language=languages,
+            return_timestamps=long,
+            max_new_tokens=self.max_new_tokens,
+        )
+        texts = self.processor.batch_decode(generated, skip_special_tokens=True)
+        return [(t.strip(), lang) for t, lang in zip(texts, languages, strict=True)]
+
+
+def transcribe(
+    input_path: str | Path,
+    *,
+    out: str | Path,
+    model: str = ASR_MODEL_ID,
+    transcripts: str | Path | None = None,
+    language: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    device: str | None = None,
+    split: str | None = None,
+    overwrite: bool = False,
+    offline: bool = False,
+    progress: bool = True,
+) -> TranscribeResult:
+    """Transcribe the clips of the cache `out` found under INPUT (or import `transcripts`)."""
+    started = time.perf_counter()
+    cache = Path(out)
+    with open_cache(cache) as opened:
+        ids = set(opened.ids)
+    if transcripts is not None:
+        found = read_transcripts_csv(Path(transcripts))
+        attrs = {"source": str(Path(transcripts).resolve()), "model": ""}
+        result = attach_transcripts(cache, found, attrs, overwrite=overwrite)
+        return _result(cache, result.text, result.present, {}, started)
+    journal = journal_path(cache)
+    journal.parent.mkdir(exist_ok=True)
+    try:
+        lock = ExclusiveLock(journal, f"transcription of {cache}").acquire()
+    except LockedError as error:
+        raise CacheError(str(error)) from None
+    try:
+        header = {"model": model, "language": language, "max_new_tokens": max_new_tokens}
+        done = read_journal(journal, header, overwrite)
+        if not done:
+            append_journal(journal, [header])
+        clips = [c for c in find_clips(Path(input_path), split=split) if c.id in ids]
+        todo = [c for c in clips if c.id not in done]
+        log.info("%d clips, %d already transcribed in %s", len(clips), len(done), journal)
+        if todo:
+            asr = Whisper(
+                model,
+                device=resolve_device(device or default_device()),
+                offline=offline,
+                language=language,
+                max_new_tokens=max_new_tokens,
+            )
+            _run(asr, todo, journal, done, batch_size, progress)
+        skipped = {k: v[0] for k, v in done.items() if v[1] == SKIPPED}
+        found = {k: v for k, v in done.items() if v[1] != SKIPPED}
+        attrs = {"source": f"emi transcribe --model {model}", "model": model}
+        result = attach_transcripts(cache, found, attrs, overwrite=True)
+        journal.unlink()
+    finally:
+        lock.release()
+    return _result(cache, result.text, result.present, skipped, started)
+
+
+def _run(
+    asr: Whisper, todo: list, journal: Path, done: dict, batch_size: int, progress: bool
+) -> None:
+    """Batches of clips of similar length through Whisper, each appended to the journal."""
+    lengths = {c.id: probe_seconds(c.path) for c in todo}
+    todo = sorted(todo, key=lambda c: lengths[c.id])
+    with tqdm(total=len(todo), unit="clip", desc="transcribe", disable=not progress or None) as bar:
+        for first in range(0, len(todo), batch_size):
+            batch, waves, rows = todo[first : first + batch_size], [], []
+            for clip in batch:
+                try:
+                    waves.append((clip.id, load_audio(clip.path)))
+                except DecodeError as error:
+                    log.warning("skip %s: %s", clip.id, error)
+                    rows.append({"id": clip.id, "text": str(error), "language": SKIPPED})
+            if waves:
+                texts = asr([w for _, w in waves])
+                rows += [
+                    {"id": i, "text": t, "language": lang}
+                    for (i, _), (t, lang) in zip(waves, texts, strict=True)
+                ]
+            append_journal(journal, rows)
+            done.update({row["id"]: (row["text"], row["language"]) for row in rows})
+            bar.update(len(batch))
+
+
+def _result(cache: Path, text: list[str], present: np.ndarray, skipped: dict, started: float):
+    empty = sum(1 for t, p in zip(text, present, strict=True) if p and not t)
+    return TranscribeResult(
+        cache, int(present.sum()), empty, skipped, time.perf_counter() - started
+    )

@@ -1,0 +1,333 @@
+"""Transcripts and text embeddings: `emi transcribe` with a tiny random Whisper (batched, long-form
+past 30 s, resumable from its journal) or `--transcripts` imported; `emi embed-text` with a tiny
+random BERT (mean pooling, or a sentence-transformers folder's own pooling), empty transcripts
+recorded as missing; /text carried when a cache is extended."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_wav
+
+from emi_features.cli import main as extract_command
+from emi_features.reader import open_cache
+from emi_features.streams import read_stream
+from emi_features.text import read_transcripts
+from emi_features.text_cli import embed_text_command, transcribe_command
+
+WORDS = ["hello", "world", "bright", "dark", "voice", "tone", "high", "low"]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet, which Whisper's tokenizer uses."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    codes, extra = printable[:], 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, codes), strict=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory) -> Path:
+    """A random 1-layer Whisper with a byte-level tokenizer, two languages and timestamps."""
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+
+    folder = tmp_path_factory.mktemp("tiny-whisper")
+    (folder / "vocab.json").write_text(
+        json.dumps({c: i for i, c in enumerate(_bytes_to_unicode().values())})
+    )
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    end = "<|endoftext|>"
+    tokenizer = WhisperTokenizer(
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        unk_token=end,
+        bos_token=end,
+        eos_token=end,
+        pad_token=end,
+    )
+    specials = [
+        "<|startoftranscript|>",
+        "<|en|>",
+        "<|de|>",
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|startoflm|>",
+        "<|startofprev|>",
+        "<|nocaptions|>",
+        "<|notimestamps|>",
+        *(f"<|{k * 0.02:.2f}|>" for k in range(1501)),
+    ]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    token = tokenizer.convert_tokens_to_ids
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(folder)
+    ids = {
+        "decoder_start_token_id": token("<|startoftranscript|>"),
+        "eos_token_id": token(end),
+        "pad_token_id": token(end),
+        "bos_token_id": token(end),
+    }
+    config = WhisperConfig(
+        vocab_size=len(tokenizer),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=16,
+        decoder_ffn_dim=16,
+        max_target_positions=64,
+        **ids,
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        **ids,
+        max_length=64,
+        is_multilingual=True,
+        max_initial_timestamp_index=50,
+        lang_to_id={"<|en|>": token("<|en|>"), "<|de|>": token("<|de|>")},
+        task_to_id={"transcribe": token("<|transcribe|>"), "translate": token("<|translate|>")},
+        no_timestamps_token_id=token("<|notimestamps|>"),
+        prev_sot_token_id=token("<|startofprev|>"),
+        begin_suppress_tokens=[token(end)],
+        suppress_tokens=[],
+        alignment_heads=[[0, 0]],
+    )
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
+    )
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=5 + len(WORDS),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def invoke(command, *args, ok=True):
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def wav_cache(tmp_path) -> tuple[Path, Path]:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for k, seconds in enumerate((1.0, 2.0, 0.5, 35.0)):  # the last past Whisper's 30 s window
+        write_wav(folder / f"{k:05d}.wav", seconds, seed=k)
+    cache = tmp_path / "c.h5"
+    invoke(extract_command, folder, "--model", "fbank", "--out", cache, "--quiet", "--workers", 0)
+    return folder, cache
+
+
+def transcripts_of(cache: Path):
+    with open_cache(cache) as opened:
+        return read_transcripts(opened._file), list(opened.ids)
+
+
+def test_imported_transcripts_are_embedded_and_empty_ones_recorded_missing(
+    wav_cache, tiny_bert, tmp_path, caplog
+):
+    from transformers import BertModel, BertTokenizer
+
+    caplog.set_level("INFO")
+    folder, cache = wav_cache
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("Filename,text,language\n0,hello world,en\n1,dark tone low,en\n2,,\n")
+    result = invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
+    assert "3 clips transcribed (1 empty)" in result.output
+    text, ids = transcripts_of(cache)
+    assert text.present.tolist() == [True, True, True, False]  # clip 3 was never transcribed
+    assert text.text[:3] == ["hello world", "dark tone low", ""] and text.language[0] == "en"
+    again = invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file, ok=False)
+    assert again.exit_code == 1 and "has transcripts already; --overwrite" in again.output
+    csv_file.write_text("Filename,text\n00009,hello\n")
+    unknown = invoke(
+        transcribe_command,
+        folder,
+        "--out",
+        cache,
+        "--transcripts",
+        csv_file,
+        "--overwrite",
+        ok=False,
+    )
+    assert unknown.exit_code == 1 and "1 transcript id(s) are not in" in unknown.output
+
+    result = invoke(embed_text_command, cache, "--model", tiny_bert, "--tokens")
+    assert "width 16 for 2 clips, 2 missing (1 with an empty transcript)" in result.output
+    with open_cache(cache) as opened:
+        pooled = read_stream(opened._file, "text", len(opened))
+        tokens = read_stream(opened._file, "text-tokens", len(opened))
+    assert pooled.present.tolist() == [True, True, False, False]
+    tokenizer, model = (
+        BertTokenizer.from_pretrained(tiny_bert),
+        BertModel.from_pretrained(tiny_bert),
+    )
+    with torch.no_grad():
+        states = model(**tokenizer(["dark tone low"], return_tensors="pt")).last_hidden_state[0]
+    np.testing.assert_allclose(pooled.values[1], states.mean(0).numpy(), atol=1e-5)
+    assert not pooled.values[2].any()  # the empty transcript: no vector guessed
+    assert tokens.attrs["unit"] == "token" and np.diff(tokens.offsets).tolist() == [4, 5, 0, 0]
+    np.testing.assert_allclose(tokens.frames[4:9].astype(np.float32), states.numpy(), atol=2e-3)
+
+
+def test_a_sentence_transformers_folder_is_pooled_as_it_says(wav_cache, tiny_bert, tmp_path):
+    import shutil
+
+    from transformers import BertModel, BertTokenizer
+
+    folder, cache = wav_cache
+    model_dir = tmp_path / "st"
+    shutil.copytree(tiny_bert, model_dir)
+    (model_dir / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_Pooling",
+                    "type": "sentence_transformers.models.Pooling",
+                },
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize",
+                },
+            ]
+        )
+    )
+    (model_dir / "1_Pooling").mkdir()
+    (model_dir / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("Filename,text\n0,hello world\n")
+    invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
+    invoke(embed_text_command, cache, "--model", model_dir, "--name", "st")
+    with open_cache(cache) as opened:
+        pooled = read_stream(opened._file, "st", len(opened))
+    tokenizer, model = (
+        BertTokenizer.from_pretrained(tiny_bert),
+        BertModel.from_pretrained(tiny_bert),
+    )
+    with torch.no_grad():
+        cls = model(**tokenizer(["hello world"], return_tensors="pt")).last_hidden_state[0, 0]
+    np.testing.assert_allclose(pooled.values[0], (cls / cls.norm()).numpy(), atol=1e-5)
+    assert pooled.attrs["pooling"] == "cls"
+
+
+def test_whisper_transcribes_every_clip_and_resumes_its_journal(wav_cache, tiny_whisper, caplog):
+    caplog.set_level("INFO")
+    folder, cache = wav_cache
+    journal = cache.with_name(f"{cache.name}.streams") / "text.jsonl"
+    journal.parent.mkdir()
+    header = {"model": str(tiny_whisper), "language": None, "max_new_tokens": 4}
+    # a run killed after its first batch, and in the middle of writing the next line
+    journal.write_text(
+        json.dumps(header)
+        + "\n"
+        + json.dumps({"id": "00002", "text": "kept from the journal", "language": "de"})
+        + '\n{"id": "000'
+    )
+    args = [
+        folder,
+        "--out",
+        cache,
+        "--model",
+        tiny_whisper,
+        "--max-new-tokens",
+        4,
+        "--batch-size",
+        2,
+        "--quiet",
+    ]
+    result = invoke(transcribe_command, *args)
+    assert "4 clips transcribed" in result.output
+    assert any("4 clips, 1 already transcribed" in m for m in caplog.messages)
+    text, ids = transcripts_of(cache)
+    assert text.present.all() and not journal.exists()
+    assert text.text[2] == "kept from the journal"
+    assert set(text.language) <= {"en", "de"} and text.attrs["model"] == str(tiny_whisper)
+    # an unfinished journal of other settings is refused, not mixed in; --overwrite restarts
+    journal.parent.mkdir(exist_ok=True)
+    journal.write_text(json.dumps({**header, "max_new_tokens": 9}) + "\n")
+    refused = invoke(transcribe_command, *args, ok=False)
+    assert refused.exit_code == 1
+    assert "unfinished transcription with other settings" in refused.output
+    restarted = invoke(transcribe_command, *args, "--overwrite")
+    assert "4 clips transcribed" in restarted.output and not journal.exists()
+    assert transcripts_of(cache)[0].text[2] != "kept from the journal"  # transcribed anew
+    not_whisper = invoke(
+        transcribe_command,
+        folder,
+        "--out",
+        cache,
+        "--model",
+        "nowhere/none",
+        "--offline",
+        "--overwrite",
+        ok=False,
+    )
+    assert not_whisper.exit_code == 1 and "cannot load model 'nowhere/none'" in not_whisper.output
+
+
+def test_transcripts_survive_extending_the_cache_with_another_split(sample_root, tmp_path):
+    cache = tmp_path / "c.h5"
+    base = [sample_root, "--model", "fbank", "--out", cache, "--quiet", "--workers", 0]
+    invoke(extract_command, *base, "--split", "train")
+    with open_cache(cache) as opened:
+        train_ids = list(opened.ids)
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("Filename,text\n" + "".join(f"{i},word {i}\n" for i in train_ids))
+    invoke(transcribe_command, sample_root, "--out", cache, "--transcripts", csv_file)
+    invoke(extract_command, *base, "--split", "valid")
+    text, ids = transcripts_of(cache)
+    assert len(ids) > len(train_ids)
+    for clip_id, present, words in zip(ids, text.present, text.text, strict=True):
+        assert present == (clip_id in train_ids)
+        assert words == (f"word {clip_id}" if present else "")
