@@ -6,6 +6,10 @@ loudness that carries no label (the feature extractor normalises it away). The s
 are fixed functions of those four properties, each in [0, 1] (see `intensities`), cut at 0.4 and
 quantised to k/N like annotator fractions, so many are exactly zero.
 
+With `layers` (the default) two labels move to the other modalities (`sample_layers`): each clip
+also says a word whose score is its Admiration, and its video shows a disc whose size is its Joy;
+`transcripts.csv` holds the words. Without, all six come from the voice.
+
 The sample shows that the pipeline learns audible properties end to end; it says nothing about
 emotions or about how well a head does on the real data.
 """
@@ -23,9 +27,11 @@ import soxr
 
 from emi_features.audio import SAMPLE_RATE
 from emi_features.dataset import EMOTIONS, ID_COLUMN, ID_WIDTH
+from emi_features.sample_layers import Layers, SampleError, draw_frame, mix_word, random_layers
 
 VIDEO_RATE = 44_100  # the AAC track of raw/*.mp4 is stereo at another rate than 16 kHz
 LABEL_THRESHOLD = 0.4
+TRANSCRIPTS = "transcripts.csv"  # what each clip says (with layers)
 
 
 @dataclass(frozen=True)
@@ -39,16 +45,17 @@ class Voice:
     seconds: float
 
 
-def intensities(voice: Voice) -> np.ndarray:
-    """The label function before quantisation: (6,) in [0, 1], in the order of EMOTIONS."""
+def intensities(voice: Voice, layers: Layers | None = None) -> np.ndarray:
+    """The label function before quantisation: (6,) in [0, 1], in the order of EMOTIONS. With
+    `layers`, Admiration is the spoken word's score and Joy the image's disc size."""
     raw = np.array(
         [
-            voice.brightness,  # Admiration
+            voice.brightness if layers is None else layers.word_score,  # Admiration
             voice.rate,  # Amusement
             1.0 - voice.pitch,  # Determination
             voice.breathiness,  # Empathic Pain
             (voice.pitch + voice.rate) / 2,  # Excitement
-            (voice.pitch + voice.brightness) / 2,  # Joy
+            (voice.pitch + voice.brightness) / 2 if layers is None else layers.image,  # Joy
         ]
     )
     return np.clip((raw - LABEL_THRESHOLD) / (1 - LABEL_THRESHOLD), 0.0, 1.0)
@@ -90,20 +97,25 @@ def _lengths(count: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(rng.lognormal(mean=np.log(2.2), sigma=0.45, size=count), 0.3, 8.0)
 
 
-def write_mp4(path: Path, wave: np.ndarray, rate: int) -> None:
-    """A tiny video track plus a stereo AAC track at `rate`, like the challenge's raw/*.mp4."""
+def write_mp4(
+    path: Path, wave: np.ndarray, rate: int, frames: list[np.ndarray] | None = None
+) -> None:
+    """A video track at 2 frames/s (`frames`, or gray levels) plus a stereo AAC track at
+    `rate`, like the challenge's raw/*.mp4."""
     import av
 
     stereo = np.stack([wave, wave * 0.9]).astype(np.float32)
     with av.open(str(path), "w") as container:
         video = container.add_stream("mpeg4", rate=2)
-        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        count = max(1, int(stereo.shape[1] / rate * 2))
+        if frames is None:
+            frames = [np.full((32, 32, 3), (k * 40) % 255, dtype=np.uint8) for k in range(count)]
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
         audio = container.add_stream("aac", rate=rate, layout="stereo")
         audio.bit_rate = 24_000
-        seconds = stereo.shape[1] / rate
-        for index in range(max(1, int(seconds * 2))):
-            image = np.full((32, 32, 3), (index * 40) % 255, dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        for index in range(count):
+            frame = av.VideoFrame.from_ndarray(frames[index % len(frames)], format="rgb24")
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         chunk = 1024
@@ -123,9 +135,11 @@ def generate_sample(
     test: int = 60,
     seed: int = 0,
     long_seconds: float = 70.0,
+    layers: bool = True,
 ) -> Path:
     """Write the dataset under `root`: raw/*.mp4 for every clip, audio/*.mp3 (16 kHz mono) for
-    train and valid, and {train,valid,test}_split.csv (test without labels, as shipped).
+    train and valid, {train,valid,test}_split.csv (test without labels, as shipped), and with
+    `layers` transcripts.csv (Filename, text, language) of every clip.
 
     One train clip lasts 0.064 s (the real data's shortest) and one valid clip `long_seconds`.
     """
@@ -133,6 +147,8 @@ def generate_sample(
     (root / "raw").mkdir(parents=True, exist_ok=True)
     (root / "audio").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    layer_rng = np.random.default_rng([seed, 1])  # the voices stay those of an audio-only sample
+    transcripts = []
     splits = {"train": train, "valid": valid, "test": test}
     next_id = 0
     for split, count in splits.items():
@@ -146,9 +162,15 @@ def generate_sample(
             clip_id = str(next_id).zfill(ID_WIDTH)
             next_id += 1
             voice = Voice(*rng.uniform(0, 1, size=4), seconds=float(seconds))
-            labels = quantise(intensities(voice), annotators=int(rng.integers(5, 11)))
+            annotators = int(rng.integers(5, 11))
             wave = render(voice, rng, VIDEO_RATE)
-            write_mp4(root / "raw" / f"{clip_id}.mp4", wave, VIDEO_RATE)
+            frames, said = None, None
+            if layers:
+                said = mix_word(wave, random_layers(layer_rng), layer_rng, VIDEO_RATE)
+                frames = [draw_frame(said.image, layer_rng) for _ in range(4)]
+                transcripts.append([clip_id, said.word, "en"])
+            labels = quantise(intensities(voice, said), annotators=annotators)
+            write_mp4(root / "raw" / f"{clip_id}.mp4", wave, VIDEO_RATE, frames)
             if split != "test":  # the same sound, as the organisers' 16 kHz mono mp3
                 soundfile.write(
                     root / "audio" / f"{clip_id}.mp3",
@@ -165,6 +187,9 @@ def generate_sample(
             else:
                 writer.writerow([ID_COLUMN, *EMOTIONS])
                 writer.writerows(rows)
+    if layers:
+        with (root / TRANSCRIPTS).open("w", newline="") as handle:
+            csv.writer(handle).writerows([[ID_COLUMN, "text", "language"], *transcripts])
     return root
 
 
@@ -175,7 +200,16 @@ def generate_sample(
 @click.option("--test", type=int, default=60, help="Test clips (videos only, no labels).")
 @click.option("--seed", type=int, default=0)
 @click.option("--long-seconds", type=float, default=70.0, help="Length of the one long clip.")
+@click.option(
+    "--layers/--no-layers",
+    default=True,
+    help="A spoken word (espeak-ng) and a video image that each carry a label, and "
+    "transcripts.csv; without, all labels come from the voice.",
+)
 def main(out: str, **options: int) -> None:
     """Write a synthetic dataset in the challenge layout to OUT (see emi_features.sample_data)."""
-    root = generate_sample(out, **options)
+    try:
+        root = generate_sample(out, **options)
+    except SampleError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"wrote a synthetic sample in {root}", err=True)

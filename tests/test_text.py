@@ -19,6 +19,7 @@ from emi_features.reader import open_cache
 from emi_features.streams import read_stream
 from emi_features.text import read_transcripts
 from emi_features.text_cli import embed_text_command, transcribe_command
+from emi_features.tiny_models import save_tiny_text_encoder
 
 WORDS = ["hello", "world", "bright", "dark", "voice", "tone", "high", "low"]
 
@@ -119,24 +120,7 @@ def tiny_whisper(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    (folder / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
-    )
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=5 + len(WORDS),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_text_encoder(tmp_path_factory.mktemp("tiny-bert"), WORDS, width=16)
 
 
 def invoke(command, *args, ok=True):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from conftest import write_wav
 
@@ -18,25 +17,12 @@ from emi_features.cli import main as extract_command
 from emi_features.reader import open_cache
 from emi_features.sample_data import write_mp4
 from emi_features.streams import read_stream
+from emi_features.tiny_models import save_tiny_image_encoder
 
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory) -> Path:
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-    )
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_image_encoder(tmp_path_factory.mktemp("tiny-vit"), width=24)
 
 
 def run(*args, ok=True):
