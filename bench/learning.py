@@ -37,7 +37,7 @@ from emi_features.audio import SAMPLE_RATE
 from emi_features.dataset import EMOTIONS, ID_COLUMN
 from emi_features.extract import extract
 from emi_features.sample_data import LABEL_THRESHOLD, Voice, intensities, quantise, render
-from emi_heads.config import HeadConfig, TrainConfig
+from emi_heads.config import HEADS, HeadConfig, TrainConfig
 from emi_heads.presets import PRESETS
 from emi_heads.train import train
 
@@ -55,6 +55,7 @@ RUNS = [
 # seconds a step on a CPU: both are left out unless named in --runs
 DEFAULT_RUNS = "ridge,lstm,concat,concat-frames,concat-2026 preset"
 VALID_CLIPS = 400
+ROWS = RESULTS / "learning.jsonl"  # one row per (set, size, run) as measured
 
 
 def glide_labels(start: Voice, end: Voice) -> np.ndarray:
@@ -100,12 +101,18 @@ def write_csv(path: Path, rows: list[list[str]]) -> Path:
 
 
 def make_set(folder: Path, kind: str, train_clips: int, seed: int) -> tuple[Path, list, list]:
-    """`train_clips` + VALID_CLIPS wav clips under folder/audio, extracted to folder/cache.h5."""
+    """`train_clips` + VALID_CLIPS wav clips under folder/audio, extracted to folder/cache.h5
+    (a folder that has them already is reused)."""
     (folder / "audio").mkdir(parents=True, exist_ok=True)
     total = train_clips + VALID_CLIPS
-    with ProcessPoolExecutor(2) as pool:
-        jobs = [(kind, k, seed, folder) for k in range(total)]
-        rows = list(pool.map(_write_clip, jobs, chunksize=64))
+    labels = folder / f"labels-{total}.json"
+    if labels.is_file():
+        rows = json.loads(labels.read_text())
+    else:
+        with ProcessPoolExecutor(2) as pool:
+            jobs = [(kind, k, seed, folder) for k in range(total)]
+            rows = list(pool.map(_write_clip, jobs, chunksize=64))
+        labels.write_text(json.dumps(rows))
     cache = folder / "cache.h5"
     extract(folder / "audio", model="fbank", out=cache, progress=False, workers=2)
     return cache, rows[:train_clips], rows[train_clips:]
@@ -164,7 +171,11 @@ def markdown(rows: list[dict]) -> str:
     for key in dict.fromkeys((r["data"], r["size"]) for r in rows):
         cells = {r["run"]: r for r in rows if (r["data"], r["size"]) == key}
         text = [
-            f"{c['valid_r']:.3f} ± {c['sd']:.3f} ({c['seconds']:.0f} s)" if c else "–"
+            "–"
+            if c is None
+            else f"{c['valid_r']:.3f}, 1 seed ({c['seconds']:.0f} s)"
+            if c["seeds"] == 1 and c["run"] != "ridge"
+            else f"{c['valid_r']:.3f} ± {c['sd']:.3f} ({c['seconds']:.0f} s)"
             for c in (cells.get(run) for run in runs)
         ]
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(text) + " |")
@@ -179,7 +190,8 @@ def main() -> None:
     parser.add_argument("--runs", default=DEFAULT_RUNS)
     parser.add_argument(
         "--one-seed-above", type=int, default=None,
-        help="sizes above this run one seed (the sd is then 0: a CPU budget, said in the table)",
+        help="heads that read every frame run one seed at sizes above this (their sd is then "
+        "0: a CPU budget, shown in the table's seeds)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -190,12 +202,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument(
         "--table", action="store_true",
-        help="print the table and verdict of the saved bench/results/learning*.json and stop",
+        help="print the table and verdict of the rows measured so far and stop",
     )  # fmt: skip
     args = parser.parse_args()
     if args.table:
-        rows = [row for path in sorted(RESULTS.glob("learning*.json"))
-                for row in json.loads(path.read_text())["rows"]]  # fmt: skip
+        rows = saved_rows()
         print(markdown(rows))
         failures = verdicts(rows)
         print("every default head >= ridge - its seed sd" if not failures else "\n".join(failures))
@@ -205,25 +216,36 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     wanted = [r for r in RUNS if r[0] in args.runs.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="emi-bench-learning-"))
-    rows: list[dict] = []
+    done = {(r["data"], r["size"], r["run"]) for r in saved_rows()}
     for kind in args.kinds.split(","):
         folder = work / kind
         cache, train_rows, valid_rows = make_set(folder, kind, max(sizes), seed=3)
         valid_csv = write_csv(folder / "valid.csv", valid_rows)
         for size in sizes:
             train_csv = write_csv(folder / f"train-{size}.csv", train_rows[:size])
-            runs = [r for r in wanted if r[2] is None or size <= args.preset_max]
-            seeds = args.seeds
-            if args.one_seed_above is not None and size > args.one_seed_above:
-                seeds = 1
-            for row in measure(cache, train_csv, valid_csv, folder / str(size), runs, seeds):
-                rows.append({"data": kind, "size": size, **row})
-                print(json.dumps(rows[-1]), flush=True)
-    name = "learning" if args.kinds == "voice,glide" else f"learning-{args.kinds}"
-    report(name, rows, {"seeds": args.seeds, "valid_clips": VALID_CLIPS, "sizes": sizes})
+            runs = [r for r in wanted if (r[2] is None or size <= args.preset_max)
+                    and (kind, size, r[0]) not in done]  # fmt: skip
+            for run in runs:
+                seeds = args.seeds
+                if HEADS[run[1]].needs_frames and size > (args.one_seed_above or size):
+                    seeds = 1
+                for row in measure(cache, train_csv, valid_csv, folder / str(size), [run], seeds):
+                    row = {"data": kind, "size": size, **row}
+                    with ROWS.open("a") as handle:  # kept as measured: a rerun goes on
+                        handle.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+    rows = saved_rows()
+    report("learning", rows, {"seeds": args.seeds, "valid_clips": VALID_CLIPS})
     print(markdown(rows))
     failures = verdicts(rows)
     print("every default head >= ridge - its seed sd" if not failures else "\n".join(failures))
+
+
+def saved_rows() -> list[dict]:
+    """Every row measured so far, in the order measured (bench/results/learning.jsonl)."""
+    if not ROWS.is_file():
+        return []
+    return [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":

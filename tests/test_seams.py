@@ -64,7 +64,8 @@ def test_importing_stage_two_never_loads_transformers():
 
 
 def test_help_argument_errors_and_check_answer_before_torch_loads(synthetic, tmp_path):
-    for args in (["--help"], ["train", "--help"], ["predict", "--help"], ["extract", "--help"]):
+    commands = ("train", "predict", "extract", "transcribe", "embed-text")
+    for args in (["--help"], *([name, "--help"] for name in commands)):
         result = run_emi(*args)
         assert result.returncode == 0, result.stderr
         assert loaded(result) == set(), args
@@ -89,7 +90,7 @@ def test_help_argument_errors_and_check_answer_before_torch_loads(synthetic, tmp
 def test_emi_group_runs_each_tool():
     result = CliRunner().invoke(emi, ["--help"])
     assert result.exit_code == 0
-    for name in ("extract", "train", "predict", "demo", "make-sample"):
+    for name in ("extract", "transcribe", "embed-text", "train", "predict", "demo", "make-sample"):
         assert name in result.output
     models = CliRunner().invoke(emi, ["extract", "--list-models"])
     assert models.exit_code == 0
