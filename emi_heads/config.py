@@ -152,8 +152,11 @@ class HeadConfig:
         default=True, metadata=_help("Start the output bias at the training label mean.")
     )
     pool_steps: int = field(
-        default=128,
-        metadata=_help("concat-frames: adaptive average pooling of each clip to N steps (0: off)."),
+        default=16,
+        metadata=_help(
+            "concat-frames: adaptive average pooling of each clip to N steps (0: off; the "
+            "published: 128)."
+        ),
     )
     aux_loss: Literal["main", "smooth_l1"] = field(
         default="main",
