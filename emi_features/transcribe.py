@@ -183,6 +183,10 @@ def transcribe(
         if not done:
             append_journal(journal, [header])
         clips = [c for c in find_clips(Path(input_path), split=split) if c.id in ids]
+        unfound = len(ids) - len(clips)
+        if unfound and split is None:
+            log.warning("%d clip(s) of %s have no media under %s: left without transcripts",
+                        unfound, cache, input_path)  # fmt: skip
         todo = [c for c in clips if c.id not in done]
         log.info("%d clips, %d already transcribed in %s", len(clips), len(done), journal)
         if todo:
