@@ -26,7 +26,7 @@ from emi_heads.config import HeadConfig, InputSpec, TrainConfig, input_spec
 from emi_heads.data import BUCKET_BATCHES, batch_order, load_inputs
 from emi_heads.heads import build_head
 from emi_heads.losses import parse_loss
-from emi_heads.optim import Ema
+from emi_heads.optim import Ema, ema_decay_for
 from emi_heads.rundir import save_predictions
 from emi_heads.train import train, train_step
 
@@ -93,7 +93,7 @@ def lstm_epoch_seconds(
         "loss_fn": parse_loss(train_config.loss),
         "optimizer": optimizer,
         "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
-        "ema": Ema(model, train_config.ema_decay),
+        "ema": Ema(model, ema_decay_for(train_config, 30 * len(ids) // train_config.batch_size)),
         "grad_clip": train_config.grad_clip,
         "autocast": torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"),
     }
