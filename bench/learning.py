@@ -137,6 +137,7 @@ def measure(
             result = train(
                 cache, [train_csv], valid_csv, work / f"{label}-{seed}".replace(" ", "_"),
                 head_config, train_config, device="cpu", progress=False, preset=preset,
+                overwrite=True,
             )  # fmt: skip
             seconds.append(time.perf_counter() - started)
             scores.append(result.valid_r)

@@ -135,11 +135,12 @@ class HeadConfig:
     input_norm: bool = field(
         default=True, metadata=_help("lstm: LayerNorm on the frames before the LSTM.")
     )
-    mean_input: Literal["cache", "frames"] = field(
-        default="cache",
+    mean_input: Literal["stats", "cache", "frames"] = field(
+        default="stats",
         metadata=_help(
-            "lstm: the global mean is the cache's /mean, or the time-mean of the LSTM's input "
-            "frames over the crop (as published).",
+            "lstm, streams-lstm: what joins the last state — the frames' mean and sd over the "
+            "crop (what ridge reads), the cache's /mean, or the time-mean of the LSTM's input "
+            "frames (as published; lstm only).",
         ),
     )
     output_activation: Literal["sigmoid", "none"] = field(

@@ -22,8 +22,10 @@ from emi_heads.heads import (
     Head,
     HeadOutput,
     LstmHead,
+    clip_summary,
     latent_without_cached_vad,
     readout,
+    summary_width,
     time_mean,
     without_absent_frame_vad,
 )
@@ -190,7 +192,9 @@ class StreamLstmHead(Head):
                 for name in self.streams
             }
         )
-        fused = config.hidden * len(self.streams) + (config.dims["mean"] if config.use_mean else 0)
+        fused = config.hidden * len(self.streams) + (
+            summary_width(config) if config.use_mean else 0
+        )
         self.mlp = readout(fused, config)
 
     def output_layers(self) -> list[nn.Linear]:
@@ -209,7 +213,7 @@ class StreamLstmHead(Head):
             encoder = self.encoders[_key(name)]
             states.append(LstmHead.read_last(encoder["lstm"], encoder["norm"](frames), lengths))
         if self.config.use_mean:
-            states.append(batch["mean"].to(states[0].dtype))
+            states.append(clip_summary(batch, self.config).to(states[0].dtype))
         return HeadOutput(self.activate(self.mlp(torch.cat(states, dim=-1))))
 
 

@@ -121,6 +121,20 @@ def latent_without_cached_vad(config: HeadConfig) -> HeadConfig:
     return config
 
 
+SUMMARIES = {"stats": "frame_stats", "cache": "mean"}  # mean_input -> the clip vector read
+
+
+def summary_width(config: HeadConfig) -> int:
+    """Width of the clip summary a recurrent head joins to its last states (`clip_summary`)."""
+    return config.dims[SUMMARIES.get(config.mean_input, "mean")]
+
+
+def clip_summary(batch: dict[str, torch.Tensor], config: HeadConfig) -> torch.Tensor:
+    """(B, d) what joins a recurrent head's last states: the cropped frames' mean ⊕ sd
+    (`stats`, what ridge reads) or the cache's /mean (`cache`)."""
+    return batch[SUMMARIES.get(config.mean_input, "mean")]
+
+
 def readout(width: int, config: HeadConfig) -> nn.Sequential:
     """The recurrent heads' MLP: Dropout -> Linear(width, mlp_hidden) -> tanh -> Linear(6)."""
     return nn.Sequential(
@@ -157,7 +171,7 @@ class LstmHead(Head):
             batch_first=True,
             dropout=config.dropout if config.layers > 1 else 0.0,
         )
-        mean_width = config.dims["mean"] if config.mean_input == "cache" else width
+        mean_width = width if config.mean_input == "frames" else summary_width(config)
         self.mlp = readout(config.hidden + (mean_width if self.use_mean else 0), config)
 
     def output_layers(self) -> list[nn.Linear]:
@@ -197,9 +211,9 @@ class LstmHead(Head):
         state = self.last_states(self.input_norm(frames), batch["lengths"])
         if self.use_mean:
             mean = (
-                batch["mean"]
-                if self.config.mean_input == "cache"
-                else time_mean(frames, batch["lengths"])
+                time_mean(frames, batch["lengths"])
+                if self.config.mean_input == "frames"
+                else clip_summary(batch, self.config)
             )
             state = torch.cat([state, mean.to(state.dtype)], dim=-1)
         return HeadOutput(self.activate(self.mlp(state)))
