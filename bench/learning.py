@@ -167,7 +167,8 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def markdown(rows: list[dict]) -> str:
     """The README table: one line per set and size, a column per run (r ± sd, seconds)."""
-    runs = list(dict.fromkeys(r["run"] for r in rows))
+    measured = {r["run"] for r in rows}
+    runs = [label for label, _, _ in RUNS if label in measured]
     lines = ["| set | clips | " + " | ".join(runs) + " |", "|---|---:|" + "---:|" * len(runs)]
     for key in dict.fromkeys((r["data"], r["size"]) for r in rows):
         cells = {r["run"]: r for r in rows if (r["data"], r["size"]) == key}

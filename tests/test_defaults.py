@@ -64,7 +64,10 @@ def test_inputs_are_standardised_with_training_statistics_and_padding_stays_zero
     frames = torch.from_numpy(rng.normal(-8.0, 3.0, size=(7, 4)).astype(np.float16))
     inputs = Inputs(
         ids=["a", "b"],
-        vectors={"mean": torch.tensor([[100.0, 1.0], [300.0, 1.0]])},
+        vectors={
+            "mean": torch.tensor([[100.0, 1.0], [300.0, 1.0]]),
+            "frame_stats": torch.tensor([[1.0, 2.0, 3.0, 4.0], [3.0, 2.0, 1.0, 0.0]]),
+        },
         frames=frames,
         offsets=torch.tensor([0, 5, 7]),
         sequences={"features/x": Sequences(frames[:, :2], torch.tensor([0, 3, 7]))},
@@ -75,6 +78,7 @@ def test_inputs_are_standardised_with_training_statistics_and_padding_stays_zero
     head.register_forward_pre_hook(lambda _m, args: seen.update(args[0]))
     head(inputs.batch(torch.arange(2), torch.device("cpu")))
     np.testing.assert_allclose(seen["mean"], [[-1.0, 0.0], [1.0, 0.0]])  # constant column: 0
+    np.testing.assert_allclose(seen["frame_stats"][:, 0], [-1.0, 1.0])
     valid = seen["frames"][0, :5]
     np.testing.assert_allclose(valid.mean(0) * 5 + seen["frames"][1, :2].sum(0), 0, atol=1e-4)
     assert torch.all(seen["frames"][1, 2:] == 0)  # clip b has 2 frames: its padding is zero
