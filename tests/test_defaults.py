@@ -115,3 +115,20 @@ def test_default_heads_learn_as_well_as_ridge_on_a_small_set(synthetic, tmp_path
     )
     assert ridge > 0.5
     assert neural >= ridge - 0.05, (neural, ridge)
+
+
+@pytest.mark.parametrize("head", ["lstm", "streams-lstm"])
+def test_recurrent_heads_read_what_ridge_reads_beside_their_last_states(head):
+    """mean_input="stats" (the default): the frames' mean and sd join the last state; the
+    cache's /mean is then not read."""
+    dims = {"frames": 4, "mean": 4, "frame_stats": 8}
+    model = build_head(HeadConfig(head, dims=dims, hidden=8, mlp_hidden=8, standardize=False))
+    model.eval()
+    batch = {"frames": torch.randn(2, 5, 4), "lengths": torch.tensor([5, 3]),
+             "mean": torch.randn(2, 4), "frame_stats": torch.randn(2, 8)}  # fmt: skip
+    with torch.no_grad():
+        base = model(batch).prediction
+        other_mean = model({**batch, "mean": batch["mean"] + 5}).prediction
+        other_stats = model({**batch, "frame_stats": batch["frame_stats"] + 5}).prediction
+    assert torch.equal(base, other_mean) and not torch.allclose(base, other_stats)
+    assert PRESETS["lstm-2024"].head["mean_input"] == "frames"  # the published time-mean
