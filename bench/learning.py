@@ -170,7 +170,9 @@ def markdown(rows: list[dict]) -> str:
     measured = {r["run"] for r in rows}
     runs = [label for label, _, _ in RUNS if label in measured]
     lines = ["| set | clips | " + " | ".join(runs) + " |", "|---|---:|" + "---:|" * len(runs)]
-    for key in dict.fromkeys((r["data"], r["size"]) for r in rows):
+    sets = list(dict.fromkeys(r["data"] for r in rows))
+    keys = sorted({(r["data"], r["size"]) for r in rows}, key=lambda k: (sets.index(k[0]), k[1]))
+    for key in keys:
         cells = {r["run"]: r for r in rows if (r["data"], r["size"]) == key}
         text = [
             "–"
@@ -244,10 +246,13 @@ def main() -> None:
 
 
 def saved_rows() -> list[dict]:
-    """Every row measured so far, in the order measured (bench/results/learning.jsonl)."""
+    """Every (set, size, run) measured so far, the latest row of each, in the order first
+    measured (bench/results/learning.jsonl)."""
     if not ROWS.is_file():
         return []
-    return [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    latest = {(r["data"], r["size"], r["run"]): r for r in rows}  # a run measured again: its last
+    return list(latest.values())
 
 
 if __name__ == "__main__":
