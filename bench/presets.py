@@ -1,28 +1,37 @@
-"""Each published preset against our defaults for the same head, on the same cache, 3 seeds:
-validation mean r (mean ± sd over seeds) and seconds, with ridge as the reference.
+"""Each published preset against our defaults for the same head and against the published
+training loop, on the same cache, 3 seeds: validation mean r (mean ± sd over seeds) and seconds,
+with ridge as the baseline.
 
 Caches: the bundled sample (120 train / 60 valid clips) and a larger generated set in the same
 layout (`--large-train` / `--large-valid` clips), both extracted with the weight-free `fbank`
 backbone. The published LSTM (hidden 1027) is run on the bundled sample only: on this CPU it
 takes about 8 s per epoch there and would take about 20 minutes a seed on the larger set.
 
-python bench/presets.py [--seeds 3] [--large-train 600] [--large-valid 200]
+"concat-2026 published loop" is `--reference` (default: the line-cited re-implementation in
+../shared/reference/seed2_head.py) fed the same cache's frames, set as the public code runs its
+audio branch: the VAD module on it and its auxiliary weight 0.35.
+
+python bench/presets.py [--seeds 3] [--large-train 600] [--large-valid 200] [--runs LABEL,...]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from common import report
 
 from emi_features.extract import extract
+from emi_features.reader import open_cache
 from emi_features.sample_data import generate_sample
 from emi_heads.config import HeadConfig, TrainConfig
+from emi_heads.labels import read_labels
 from emi_heads.presets import PRESETS
 from emi_heads.train import train
 
@@ -34,7 +43,31 @@ RUNS = [
     ("lstm-2024 preset", "lstm", "lstm-2024"),
     ("concat, our defaults", "concat", None),
     ("concat-2026 preset", "concat-frames", "concat-2026"),
+    ("concat-2026 published loop", "reference", "concat-2026"),
 ]
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed2_head.py"
+
+
+def load_reference(path: Path):
+    spec = importlib.util.spec_from_file_location("published_loop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reference_run(root: Path, cache: Path, seed: int, reference) -> float:
+    """The published loop on the cache's frames: best valid mean r of its EMA weights."""
+    splits = {}
+    with open_cache(cache) as features:
+        for split in ("train", "valid"):
+            labels = read_labels(root / f"{split}_split.csv")
+            frames = [features.clip("frames", i).astype(np.float32) for i in labels.ids]
+            splits[split] = ({"audio": frames}, labels.values)
+    _, info = reference.fit_predict(
+        *splits["train"], *splits["valid"], vad_branches=["audio"], aux_weights=[0.35],
+        seed=seed, verbose=False, return_info=True,
+    )  # fmt: skip
+    return float(info["best_valid_r"])
 
 
 def configs(head: str, preset: str | None, seed: int) -> tuple[HeadConfig, TrainConfig]:
@@ -44,15 +77,21 @@ def configs(head: str, preset: str | None, seed: int) -> tuple[HeadConfig, Train
     return HeadConfig(**published.head), TrainConfig(**{**published.train, "seed": seed})
 
 
-def measure(root: Path, cache: Path, work: Path, seeds: int, skip: set[str]) -> list[dict]:
+def measure(
+    root: Path, cache: Path, work: Path, seeds: int, runs: list[str], reference
+) -> list[dict]:
     rows = []
     for label, head, preset in RUNS:
-        if label in skip:
+        if label not in runs:
             continue
         scores, seconds = [], []
         for seed in range(seeds):
-            head_config, train_config = configs(head, preset, seed)
             started = time.perf_counter()
+            if head == "reference":
+                scores.append(reference_run(root, cache, seed, reference))
+                seconds.append(time.perf_counter() - started)
+                continue
+            head_config, train_config = configs(head, preset, seed)
             result = train(
                 cache,
                 [root / "train_split.csv"],
@@ -87,7 +126,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--large-train", type=int, default=600)
     parser.add_argument("--large-valid", type=int, default=200)
+    parser.add_argument(
+        "--runs", default=",".join(label for label, _, _ in RUNS),
+        help="comma-separated run labels (default: all)",
+    )  # fmt: skip
+    parser.add_argument("--reference", type=Path, default=REFERENCE)
+    parser.add_argument("--no-bundled", action="store_true", help="the generated set only")
     args = parser.parse_args()
+    runs = [label.strip() for label in args.runs.split(",")]
+    reference = load_reference(args.reference) if "concat-2026 published loop" in runs else None
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="emi-bench-presets-"))
     large = generate_sample(
@@ -95,10 +142,13 @@ def main() -> None:
         long_seconds=20.0,
     )  # fmt: skip
     rows = []
-    for root, skip in ((BUNDLED, set()), (large, {"lstm-2024 preset"})):
+    sets = [(large, [r for r in runs if r != "lstm-2024 preset"])]
+    if not args.no_bundled:
+        sets.insert(0, (BUNDLED, runs))
+    for root, chosen in sets:
         cache = work / f"{root.name}.h5"
         extract(root, model="fbank", out=cache, progress=False, workers=2)
-        rows += measure(root, cache, work / root.name, args.seeds, skip)
+        rows += measure(root, cache, work / root.name, args.seeds, chosen, reference)
     report("presets", rows, {"seeds": args.seeds, "large": [args.large_train, args.large_valid]})
 
 

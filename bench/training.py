@@ -28,7 +28,8 @@ from emi_heads.heads import build_head
 from emi_heads.losses import parse_loss
 from emi_heads.optim import Ema, ema_decay_for
 from emi_heads.rundir import save_predictions
-from emi_heads.train import train, train_step
+from emi_heads.sgd import train_step
+from emi_heads.train import train
 
 
 def build_cache(path: Path, lengths: list[float], dim: int) -> None:

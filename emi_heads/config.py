@@ -11,6 +11,7 @@ import importlib
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ class HeadSpec:
 
     description: str
     target: str
+    reads: Callable[[HeadConfig], list[str]]
     needs_frames: bool = False
     trained_by_sgd: bool = True
 
@@ -35,36 +37,115 @@ class HeadSpec:
         return getattr(importlib.import_module(module), name)
 
 
+SUMMARIES = {"stats": "frame_stats", "cache": "mean"}  # mean_input -> the clip vector read
+
+
+def branch_inputs(config: HeadConfig) -> list[str]:
+    """The clip vectors a concat or linear head reads: `inputs` when given, else every one the
+    cache has, after the ablation switches."""
+    if config.inputs:
+        return [name.strip() for name in config.inputs.split(",") if name.strip()]
+    names = ["frame_stats"]
+    if config.use_mean:
+        names.append("mean")
+    if config.use_vad:
+        names += [n for n in ("vad", "frame_vad_stats") if n in config.dims]
+    names += sorted(n for n in config.dims if n.startswith("features/"))
+    return names
+
+
+def sequence_streams(config: HeadConfig) -> list[str]:
+    """The frame-level streams `streams-lstm` reads: `frames` and `seq/features/NAME`, all of
+    them or those `inputs` names (`frames,features/face`)."""
+    chosen = [n.strip() for n in config.inputs.split(",") if n.strip()]
+    sequences = sorted(n for n in config.dims if n.startswith("seq/"))
+    streams = [n for n in sequences if not chosen or n.removeprefix("seq/") in chosen]
+    return ["frames", *streams] if not chosen or "frames" in chosen else streams
+
+
+def _recurrent_extras(config: HeadConfig, frames: bool = True) -> list[str]:
+    """The frame VAD beside the frames, and the clip summary joined to the last states."""
+    vad = ["frame_vad"] if frames and config.use_vad and "frame_vad" in config.dims else []
+    joined = config.use_mean and config.mean_input != "frames"
+    return [*vad, *([SUMMARIES.get(config.mean_input, "mean")] if joined else [])]
+
+
+def _lstm_reads(config: HeadConfig) -> list[str]:
+    return ["frames", *_recurrent_extras(config)]
+
+
+def _streams_lstm_reads(config: HeadConfig) -> list[str]:
+    streams = sequence_streams(config)
+    return [*streams, *_recurrent_extras(config, frames="frames" in streams)]
+
+
+def _frames_reads(config: HeadConfig) -> list[str]:
+    return ["frames"]
+
+
+def inputs_read(config: HeadConfig) -> list[str]:
+    """The inputs (keys of `config.dims`) a head reads to predict: what a cache must hold for
+    it, whatever else the training cache held."""
+    return HEADS[config.head].reads(config)
+
+
+def streams_read(config: HeadConfig) -> list[str]:
+    """The /features streams among `inputs_read`, by name (`fb10`, `text`)."""
+    names = (n.removeprefix("seq/") for n in inputs_read(config))
+    return list(dict.fromkeys(n.split("/", 1)[1] for n in names if n.startswith("features/")))
+
+
 HEADS: dict[str, HeadSpec] = {
     "lstm": HeadSpec(
         "frames (+ frame VAD) -> 2-layer LSTM, last state + global mean -> MLP "
         "(audio-only system, 6th ABAW)",
         "emi_heads.heads:LstmHead",
+        _lstm_reads,
         needs_frames=True,
     ),
     "concat": HeadSpec(
         "branches per clip input, concatenated, auxiliary heads, VAD latent "
         "(concatenation fusion, 10th ABAW)",
         "emi_heads.heads:ConcatHead",
+        branch_inputs,
     ),
     "streams-lstm": HeadSpec(
         "one LSTM per frame-level stream (the cache's frames and every frame stream under "
         "/features), last states + global mean -> MLP (late fusion per modality, 8th ABAW)",
         "emi_heads.frame_heads:StreamLstmHead",
+        _streams_lstm_reads,
         needs_frames=True,
     ),
     "concat-frames": HeadSpec(
         "per-frame branches (LayerNorm, Linear, GELU) mean-pooled over time, VAD latent on "
         "the acoustic frames, auxiliary heads (the published concat fusion, 10th ABAW)",
         "emi_heads.frame_heads:FrameConcatHead",
+        _frames_reads,
         needs_frames=True,
     ),
     "linear": HeadSpec(
         "ridge regression on clip vectors (baseline)",
         "emi_heads.heads:LinearHead",
+        branch_inputs,
         trained_by_sgd=False,
     ),
 }
+
+
+def parse_stream_weights(spec: str) -> dict[str, float]:
+    """`frames=0.35,features/text=0.45` -> {"frames": 0.35, "features/text": 0.45}; one-line
+    error for a malformed pair or a weight that is not a number >= 0."""
+    weights: dict[str, float] = {}
+    for pair in filter(None, (p.strip() for p in spec.split(","))):
+        name, equals, value = pair.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not equals or not name.strip() or not weight >= 0 or not math.isfinite(weight):
+            raise ValueError(f"stream_aux_weights: {pair!r} is not NAME=WEIGHT with a weight >= 0")
+        weights[name.strip()] = weight
+    return weights
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -128,6 +209,14 @@ class HeadConfig:
     vad_weight: float = field(
         default=0.1, metadata=_help("concat: weight of the VAD latent's loss (supervised).")
     )
+    stream_aux_weights: str = field(
+        default="",
+        metadata=_help(
+            "concat-frames: each stream's share of aux_weight, e.g. frames=0.35 (the published "
+            "shares: face 0.20, audio 0.35, text 0.45); streams not named share what is left "
+            "evenly; empty: even shares."
+        ),
+    )
     ridge_alphas: tuple[float, ...] = field(
         default=(0.1, 1.0, 10.0, 100.0, 1000.0),
         metadata=_help("linear: ridge alphas tried on validation (comma-separated)."),
@@ -190,6 +279,10 @@ class HeadConfig:
             problems.append("dropout must be in [0, 1)")
         if not (self.aux_weight >= 0 and self.vad_weight >= 0 and self.vad_center_weight >= 0):
             problems.append("aux_weight, vad_weight and vad_center_weight must be >= 0")
+        try:
+            parse_stream_weights(self.stream_aux_weights)
+        except ValueError as error:
+            problems.append(str(error))
         if not 0 <= self.pool_steps <= MAX_WIDTH:
             problems.append(f"pool_steps must be in 0..{MAX_WIDTH}")
         if not self.ridge_alphas or not all(math.isfinite(a) and a > 0 for a in self.ridge_alphas):
@@ -235,6 +328,13 @@ class TrainConfig:
     warmup_fraction: float = field(
         default=0.05, metadata=_help("Share of the steps spent warming the rate up.")
     )
+    warmup_epochs: float = field(
+        default=0.0,
+        metadata=_help(
+            "Warm-up length in epochs, whatever the number of epochs (0: warmup_fraction "
+            "decides; the published LSTM: 1)."
+        ),
+    )
     grad_clip: float = field(default=1.0, metadata=_help("Gradient clipping threshold."))
     clip_mode: Literal["norm", "value"] = field(
         default="norm",
@@ -277,6 +377,13 @@ class TrainConfig:
             "Best epoch and early stopping on the mean valid r of the last N epochs (1: raw)."
         ),
     )
+    length_buckets: bool = field(
+        default=True,
+        metadata=_help(
+            "Sequence heads: batches of clips of similar length (little padding); off: "
+            "uniformly shuffled batches, as published."
+        ),
+    )
     modality_dropout: float = field(
         default=0.0,
         metadata=_help(
@@ -302,6 +409,8 @@ class TrainConfig:
             problems.append("modality_dropout must be in [0, 1)")
         if not 0.0 <= self.warmup_fraction < 1.0:
             problems.append("warmup_fraction must be in [0, 1)")
+        if not 0.0 <= self.warmup_epochs <= self.epochs:
+            problems.append("warmup_epochs must be in [0, epochs]")
         if not self.grad_clip > 0:
             problems.append("grad_clip must be > 0")
         if self.corr_ramp_epochs < 0 or not self.min_improvement >= 0:

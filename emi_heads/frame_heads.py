@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from emi_features.schema import VAD_DIM
-from emi_heads.config import HeadConfig
+from emi_heads.config import HeadConfig, parse_stream_weights, sequence_streams
 from emi_heads.heads import (
     OUTPUTS,
     Head,
@@ -65,6 +65,21 @@ def _regressor(width: int, hidden: int, dropout: float) -> nn.Sequential:
     )
 
 
+def stream_shares(streams: list[str], spec: str) -> dict[str, float]:
+    """Each stream's share of the auxiliary weight: the weights `spec` names, and what is left
+    of 1 split evenly over the streams it does not name."""
+    named = parse_stream_weights(spec)
+    unknown = sorted(set(named) - set(streams))
+    if unknown:
+        raise ValueError(
+            f"stream_aux_weights names {', '.join(unknown)}, which the head does not read "
+            f"(it reads {', '.join(streams)})"
+        )
+    others = [name for name in streams if name not in named]
+    rest = max(0.0, 1.0 - sum(named.values())) / len(others) if others else 0.0
+    return {name: named.get(name, rest) for name in streams}
+
+
 class FrameConcatHead(Head):
     """The published concatenation fusion over the frame-level streams (see the module)."""
 
@@ -77,6 +92,7 @@ class FrameConcatHead(Head):
     def __init__(self, config: HeadConfig):
         super().__init__(config)
         self.streams = [self.ACOUSTIC]
+        self.aux_shares = stream_shares(self.streams, config.stream_aux_weights)
         width, dropout = config.branch_dim, config.dropout
         self.project = nn.ModuleDict(
             {
@@ -138,14 +154,15 @@ class FrameConcatHead(Head):
         return HeadOutput(self.activate(self.fusion(torch.cat(vectors, dim=-1))), aux)
 
     def auxiliary_loss(self, output, batch, target, main_loss) -> torch.Tensor:
-        """`aux_weight` split evenly over the streams' heads (the published split for its three
-        modalities was 0.20 / 0.35 / 0.45), with `aux_loss`; the VAD latent pulled towards 0.5
-        (`vad_center_weight`, free) or to the cached VAD (`vad_weight`, supervised)."""
+        """`aux_weight` times each stream's share (`stream_aux_weights`; the published shares
+        for its three modalities were 0.20 / 0.35 / 0.45) on its head's `aux_loss`; the VAD
+        latent pulled towards 0.5 (`vad_center_weight`, free) or to the cached VAD
+        (`vad_weight`, supervised)."""
         branch_loss = self.branch_loss(main_loss)
-        branches = [v for k, v in output.aux.items() if k.startswith("branch/")]
         total = output.prediction.new_zeros(())
-        for value in branches:
-            total = total + self.config.aux_weight / len(branches) * branch_loss(value, target)
+        for name, share in self.aux_shares.items():
+            value = output.aux[f"branch/{name}"]
+            total = total + self.config.aux_weight * share * branch_loss(value, target)
         latent = output.aux.get("vad_latent")
         if latent is not None and self.config.vad_latent == "supervised":
             total = total + self.config.vad_weight * mse(latent.float(), batch["vad"])
@@ -166,11 +183,8 @@ class StreamLstmHead(Head):
 
     def __init__(self, config: HeadConfig):
         super().__init__(config)
-        chosen = [n.strip() for n in config.inputs.split(",") if n.strip()]
+        self.streams = sequence_streams(config)
         sequences = sorted(n for n in config.dims if n.startswith("seq/"))
-        self.streams = [n for n in sequences if not chosen or n.removeprefix("seq/") in chosen]
-        if not chosen or "frames" in chosen:
-            self.streams = ["frames", *self.streams]
         widths = {
             "frames": config.dims["frames"] + (VAD_DIM if config.use_vad else 0),
             **{n: config.dims[n] for n in sequences},

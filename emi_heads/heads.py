@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from emi_features.dataset import EMOTIONS
 from emi_features.schema import VAD_DIM
-from emi_heads.config import HEADS, HeadConfig
+from emi_heads.config import HEADS, SUMMARIES, HeadConfig, branch_inputs
 from emi_heads.losses import Loss, mse, smooth_l1
 from emi_heads.standardize import Standardizer
 
@@ -121,9 +121,6 @@ def latent_without_cached_vad(config: HeadConfig) -> HeadConfig:
     return config
 
 
-SUMMARIES = {"stats": "frame_stats", "cache": "mean"}  # mean_input -> the clip vector read
-
-
 def summary_width(config: HeadConfig) -> int:
     """Width of the clip summary a recurrent head joins to its last states (`clip_summary`)."""
     return config.dims[SUMMARIES.get(config.mean_input, "mean")]
@@ -217,20 +214,6 @@ class LstmHead(Head):
             )
             state = torch.cat([state, mean.to(state.dtype)], dim=-1)
         return HeadOutput(self.activate(self.mlp(state)))
-
-
-def branch_inputs(config: HeadConfig) -> list[str]:
-    """The clip vectors a concat or linear head reads: `inputs` when given, else every one the
-    cache has, after the ablation switches."""
-    if config.inputs:
-        return [name.strip() for name in config.inputs.split(",") if name.strip()]
-    names = ["frame_stats"]
-    if config.use_mean:
-        names.append("mean")
-    if config.use_vad:
-        names += [n for n in ("vad", "frame_vad_stats") if n in config.dims]
-    names += sorted(n for n in config.dims if n.startswith("features/"))
-    return names
 
 
 def check_inputs(config: HeadConfig) -> None:

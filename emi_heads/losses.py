@@ -32,11 +32,17 @@ def smooth_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def pearson(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - mean over columns of Pearson r over the batch: (B, K), (B, K) -> scalar."""
+    """1 - mean over columns of Pearson r over the batch: (B, K), (B, K) -> scalar. Each
+    column's population sd is floored at EPS, and a batch of one clip gives 0, as the
+    published concat fusion computes it."""
+    if prediction.shape[0] < 2:
+        return prediction.new_zeros(())
     x = prediction - prediction.mean(dim=0)
     y = target - target.mean(dim=0)
-    r = (x * y).sum(dim=0) / ((x * x).sum(dim=0) * (y * y).sum(dim=0) + EPS).sqrt()
-    return 1.0 - r.mean()
+    # the floor on the variance, not the sd: the same values, and no NaN gradient at sd 0
+    sx = x.pow(2).mean(dim=0).clamp(min=EPS * EPS).sqrt()
+    sy = y.pow(2).mean(dim=0).clamp(min=EPS * EPS).sqrt()
+    return 1.0 - ((x / sx) * (y / sy)).mean(dim=0).mean()
 
 
 def ccc(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

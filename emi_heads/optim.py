@@ -69,14 +69,18 @@ def seed_everything(seed: int) -> None:
 def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
     """The learning rate of optimizer step `step` (from 0) as a fraction of `lr`.
 
-    `warmup-cosine`: linear warm-up over round(warmup_fraction x steps) steps, then cosine decay
-    to 0, per step (transformers' get_cosine_schedule_with_warmup). `cosine-epoch`: constant
-    within an epoch, 0.5 (1 + cos(pi e / epochs)) in epoch e from 0 (CosineAnnealingLR stepped
-    per epoch)."""
+    `warmup-cosine`: linear warm-up over round(warmup_epochs x steps per epoch) steps, or
+    round(warmup_fraction x steps) without warmup_epochs, then cosine decay to 0, per step
+    (transformers' get_cosine_schedule_with_warmup). `cosine-epoch`: constant within an epoch,
+    0.5 (1 + cos(pi e / epochs)) in epoch e from 0 (CosineAnnealingLR stepped per epoch)."""
     total = steps_per_epoch * config.epochs
     if config.lr_schedule == "cosine-epoch":
         return 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / config.epochs))
-    warmup = round(config.warmup_fraction * total)
+    warmup = round(
+        config.warmup_epochs * steps_per_epoch
+        if config.warmup_epochs
+        else config.warmup_fraction * total
+    )
     if step < warmup:
         return step / warmup
     progress = (step - warmup) / max(1, total - warmup)

@@ -18,7 +18,7 @@ from emi_features.dataset import EMOTIONS, read_csv_ids
 from emi_features.devices import resolve_device
 from emi_features.logs import summarise_ids
 from emi_features.reader import open_cache
-from emi_heads.config import HeadConfig, TrainConfig, input_spec
+from emi_heads.config import HeadConfig, TrainConfig, input_spec, streams_read
 from emi_heads.data import load_inputs
 from emi_heads.ensemble import expand_members, fit_weights, parse_weights
 from emi_heads.labels import has_labels, read_labels
@@ -161,9 +161,7 @@ def _caches_for(runs: dict, paths: list[str | Path], allow_incomplete: bool) -> 
                 cache.close()
         for run, (_, config) in runs.items():  # every stream a run reads, the same features
             cache = caches.get(config["cache"]["backbone_fingerprint"])
-            needed = [
-                n.split("/", 1)[1] for n in config["head"]["dims"] if n.startswith("features/")
-            ]
+            needed = streams_read(HeadConfig.from_dict(config["head"]))
             held = cache.stream_fingerprints() if cache is not None else {}
             recorded = config["cache"].get("streams", {})
             for name in needed:

@@ -48,7 +48,9 @@ PRESETS: dict[str, Preset] = {
             "lr": 1e-4,
             "weight_decay": 0.01,  # torch's AdamW default; the code passes none
             "lr_schedule": "warmup-cosine",
-            "warmup_fraction": 1 / 30,  # one warm-up epoch of 30, stepped per batch
+            "warmup_fraction": 0.0,
+            "warmup_epochs": 1.0,  # train_hume.py: warmup_steps = len(loader) x 1, per batch
+            "length_buckets": False,  # a DataLoader with shuffle=True
             "grad_clip": 100.0,
             "clip_mode": "value",
             "epochs": 30,
@@ -75,6 +77,7 @@ PRESETS: dict[str, Preset] = {
             "vad_latent": "free",
             "vad_center_weight": 0.01,
             "aux_weight": 0.03,
+            "stream_aux_weights": "frames=0.35",  # the audio branch's share (face .2, text .45)
             "aux_loss": "smooth_l1",
             "output_activation": "sigmoid",
             "bias_at_label_mean": False,
@@ -99,6 +102,7 @@ PRESETS: dict[str, Preset] = {
             "ema_decay": 0.999,
             "ema_warmup": False,
             "max_seconds": None,  # whole clips, pooled to 128 steps
+            "length_buckets": False,  # a DataLoader with shuffle=True
         },
     ),
 }

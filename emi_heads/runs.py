@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from emi_features.dataset import EMOTIONS
+from emi_heads.config import HeadConfig, inputs_read
 
 SHORT = {name: name[:3] for name in EMOTIONS}
 FIXED = ["run", "head", "preset", "inputs", "loss", "seed", "best", "valid_r",
@@ -23,10 +24,18 @@ FIXED = ["run", "head", "preset", "inputs", "loss", "seed", "best", "valid_r",
 def _flatten(config: dict[str, Any]) -> dict[str, Any]:
     settings = {f"head.{k}": v for k, v in config["head"].items() if k != "dims"}
     settings.update({f"train.{k}": v for k, v in config["train"].items()})
-    settings["inputs"] = ",".join(sorted(config["head"].get("dims", {})))
+    settings["inputs"] = ",".join(_inputs_read(config["head"]))
     settings["cache"] = config.get("cache", {}).get("backbone_fingerprint")
     settings["held_out"] = config.get("held_out")  # fold runs: same settings, other data
     return settings
+
+
+def _inputs_read(head: dict[str, Any]) -> list[str]:
+    """What the run's head reads (not every input its training cache held)."""
+    try:
+        return inputs_read(HeadConfig.from_dict(head))
+    except (ValueError, KeyError):  # an edited config: what it records
+        return sorted(head.get("dims", {}))
 
 
 def find_runs(folders: list[Path]) -> list[Path]:

@@ -17,18 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from emi_features import __version__
 from emi_features.dataset import EMOTIONS
 from emi_features.devices import resolve_device
 from emi_heads.config import HEADS, HeadConfig, TrainConfig, input_spec
-from emi_heads.data import Inputs, batch_order, drop_streams
+from emi_heads.data import Inputs
 from emi_heads.heads import Head, build_head, check_inputs, resolve_head_config
 from emi_heads.labels import Labels
-from emi_heads.losses import Loss, parse_loss
 from emi_heads.metrics import format_scores, pearson_columns
-from emi_heads.optim import Ema, ema_decay_for, lr_factor, passes_per_epoch, seed_everything
+from emi_heads.optim import seed_everything
 from emi_heads.rundata import RunData, load_run_data
 from emi_heads.rundir import (
     CONFIG,
@@ -42,9 +40,10 @@ from emi_heads.rundir import (
     save_json,
     save_predictions,
 )
+from emi_heads.sgd import train_sgd
 
 log = logging.getLogger(__name__)
-__all__ = ["TrainConfig", "HeadConfig", "train", "train_step", "evaluate"]
+__all__ = ["TrainConfig", "HeadConfig", "train", "evaluate"]
 
 
 @dataclass
@@ -173,10 +172,9 @@ def fit(
                 epoch_log.add(row)
             epoch_log.close()
         else:
-            best_epoch, epoch_log = _train_sgd(
-                model, train_inputs, train_labels, valid, train_config, run, device, progress,
-                log_to,
-            )  # fmt: skip
+            best_epoch, epoch_log = train_sgd(
+                model, data.train, valid, train_config, run, device, progress, log_to
+            )
         if not run.published:
             raise RunError(
                 f"{run.final}: no epoch gave a finite validation r, so no weights were kept "
@@ -203,167 +201,10 @@ def _resolve(config: HeadConfig) -> HeadConfig:
     return resolved
 
 
-def train_step(
-    model: Head,
-    batch: dict[str, torch.Tensor],
-    target: torch.Tensor,
-    *,
-    loss_fn: Loss,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ema: Ema | None,
-    grad_clip: float,
-    clip_mode: str = "norm",
-    autocast: torch.autocast,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step: forward, the main loss plus the head's own auxiliary terms, backward,
-    clipping, AdamW, the schedule, EMA. Returns the (main, auxiliary) losses, detached."""
-    with autocast:
-        output = model(batch)
-    loss = loss_fn(output.prediction.float(), target)
-    aux = model.auxiliary_loss(output, batch, target, loss_fn)
-    optimizer.zero_grad(set_to_none=True)
-    (loss + aux).backward()
-    if clip_mode == "value":
-        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
-    else:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    scheduler.step()
-    if ema is not None:
-        ema.update(model)
-    return loss.detach(), aux.detach()
-
-
 def evaluate(model: Head, split: tuple[Labels, Inputs], device: torch.device) -> np.ndarray:
     """(6,) Pearson r of each column on a labelled split."""
     labels, inputs = split
     return pearson_columns(predict(model, inputs, device=device), labels.values)
-
-
-def _train_sgd(
-    model: Head,
-    train_inputs: Inputs,
-    train_labels: Labels,
-    valid: tuple[Labels, Inputs] | None,
-    config: TrainConfig,
-    run: RunWriter,
-    device: torch.device,
-    progress: bool,
-    log_to: str | None = None,
-) -> tuple[int, EpochLog]:
-    optimizer = torch.optim.AdamW(  # foreach: one fused update, also on a CPU
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
-    )
-    batches_per_pass = math.ceil(len(train_inputs) / config.batch_size)
-    passes = passes_per_epoch(config, batches_per_pass)
-    steps_per_epoch = passes * batches_per_pass
-    ema_decay = ema_decay_for(config, steps_per_epoch * config.epochs)
-    if passes > 1:
-        log.info(
-            "%d training clips: an epoch is %d passes (%d steps), so that %d epochs make at "
-            "least %d steps (--min-steps)",
-            len(train_inputs), passes, steps_per_epoch, config.epochs, config.min_steps,
-        )  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config, steps_per_epoch)
-    )
-    step_options = {
-        "loss_fn": parse_loss(config.loss),
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "ema": Ema(model, ema_decay, config.ema_warmup) if config.ema else None,
-        "grad_clip": config.grad_clip,
-        "clip_mode": config.clip_mode,
-        "autocast": torch.autocast(
-            device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-        ),
-    }
-    targets = torch.from_numpy(train_labels.values)
-    generator = torch.Generator().manual_seed(config.seed)
-    columns = [
-        "epoch",
-        "loss",
-        "aux_loss",
-        "lr",
-        "valid_loss",
-        "valid_r",
-        "valid_r_smoothed",
-        *[f"r_{e}" for e in EMOTIONS],
-    ]
-    epoch_log = EpochLog(run.path / LOG, [*columns, "seconds"], log_to, lambda: run.path)
-    best_r, best_epoch, stale = -math.inf, 0, 0
-    history: list[float] = []  # valid r per epoch
-    for epoch in range(1, config.epochs + 1):
-        tic = time.perf_counter()
-        model.train()
-        if config.corr_ramp_epochs:  # correlation terms weighted min(1, epoch / N)
-            ramp = min(1.0, epoch / config.corr_ramp_epochs)
-            step_options["loss_fn"] = parse_loss(config.loss, correlation_weight=ramp)
-        batches = [
-            index
-            for _ in range(passes)
-            for index in batch_order(
-                len(train_inputs), config.batch_size, generator, train_inputs.lengths
-            )
-        ]
-        sums = torch.zeros(2, dtype=torch.float64)
-        for index in tqdm(
-            batches, desc=f"epoch {epoch}", leave=False, disable=not progress or None
-        ):
-            batch = train_inputs.batch(index, device)
-            batch = drop_streams(batch, config.modality_dropout, generator)
-            loss, aux = train_step(model, batch, targets[index].to(device), **step_options)
-            sums += torch.stack([loss, aux]).double().cpu() * len(index)
-        row = {
-            "epoch": epoch,
-            "loss": float(sums[0]) / (passes * len(train_inputs)),
-            "aux_loss": float(sums[1]) / (passes * len(train_inputs)),
-            "lr": scheduler.get_last_lr()[0],
-        }
-        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if step_options["ema"] is not None:
-            step_options["ema"].copy_to(model)  # evaluate and save the averaged weights
-        line = f"epoch {epoch}/{config.epochs} loss {row['loss']:.4f} aux {row['aux_loss']:.4f}"
-        improved = valid is None
-        if valid is not None:
-            valid_predictions = predict(model, valid[1], device=device)
-            columns_r = pearson_columns(valid_predictions, valid[0].values)
-            row["valid_loss"] = float(
-                step_options["loss_fn"](
-                    torch.from_numpy(valid_predictions), torch.from_numpy(valid[0].values)
-                )
-            )
-            row["valid_r"] = float(columns_r.mean())
-            row.update({f"r_{e}": float(v) for e, v in zip(EMOTIONS, columns_r, strict=True)})
-            line += f" valid {format_scores(columns_r)}"
-            history.append(row["valid_r"])
-            row["valid_r_smoothed"] = smoothed(history, config.select_window)
-            improved = row["valid_r_smoothed"] > best_r + config.min_improvement
-        if improved:
-            best_r, best_epoch, stale = row.get("valid_r_smoothed", -math.inf), epoch, 0
-            run.save_weights(model)
-        else:
-            stale += 1
-        model.load_state_dict(live)
-        row["seconds"] = time.perf_counter() - tic
-        epoch_log.add(row)
-        log.info("%s %.1fs%s", line, row["seconds"], " *" if improved and valid else "")
-        if valid is not None and stale >= config.patience:
-            log.info("early stop: no better valid r for %d epochs", config.patience)
-            break
-    epoch_log.close()
-    return best_epoch, epoch_log
-
-
-def smoothed(history: list[float], window: int) -> float:
-    """The mean of the last `window` epochs' valid r: the best epoch is chosen on it, so one
-    lucky epoch in a noisy run is not kept over a steadily better stretch. NaN when this epoch's
-    r is not finite (diverged, or constant predictions), so that epoch is never kept."""
-    if not math.isfinite(history[-1]):
-        return math.nan
-    recent = [r for r in history[-window:] if math.isfinite(r)]
-    return sum(recent) / len(recent)
 
 
 COLLAPSE_SHARE = 0.1  # predictions varying less than this share of the labels' spread

@@ -20,7 +20,7 @@ from emi_heads.heads import build_head
 from emi_heads.optim import ema_decay_for, lr_factor, passes_per_epoch
 from emi_heads.presets import PRESETS
 from emi_heads.rundir import load_run
-from emi_heads.train import smoothed
+from emi_heads.sgd import smoothed
 
 
 def test_a_small_set_is_trained_for_the_floor_of_steps_and_a_large_one_as_given():

@@ -167,7 +167,7 @@ def test_an_overwrite_that_dies_before_its_first_weights_leaves_the_old_run(
     def dies(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("emi_heads.train._train_sgd", dies)  # Ctrl-C before the first epoch ends
+    monkeypatch.setattr("emi_heads.train.train_sgd", dies)  # Ctrl-C before the first epoch ends
     result = CliRunner().invoke(
         train_command,
         [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--head", "concat",

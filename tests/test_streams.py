@@ -292,3 +292,37 @@ def test_a_head_trained_with_modality_dropout_predicts_clips_that_lack_a_stream(
         saved = json.loads((out / "config.json").read_text())["train"]
         assert saved["modality_dropout"] == float(p)
     assert scores["0.5"] > scores["0"] + 0.01, scores  # measured 0.932 against 0.907
+
+
+def test_predict_and_runs_use_only_the_inputs_a_run_reads(cache, tmp_path):
+    from emi_heads.runs import compare_runs
+
+    path, latents = cache
+    plain = tmp_path / "plain.h5"
+    write_synthetic_cache(plain, IDS, latents)  # the same frames, no stream
+    np.savez(tmp_path / "s.npz", **{k: latents[i] for i, k in enumerate(IDS)})
+    add(path, "latent", tmp_path / "s.npz")
+    train = write_labels(tmp_path / "t.csv", IDS[:40], latents[:40])
+    valid = write_labels(tmp_path / "v.csv", IDS[40:], latents[40:])
+    args = [str(path), "--train", str(train), "--valid", str(valid), "--quiet"]
+    for head, inputs in (("concat", ["--inputs", "frame_stats,mean"]), ("linear", [])):
+        result = CliRunner().invoke(
+            train_command, [*args, "--head", head, *inputs, "--epochs", "2", "--min-steps", "0",
+                            "--out", str(tmp_path / "runs" / head)],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    ids = write_labels(tmp_path / "ids.csv", IDS[40:], latents[40:])
+    predicted = CliRunner().invoke(
+        predict_command, [str(tmp_path / "runs" / "concat"), "--cache", str(plain), "--ids",
+                          str(ids), "--out", str(tmp_path / "p.csv")],
+    )  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 21
+    refused = CliRunner().invoke(
+        predict_command, [str(tmp_path / "runs" / "linear"), "--cache", str(plain), "--ids",
+                          str(ids), "--out", str(tmp_path / "q.csv")],
+    )  # fmt: skip
+    assert refused.exit_code == 1 and "reads the stream features/latent" in refused.output
+    inputs = {row["head"]: row["inputs"] for row in compare_runs([tmp_path / "runs"])}
+    assert inputs["concat"] == "frame_stats,mean"
+    assert "features/latent" in inputs["linear"].split(",")
