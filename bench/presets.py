@@ -44,6 +44,7 @@ RUNS = [
     ("concat, our defaults", "concat", None),
     ("concat-2026 preset", "concat-frames", "concat-2026"),
     ("concat-2026 published loop", "reference", "concat-2026"),
+    ("seed2_head.py with its defaults", "reference-defaults", "concat-2026"),
 ]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed2_head.py"
 
@@ -55,17 +56,21 @@ def load_reference(path: Path):
     return module
 
 
-def reference_run(root: Path, cache: Path, seed: int, reference) -> float:
-    """The published loop on the cache's frames: best valid mean r of its EMA weights."""
+def reference_run(root: Path, cache: Path, seed: int, reference, published: bool) -> float:
+    """The published loop on the cache's frames: best valid mean r of its EMA weights. With
+    `published` the audio branch is set as the public code sets it (VAD module, auxiliary
+    weight 0.35); else the script's defaults for one branch named `frames` (no VAD module, the
+    whole auxiliary weight)."""
     splits = {}
     with open_cache(cache) as features:
         for split in ("train", "valid"):
             labels = read_labels(root / f"{split}_split.csv")
             frames = [features.clip("frames", i).astype(np.float32) for i in labels.ids]
-            splits[split] = ({"audio": frames}, labels.values)
+            splits[split] = ({"audio" if published else "frames": frames}, labels.values)
+    settings = {"vad_branches": ["audio"], "aux_weights": [0.35]} if published else {}
     _, info = reference.fit_predict(
-        *splits["train"], *splits["valid"], vad_branches=["audio"], aux_weights=[0.35],
-        seed=seed, verbose=False, return_info=True,
+        *splits["train"], *splits["valid"], seed=seed, verbose=False, return_info=True,
+        **settings,
     )  # fmt: skip
     return float(info["best_valid_r"])
 
@@ -87,8 +92,9 @@ def measure(
         scores, seconds = [], []
         for seed in range(seeds):
             started = time.perf_counter()
-            if head == "reference":
-                scores.append(reference_run(root, cache, seed, reference))
+            if head.startswith("reference"):
+                published = head == "reference"
+                scores.append(reference_run(root, cache, seed, reference, published))
                 seconds.append(time.perf_counter() - started)
                 continue
             head_config, train_config = configs(head, preset, seed)
@@ -134,7 +140,8 @@ def main() -> None:
     parser.add_argument("--no-bundled", action="store_true", help="the generated set only")
     args = parser.parse_args()
     runs = [label.strip() for label in args.runs.split(",")]
-    reference = load_reference(args.reference) if "concat-2026 published loop" in runs else None
+    needs_reference = any(head.startswith("reference") for label, head, _ in RUNS if label in runs)
+    reference = load_reference(args.reference) if needs_reference else None
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="emi-bench-presets-"))
     large = generate_sample(

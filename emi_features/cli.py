@@ -12,7 +12,12 @@ import click
 
 from emi_features.config import DTYPE_NAMES, EXTRACT_DEFAULTS, IMAGE_MODEL_ID, ExtractConfig
 from emi_features.logs import setup_logging
-from emi_features.options import COMMAND_SETTINGS, device_option, logging_options
+from emi_features.options import (
+    COMMAND_SETTINGS,
+    device_option,
+    logging_options,
+    stream_option,
+)
 
 D = EXTRACT_DEFAULTS
 
@@ -86,23 +91,22 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache instead of resuming.")
 @click.option("--retry-skipped", is_flag=True, help="Try clips an earlier run skipped again.")
 @click.option("--offline", is_flag=True, help="Never touch the network (as HF_HUB_OFFLINE=1).")
-@click.option(
-    "--group",
-    default=None,
+@stream_option(
+    old="--group",
     help="Add this backbone's output to the finished cache --out as the stream /features/NAME.",
 )
 @click.option(
     "--pool",
     type=click.Choice(["frames", "mean"]),
     default="frames",
-    help="With --group: keep the frames (own frame rate) and clip mean, or only each clip's "
+    help="With --stream: keep the frames (own frame rate) and clip mean, or only each clip's "
     "mean and std (small; for sweeping layers).",
 )
 @click.option(
     "--modality",
     type=click.Choice(["audio", "vision"]),
     default=D.modality,
-    help=f"vision (with --group): per-frame embeddings of the video track by an image model "
+    help=f"vision (with --stream): per-frame embeddings of the video track by an image model "
     f"(ViT, CLIP; default --model {IMAGE_MODEL_ID}).",
 )
 @click.option(
@@ -130,7 +134,7 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
 def main(
     input_path: str,
     out: str,
-    group: str | None,
+    stream: str | None,
     pool: str,
     verbose: bool,
     quiet: bool,
@@ -144,10 +148,10 @@ def main(
     \b
     emi-extract data/sample --model fbank --out cache.h5
     emi-extract /data/vidmimic2 --split train --out vad.h5   # the VAD model, on a GPU
-    emi-extract /data/vidmimic2 --model microsoft/wavlm-large --layer 6 --group wavlm-l6 \\
+    emi-extract /data/vidmimic2 --model microsoft/wavlm-large --layer 6 --stream wavlm-l6 \\
         --out vad.h5                                            # a second stream in vad.h5
     emi-extract /data/vidmimic2 --modality vision --model openai/clip-vit-base-patch32 \\
-        --group vision --fps 5 --out vad.h5                     # face frames, 5 per second
+        --stream vision --fps 5 --out vad.h5                    # face frames, 5 per second
     """
     setup_logging(verbose)
     try:
@@ -155,8 +159,8 @@ def main(
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     if config.modality == "vision":
-        if group is None:
-            raise click.UsageError("--modality vision writes a stream: give --group NAME")
+        if stream is None:
+            raise click.UsageError("--modality vision writes a stream: give --stream NAME")
         source = click.get_current_context().get_parameter_source("model")
         if source == click.core.ParameterSource.DEFAULT:
             config = replace(config, model=IMAGE_MODEL_ID)
@@ -165,10 +169,10 @@ def main(
 
     try:
         with sigterm_as_interrupt():
-            if group is not None:
+            if stream is not None:
                 from emi_features.groups import extract_group
 
-                result = extract_group(input_path, out=out, group=group, config=config,
+                result = extract_group(input_path, out=out, group=stream, config=config,
                                        pool=pool, progress=not quiet)  # fmt: skip
             else:
                 result = extract(input_path, out=out, config=config, progress=not quiet)
@@ -188,7 +192,7 @@ def main(
 
 @click.command(context_settings=COMMAND_SETTINGS)
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False))
-@click.option("--name", required=True, help="The stream's name: /features/NAME.")
+@stream_option(old="--name", required=True, help="The stream's name: /features/NAME.")
 @click.option(
     "--from",
     "source",
@@ -204,26 +208,28 @@ def main(
 )
 @click.option("--allow-pickle", is_flag=True, help="Read pickled data (runs code it holds).")
 @click.option("--overwrite", is_flag=True, help="Replace a stream of that name.")
-@click.option("--verbose", is_flag=True, help="Debug logging.")
-def add_features_command(cache: str, name: str, source: str, verbose: bool, **options) -> None:
+@logging_options
+def add_features_command(
+    cache: str, stream: str, source: str, verbose: bool, quiet: bool, **options
+) -> None:
     """Import features you already have into CACHE as a stream keyed by id.
 
     Ids unknown to the cache are refused; clips the source lacks are recorded as missing.
 
     \b
-    emi-add-features vad.h5 --name face --from face_feats/ --frame-rate 5
-    emi-add-features vad.h5 --name text --from text_embeddings.npz
+    emi-add-features vad.h5 --stream face --from face_feats/ --frame-rate 5
+    emi-add-features vad.h5 --stream text --from text_embeddings.npz
     """
     setup_logging(verbose)
     from emi_features.extract import USER_ERRORS
     from emi_features.import_features import add_features
 
     try:
-        summary = add_features(cache, name, source, **options)
+        summary = add_features(cache, stream, source, **options)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(
-        f"{cache}: /features/{name}: {summary['kind']} features of width {summary['dim']} for "
+        f"{cache}: /features/{stream}: {summary['kind']} features of width {summary['dim']} for "
         f"{summary['present']} clips, {summary['missing']} missing",
         err=True,
     )

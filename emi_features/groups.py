@@ -1,4 +1,4 @@
-"""`emi-extract INPUT --model MODEL --out CACHE.h5 --group NAME`: another backbone (or layer) as
+"""`emi-extract INPUT --model MODEL --out CACHE.h5 --stream NAME`: another backbone (or layer) as
 the stream `/features/NAME` of an existing cache.
 
 The backbone runs through the ordinary extraction into a side cache `CACHE.h5.streams/NAME.h5`
@@ -47,7 +47,7 @@ def extract_group(
 
     cache = Path(out)
     if not group or "/" in group:
-        raise CacheError(f"--group {group!r}: a plain name (no '/')")
+        raise CacheError(f"--stream {group!r}: a plain name (no '/')")
     with open_cache(cache) as main:
         if not main.complete:
             raise CacheError(f"{cache}: its extraction is not finished; finish it first")

@@ -24,9 +24,12 @@ import click
 import numpy as np
 import soundfile
 import soxr
+from tqdm import tqdm
 
 from emi_features.audio import SAMPLE_RATE
 from emi_features.dataset import EMOTIONS, ID_COLUMN, ID_WIDTH
+from emi_features.logs import setup_logging
+from emi_features.options import logging_options
 from emi_features.sample_layers import Layers, SampleError, draw_frame, mix_word, random_layers
 
 VIDEO_RATE = 44_100  # the AAC track of raw/*.mp4 is stereo at another rate than 16 kHz
@@ -136,10 +139,12 @@ def generate_sample(
     seed: int = 0,
     long_seconds: float = 70.0,
     layers: bool = True,
+    progress: bool = False,
 ) -> Path:
     """Write the dataset under `root`: raw/*.mp4 for every clip, audio/*.mp3 (16 kHz mono) for
     train and valid, {train,valid,test}_split.csv (test without labels, as shipped), and with
-    `layers` transcripts.csv (Filename, text, language) of every clip.
+    `layers` transcripts.csv (Filename, text, language) of every clip. `progress`: a bar over
+    the clips with an ETA.
 
     One train clip lasts 0.064 s (the real data's shortest) and one valid clip `long_seconds`.
     """
@@ -148,49 +153,67 @@ def generate_sample(
     (root / "audio").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     layer_rng = np.random.default_rng([seed, 1])  # the voices stay those of an audio-only sample
-    transcripts = []
+    transcripts: list[list[str]] = []
     splits = {"train": train, "valid": valid, "test": test}
+    bar = tqdm(total=train + valid + test, desc="sample clips", unit="clip",
+               disable=not progress or None)  # fmt: skip
     next_id = 0
-    for split, count in splits.items():
-        lengths = _lengths(count, rng)
-        if split == "train" and count:
-            lengths[0] = 0.064
-        if split == "valid" and count and long_seconds:
-            lengths[-1] = long_seconds
-        rows = []
-        for seconds in lengths:
-            clip_id = str(next_id).zfill(ID_WIDTH)
-            next_id += 1
-            voice = Voice(*rng.uniform(0, 1, size=4), seconds=float(seconds))
-            annotators = int(rng.integers(5, 11))
-            wave = render(voice, rng, VIDEO_RATE)
-            frames, said = None, None
-            if layers:
-                said = mix_word(wave, random_layers(layer_rng), layer_rng, VIDEO_RATE)
-                frames = [draw_frame(said.image, layer_rng) for _ in range(4)]
-                transcripts.append([clip_id, said.word, "en"])
-            labels = quantise(intensities(voice, said), annotators=annotators)
-            write_mp4(root / "raw" / f"{clip_id}.mp4", wave, VIDEO_RATE, frames)
-            if split != "test":  # the same sound, as the organisers' 16 kHz mono mp3
-                soundfile.write(
-                    root / "audio" / f"{clip_id}.mp3",
-                    soxr.resample(wave, VIDEO_RATE, SAMPLE_RATE),
-                    SAMPLE_RATE,
-                    format="MP3",
-                )
-            rows.append([clip_id, *(f"{v:.4f}" for v in labels)])
-        with (root / f"{split}_split.csv").open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            if split == "test":
-                writer.writerow([ID_COLUMN])
-                writer.writerows([row[:1] for row in rows])
-            else:
-                writer.writerow([ID_COLUMN, *EMOTIONS])
-                writer.writerows(rows)
+    with bar:
+        for split, count in splits.items():
+            lengths = _lengths(count, rng)
+            if split == "train" and count:
+                lengths[0] = 0.064
+            if split == "valid" and count and long_seconds:
+                lengths[-1] = long_seconds
+            rows = []
+            for seconds in lengths:
+                clip_id = str(next_id).zfill(ID_WIDTH)
+                next_id += 1
+                labels, said = _write_clip(root, clip_id, float(seconds), split, rng,
+                                           layer_rng if layers else None)  # fmt: skip
+                if said is not None:
+                    transcripts.append([clip_id, said.word, "en"])
+                rows.append([clip_id, *(f"{v:.4f}" for v in labels)])
+                bar.update()
+            _write_split(root / f"{split}_split.csv", rows, labelled=split != "test")
     if layers:
         with (root / TRANSCRIPTS).open("w", newline="") as handle:
             csv.writer(handle).writerows([[ID_COLUMN, "text", "language"], *transcripts])
     return root
+
+
+def _write_clip(root: Path, clip_id: str, seconds: float, split: str, rng, layer_rng):
+    """One clip's video (and, outside test, its 16 kHz mp3); returns its labels (6,) and what
+    it says and shows (None without layers)."""
+    voice = Voice(*rng.uniform(0, 1, size=4), seconds=seconds)
+    annotators = int(rng.integers(5, 11))
+    wave = render(voice, rng, VIDEO_RATE)
+    frames, said = None, None
+    if layer_rng is not None:
+        said = mix_word(wave, random_layers(layer_rng), layer_rng, VIDEO_RATE)
+        frames = [draw_frame(said.image, layer_rng) for _ in range(4)]
+    labels = quantise(intensities(voice, said), annotators=annotators)
+    write_mp4(root / "raw" / f"{clip_id}.mp4", wave, VIDEO_RATE, frames)
+    if split != "test":  # the same sound, as the organisers' 16 kHz mono mp3
+        soundfile.write(
+            root / "audio" / f"{clip_id}.mp3",
+            soxr.resample(wave, VIDEO_RATE, SAMPLE_RATE),
+            SAMPLE_RATE,
+            format="MP3",
+        )
+    return labels, said
+
+
+def _write_split(path: Path, rows: list[list[str]], labelled: bool) -> None:
+    """A split CSV as shipped: Filename and the six labels, or Filename alone (test)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        if labelled:
+            writer.writerow([ID_COLUMN, *EMOTIONS])
+            writer.writerows(rows)
+        else:
+            writer.writerow([ID_COLUMN])
+            writer.writerows([row[:1] for row in rows])
 
 
 @click.command(context_settings={"show_default": True})
@@ -206,10 +229,12 @@ def generate_sample(
     help="A spoken word (espeak-ng) and a video image that each carry a label, and "
     "transcripts.csv; without, all labels come from the voice.",
 )
-def main(out: str, **options: int) -> None:
+@logging_options
+def main(out: str, quiet: bool, verbose: bool, **options: int) -> None:
     """Write a synthetic dataset in the challenge layout to OUT (see emi_features.sample_data)."""
+    setup_logging(verbose)
     try:
-        root = generate_sample(out, **options)
+        root = generate_sample(out, progress=not quiet, **options)
     except SampleError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote a synthetic sample in {root}", err=True)

@@ -9,7 +9,12 @@ import click
 
 from emi_features.config import ASR_MODEL_ID, TEXT_MODEL_ID
 from emi_features.logs import setup_logging
-from emi_features.options import COMMAND_SETTINGS, device_option, logging_options
+from emi_features.options import (
+    COMMAND_SETTINGS,
+    device_option,
+    logging_options,
+    stream_option,
+)
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
@@ -73,30 +78,30 @@ def transcribe_command(input_path: str, out: str, verbose: bool, quiet: bool, **
 @click.command(context_settings=COMMAND_SETTINGS)
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", default=TEXT_MODEL_ID, help="A text encoder: hub id or local folder.")
-@click.option("--name", default="text", help="The stream: /features/NAME.")
+@stream_option(old="--name", default="text", help="The stream: /features/NAME.")
 @click.option("--tokens", is_flag=True, help="Also the per-token states as NAME-tokens.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Texts per batch.")
 @device_option
 @click.option("--overwrite", is_flag=True, help="Replace streams of that name.")
 @click.option("--offline", is_flag=True, help="Never touch the network.")
 @logging_options
-def embed_text_command(cache: str, verbose: bool, quiet: bool, **options) -> None:
+def embed_text_command(cache: str, stream: str, verbose: bool, quiet: bool, **options) -> None:
     """Embed the transcripts of CACHE into the stream /features/NAME.
 
     \b
     emi embed-text vad.h5                                    # a multilingual sentence encoder
-    emi embed-text vad.h5 --model FacebookAI/xlm-roberta-large --name xlmr --tokens
+    emi embed-text vad.h5 --model FacebookAI/xlm-roberta-large --stream xlmr --tokens
     """
     setup_logging(verbose)
     from emi_features.extract import USER_ERRORS
     from emi_features.text_embed import embed_text
 
     try:
-        summary = embed_text(cache, **options)
+        summary = embed_text(cache, name=stream, **options)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(
-        f"{cache}: /features/{options['name']}: width {summary['dim']} for "
+        f"{cache}: /features/{stream}: width {summary['dim']} for "
         f"{summary['present']} clips, {summary['missing']} missing "
         f"({summary['empty']} with an empty transcript)",
         err=True,

@@ -1,4 +1,4 @@
-"""`emi extract INPUT --modality vision --model IMAGE_MODEL --group vision [--fps 5]`: per-frame
+"""`emi extract INPUT --modality vision --model IMAGE_MODEL --stream vision [--fps 5]`: per-frame
 embeddings of the video track, written like an audio extraction (resumable parts, a lock, a
 skip list) into a side cache that `groups.extract_group` attaches as `/features/NAME`.
 

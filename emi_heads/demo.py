@@ -27,18 +27,72 @@ BUNDLED_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 STREAM, STREAM_MODEL = "fb10", "fbank-10ms"  # the second audio stream the demo adds and fuses
 TINY = "tiny-random"  # --text-model / --image-model: build a tiny random encoder offline
 DEMO_HEADS = ("linear", "concat", "lstm")  # every one with its defaults
-FAST = ["--min-steps", "200", "--hidden", "64"]  # --fast: a smoke run, not the defaults
+# The demo's budget, so that the main job ends in about two minutes on a 2-core CPU: fewer
+# optimizer steps and a narrower LSTM than the heads' defaults (--full runs the defaults).
+BUDGET = ["--min-steps", "300", "--hidden", "64"]
+FAST = ["--min-steps", "100", "--hidden", "32", "--epochs", "15"]  # --fast: a smoke run
+IN_PROCESS = {"emi-train", "emi-predict"}  # stage two: run here, torch loaded once
+# Each stage's share of the demo's time as measured on a 2-core CPU (for the ETA).
+EXPECTED_SECONDS = {
+    "extract": 12, "train": 6, "train lstm": 25, "extract fb10": 8, "transcripts": 2,
+    "embed text": 6, "extract vision": 10, "predict": 3,
+}  # fmt: skip
+
+
+class Stages:
+    """`[3/16] train lstm ...` before each stage, `done in 12 s, about 40 s left` after it: the
+    time left is the stages' expected seconds, scaled by how fast this machine has been so far."""
+
+    def __init__(self, planned: list[str]):
+        self.planned, self.done, self.started = planned, 0, time.perf_counter()
+        self.expected_done = 0.0
+
+    @staticmethod
+    def expected(stage: str) -> float:
+        return EXPECTED_SECONDS.get(stage, EXPECTED_SECONDS["train"])
+
+    def run(self, stage: str, what: str, command: str, args: list[str]) -> float:
+        self.done += 1
+        click.echo(f"\n[{self.done}/{len(self.planned)}] {what}", err=True)
+        seconds = _run(command, args)
+        self.expected_done += self.expected(stage)
+        pace = (time.perf_counter() - self.started) / self.expected_done
+        left = pace * sum(self.expected(s) for s in self.planned[self.done :])
+        click.echo(f"    done in {seconds:.0f} s; about {left:.0f} s left", err=True)
+        return seconds
 
 
 def _run(stage: str, args: list[str]) -> float:
-    """Run one stage as a subprocess; its log lines pass through. Returns seconds taken."""
+    """Run one stage as the command a user would type; its log lines pass through. Stage two
+    runs in this process (the same click command), stage one as a subprocess, so that this
+    process never imports the backbone libraries. Returns seconds taken."""
     started = time.perf_counter()
-    click.echo(f"\n$ {stage} {' '.join(args)}", err=True)
-    command = [sys.executable, "-m", "emi_heads", stage.removeprefix("emi-")]
-    completed = subprocess.run([*command, *args], check=False)
-    if completed.returncode != 0:
-        raise click.ClickException(f"{stage} failed (exit {completed.returncode}); see above")
+    click.echo(f"$ {stage} {' '.join(args)}", err=True)
+    if stage in IN_PROCESS:
+        _run_here(stage, args)
+    else:
+        command = [sys.executable, "-m", "emi_heads", stage.removeprefix("emi-")]
+        completed = subprocess.run([*command, *args], check=False)
+        if completed.returncode != 0:
+            raise click.ClickException(f"{stage} failed (exit {completed.returncode}); see above")
     return time.perf_counter() - started
+
+
+def _run_here(stage: str, args: list[str]) -> None:
+    from emi_heads.app import main as emi
+
+    command = emi.get_command(click.Context(emi), stage.removeprefix("emi-"))
+    argv = sys.argv
+    sys.argv = [stage, *args]  # what the run records as its command
+    try:
+        command.main(args, prog_name=stage, standalone_mode=False)
+    except click.ClickException as error:
+        raise click.ClickException(f"{stage} failed: {error.format_message()}") from None
+    except SystemExit as exit_:
+        if exit_.code:
+            raise click.ClickException(f"{stage} failed (exit {exit_.code}); see above") from None
+    finally:
+        sys.argv = argv
 
 
 def _shuffled_labels(source: Path, target: Path, seed: int = 0) -> Path:
@@ -64,6 +118,15 @@ def _encoders(out: Path, text_model: str, image_model: str) -> tuple[str, str]:
     return text_model, image_model
 
 
+STREAMS = {  # concat on each stream alone and on all fused: label -> --inputs
+    "alone": ["--inputs", "frame_stats,mean"],
+    f"{STREAM} alone": ["--inputs", f"features/{STREAM}"],
+    "text alone": ["--inputs", "features/text"],
+    "vision alone": ["--inputs", "features/vision"],
+    "all fused": [],
+}
+
+
 def run_demo(
     data: Path | None,
     out: Path,
@@ -72,93 +135,84 @@ def run_demo(
     *,
     text_model: str = TINY,
     image_model: str = TINY,
-    fast: bool = False,
+    budget: str = "demo",
 ) -> dict:
-    """The demo; returns the summary it also writes to OUT/summary.json."""
+    """The demo; returns the summary it also writes to OUT/summary.json. `budget`: `demo` (about
+    two minutes on a 2-core CPU), `full` (every head's defaults) or `fast` (a smoke run)."""
     out.mkdir(parents=True, exist_ok=True)
+    data = _sample(data, out)
+    device_args = ["--device", device] if device else []
+    cache = out / f"cache-{Path(model).name}.h5"
+    streams = {(f"{model} alone" if k == "alone" else k): v for k, v in STREAMS.items()}
+    stages = Stages(["extract", "train", "train", "train lstm", "train", "extract fb10",
+                     "transcripts", "embed text", "extract vision", *(["train"] * len(streams)),
+                     "predict", "predict"])  # fmt: skip
+    extract = [str(data), "--model", model, "--out", str(cache), "--quiet", *device_args]
+    timings = {"extract": stages.run("extract", f"extract {model} features of every clip",
+                                     "emi-extract", extract)}  # fmt: skip
+    extra = {"demo": BUDGET, "full": [], "fast": FAST}[budget]
+    runs: dict[str, Path] = {}
+
+    def train(name: str, labels: Path, head: str, inputs: list[str]) -> float:
+        runs[name] = out / "runs" / name
+        args = [str(cache), "--train", str(labels), "--valid", str(data / "valid_split.csv"),
+                "--head", head, "--out", str(runs[name]), "--overwrite", *extra, *inputs,
+                *device_args]  # fmt: skip
+        stage = "train lstm" if head == "lstm" else "train"
+        return stages.run(stage, f"train {head} on {name}", "emi-train", args)
+
+    for name in DEMO_HEADS:
+        timings[name] = train(name, data / "train_split.csv", name, [])
+    shuffled = _shuffled_labels(data / "train_split.csv", out / "shuffled_train.csv")
+    timings["control"] = train("control", shuffled, "linear", [])
+    timings.update(_add_streams(stages, data, cache, out, text_model, image_model, device_args))
+    for label, inputs in streams.items():
+        timings[f"concat, {label}"] = train(
+            f"streams/{label.replace(' ', '-')}", data / "train_split.csv", "concat", inputs
+        )
+    submission = out / "submission.csv"
+    ids = ["--ids", str(data / "test_split.csv")]
+    timings["predict"] = stages.run(
+        "predict", "predict the test split with the three heads' ensemble", "emi-predict",
+        [*(str(runs[h]) for h in DEMO_HEADS), "--cache", str(cache), *ids, "--out",
+         str(submission), *device_args],
+    )  # fmt: skip
+    stages.run("predict", "check the submission", "emi-predict", ["--check", str(submission), *ids])
+    summary = _summary(data, model, text_model, image_model, cache, submission, runs, timings)
+    scores = summary.pop("scores")
+    summary["valid"] = {k: v for k, v in scores.items() if not k.startswith("streams/")}
+    summary["streams"] = {k: scores[f"streams/{k.replace(' ', '-')}"] for k in streams}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _sample(data: Path | None, out: Path) -> Path:
+    """The dataset to run on: the one given, the bundled sample, or one generated in OUT."""
     if data is None:
         data = BUNDLED_SAMPLE if (BUNDLED_SAMPLE / "train_split.csv").is_file() else out / "sample"
     if not (data / "train_split.csv").is_file():
         from emi_features.sample_data import generate_sample
 
         click.echo(f"no sample found: generating one in {data}", err=True)
-        generate_sample(data)
-    device_args = ["--device", device] if device else []
-    cache = out / f"cache-{Path(model).name}.h5"
-    timings = {
-        "extract": _run(
-            "emi-extract",
-            [str(data), "--model", model, "--out", str(cache), "--quiet", *device_args],
-        )
-    }
-    train_csv, valid_csv = data / "train_split.csv", data / "valid_split.csv"
-    runs: dict[str, Path] = {}
-
-    def train(name: str, labels: Path, head: str, extra: list[str]) -> float:
-        runs[name] = out / "runs" / name
-        return _run(
-            "emi-train",
-            [str(cache), "--train", str(labels), "--valid", str(valid_csv), "--head", head,
-             "--out", str(runs[name]), "--quiet", "--overwrite", *(FAST if fast else []),
-             *extra, *device_args],
-        )  # fmt: skip
-
-    for name in DEMO_HEADS:
-        timings[name] = train(name, train_csv, name, [])
-    shuffled = _shuffled_labels(train_csv, out / "shuffled_train.csv")
-    timings["control"] = train("control", shuffled, "linear", [])
-    timings.update(_add_streams(data, cache, out, text_model, image_model, device_args))
-    streams = {
-        f"{model} alone": ["--inputs", "frame_stats,mean"],
-        f"{STREAM} alone": ["--inputs", f"features/{STREAM}"],
-        "text alone": ["--inputs", "features/text"],
-        "vision alone": ["--inputs", "features/vision"],
-        "all fused": [],
-    }
-    for label, inputs in streams.items():
-        timings[f"concat, {label}"] = train(f"streams/{label.replace(' ', '-')}", train_csv,
-                                             "concat", inputs)  # fmt: skip
-    submission = out / "submission.csv"
-    test_csv = data / "test_split.csv"
-    timings["predict"] = _run(
-        "emi-predict",
-        [
-            *(str(runs[h]) for h in DEMO_HEADS),
-            "--cache",
-            str(cache),
-            "--ids",
-            str(test_csv),
-            "--out",
-            str(submission),
-            *device_args,
-        ],
-    )
-    _run("emi-predict", ["--check", str(submission), "--ids", str(test_csv)])
-    scores = {name: json.loads((path / "metrics.json").read_text()) for name, path in runs.items()}
-    stream_scores = {label: scores.pop(f"streams/{label.replace(' ', '-')}") for label in streams}
-    summary = {
-        "data": str(data),
-        "model": model,
-        "text_model": text_model,
-        "image_model": image_model,
-        "cache": str(cache),
-        "submission": str(submission),
-        "runs": {k: str(v) for k, v in runs.items()},
-        "seconds": timings,
-        "valid": {
-            name: {"mean_r": s["valid_mean_r"], **s["valid_r"]} for name, s in scores.items()
-        },
-        "streams": {
-            label: {"mean_r": s["valid_mean_r"], **s["valid_r"]}
-            for label, s in stream_scores.items()
-        },
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        generate_sample(data, progress=True)
+    return data
 
 
-def _add_streams(data: Path, cache: Path, out: Path, text_model: str, image_model: str,
-                 device_args: list[str]) -> dict[str, float]:  # fmt: skip
+def _summary(data, model, text_model, image_model, cache, submission, runs, timings) -> dict:
+    """What the demo did, with every run's valid mean and per-column r (`scores`)."""
+    scores = {}
+    for name, path in runs.items():
+        metrics = json.loads((path / "metrics.json").read_text())
+        scores[name] = {"mean_r": metrics["valid_mean_r"], **metrics["valid_r"]}
+    return {
+        "data": str(data), "model": model, "text_model": text_model,
+        "image_model": image_model, "cache": str(cache), "submission": str(submission),
+        "runs": {k: str(v) for k, v in runs.items()}, "seconds": timings, "scores": scores,
+    }  # fmt: skip
+
+
+def _add_streams(stages: Stages, data: Path, cache: Path, out: Path, text_model: str,
+                 image_model: str, device_args: list[str]) -> dict[str, float]:  # fmt: skip
     """The other streams in the same cache: a second audio backbone, the transcripts embedded,
     the video frames embedded. Returns each command's seconds."""
     from emi_features.sample_data import TRANSCRIPTS
@@ -166,15 +220,19 @@ def _add_streams(data: Path, cache: Path, out: Path, text_model: str, image_mode
     text_model, image_model = _encoders(out, text_model, image_model)
     common = ["--out", str(cache), "--quiet", "--overwrite", *device_args]
     return {
-        f"extract {STREAM}": _run("emi-extract", [str(data), "--model", STREAM_MODEL, "--group",
-                                                  STREAM, "--pool", "mean", *common]),
-        "transcripts": _run("emi-transcribe", [str(data), "--transcripts",
-                                               str(data / TRANSCRIPTS), *common]),
-        "embed text": _run("emi-embed-text", [str(cache), "--model", text_model, "--overwrite",
-                                              *device_args]),
-        "extract vision": _run("emi-extract", [str(data), "--modality", "vision", "--model",
-                                               image_model, "--group", "vision", "--fps", "5",
-                                               *common]),
+        f"extract {STREAM}": stages.run(
+            "extract fb10", f"add a second audio stream ({STREAM_MODEL}, pooled)", "emi-extract",
+            [str(data), "--model", STREAM_MODEL, "--stream", STREAM, "--pool", "mean", *common]),
+        "transcripts": stages.run(
+            "transcripts", "import the transcripts", "emi-transcribe",
+            [str(data), "--transcripts", str(data / TRANSCRIPTS), *common]),
+        "embed text": stages.run(
+            "embed text", f"embed the transcripts ({Path(text_model).name})", "emi-embed-text",
+            [str(cache), "--model", text_model, "--overwrite", "--quiet", *device_args]),
+        "extract vision": stages.run(
+            "extract vision", f"embed the video at 5 frames/s ({Path(image_model).name})",
+            "emi-extract", [str(data), "--modality", "vision", "--model", image_model,
+                            "--stream", "vision", "--fps", "5", *common]),
     }  # fmt: skip
 
 
@@ -237,7 +295,25 @@ def format_table(summary: dict) -> str:
     default=TINY,
     help=f"Image encoder for the video frames: {TINY} (built offline) or a hub id / folder.",
 )
-@click.option("--fast", is_flag=True, help=f"A smoke run, not the defaults: {' '.join(FAST)}.")
+@click.option(
+    "--full",
+    "budget",
+    flag_value="full",
+    help="Train every head with its defaults (several minutes on a CPU).",
+)
+@click.option(
+    "--fast",
+    "budget",
+    flag_value="fast",
+    help=f"A smoke run: {' '.join(FAST)}.",
+)
+@click.option(
+    "--budget",
+    "budget",
+    type=click.Choice(["demo", "full", "fast"]),
+    default="demo",
+    help=f"demo: {' '.join(BUDGET)} (about two minutes on a 2-core CPU).",
+)
 def main(data: Path | None, out: Path, model: str, device: str | None, **options) -> None:
     """Run extract -> train (linear, concat, lstm) -> predict -> check on a sample dataset.
 

@@ -63,7 +63,7 @@ def test_clip_embeds_the_video_frames(small_sample):
         str(cache),
         "--modality",
         "vision",
-        "--group",
+        "--stream",
         "vision",
         "--fps",
         "2",

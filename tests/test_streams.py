@@ -31,7 +31,7 @@ def cache(tmp_path):
 
 def add(cache_path, name, source, *extra, ok=True):
     result = CliRunner().invoke(
-        add_features_command, [str(cache_path), "--name", name, "--from", str(source), *extra]
+        add_features_command, [str(cache_path), "--stream", name, "--from", str(source), *extra]
     )
     if ok:
         assert result.exit_code == 0, result.output
@@ -189,13 +189,13 @@ def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_p
     out = tmp_path / "c.h5"
     base_args = [str(sample_root), "--out", str(out), "--quiet", "--workers", "0"]
     assert CliRunner().invoke(extract_command, [*base_args, "--model", "fbank"]).exit_code == 0
-    # an interrupted --group run left its side cache with the valid clips: the run resumes it
+    # an interrupted --stream run left its side cache with the valid clips: the run resumes it
     side = tmp_path / "c.h5.streams" / "fb10.h5"
     side.parent.mkdir()
     partial = [str(sample_root), "--out", str(side), "--model", "fbank-10ms", "--split", "valid",
                "--quiet", "--workers", "0"]  # fmt: skip
     assert CliRunner().invoke(extract_command, partial).exit_code == 0
-    result = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--group",
+    result = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--stream",
                                                   "fb10"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert any("16 clips, 5 already in" in m for m in caplog.messages)
@@ -210,11 +210,11 @@ def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_p
     grid = load_backbone("fbank-10ms").grid
     assert [grid.frame_count(n) for n in samples] == counts.tolist()
     assert (counts >= 2 * main_counts - 2).all()  # twice the main stream's 50 frames/s
-    again = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--group",
+    again = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--stream",
                                                  "fb10"])  # fmt: skip
     assert again.exit_code == 1 and "has a stream 'fb10' already" in again.output
     pooled = CliRunner().invoke(extract_command, [*base_args, "--model", "tiny-random-untrained",
-                                                  "--group", "tiny", "--pool", "mean"])  # fmt: skip
+                                                  "--stream", "tiny", "--pool", "mean"])  # fmt: skip
     assert pooled.exit_code == 0, pooled.output
     tiny, _ = stream(out, "tiny")
     assert tiny.kind == "clip" and tiny.values.shape == (16, 128) and tiny.attrs["pooled"]
@@ -326,3 +326,21 @@ def test_predict_and_runs_use_only_the_inputs_a_run_reads(cache, tmp_path):
     inputs = {row["head"]: row["inputs"] for row in compare_runs([tmp_path / "runs"])}
     assert inputs["concat"] == "frame_stats,mean"
     assert "features/latent" in inputs["linear"].split(",")
+
+
+def test_stream_is_the_one_word_and_the_old_names_still_work_and_say_so(cache, tmp_path):
+    path, latents = cache
+    np.savez(tmp_path / "s.npz", **{k: latents[i] for i, k in enumerate(IDS)})
+    old = CliRunner().invoke(
+        add_features_command, [str(path), "--name", "old", "--from", str(tmp_path / "s.npz")]
+    )
+    assert old.exit_code == 0, old.output
+    assert "--name is now --stream" in old.output and "/features/old" in old.output
+    assert stream(path, "old")[0].values.shape == (60, 6)
+    both = CliRunner().invoke(add_features_command, [str(path), "--name", "a", "--stream", "b",
+                                                     "--from", str(tmp_path / "s.npz")])  # fmt: skip
+    assert both.exit_code == 2 and "give --stream once" in both.output
+    missing = CliRunner().invoke(add_features_command, [str(path), "--from", str(tmp_path)])
+    assert missing.exit_code == 2 and "give --stream NAME" in missing.output
+    for command in (add_features_command, extract_command):
+        assert "--stream" in CliRunner().invoke(command, ["--help"]).output

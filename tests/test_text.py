@@ -232,7 +232,7 @@ def test_a_sentence_transformers_folder_is_pooled_as_it_says(wav_cache, tiny_ber
     csv_file = tmp_path / "t.csv"
     csv_file.write_text("Filename,text\n0,hello world\n")
     invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
-    invoke(embed_text_command, cache, "--model", model_dir, "--name", "st")
+    invoke(embed_text_command, cache, "--model", model_dir, "--stream", "st")
     with open_cache(cache) as opened:
         pooled = read_stream(opened._file, "st", len(opened))
     tokenizer, model = (

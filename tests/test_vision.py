@@ -52,7 +52,7 @@ def test_video_frames_become_a_stream_at_the_chosen_rate(tmp_path, tiny_vit, cap
     write_wav(folder / "00003.wav", 1.0)  # audio only: no video track
     cache = tmp_path / "c.h5"
     run(folder, "--model", "fbank", "--out", cache, "--quiet", "--workers", "0")
-    vision = ["--modality", "vision", "--model", tiny_vit, "--group", "face", "--fps", "5"]
+    vision = ["--modality", "vision", "--model", tiny_vit, "--stream", "face", "--fps", "5"]
     run(folder, "--out", cache, "--quiet", *vision)
     with open_cache(cache) as opened:
         stream = read_stream(opened._file, "face", len(opened))
@@ -89,11 +89,11 @@ def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tin
 
     config = ExtractConfig(model=str(tiny_vit), modality="vision", fps=2)
     extract_vision(folder / "00001.mp4", out=side, config=config, progress=False)  # a kill later
-    run(folder, "--out", cache, "--quiet", *vision, "--group", "face")
+    run(folder, "--out", cache, "--quiet", *vision, "--stream", "face")
     assert any("3 clips, 1 already in" in m for m in caplog.messages)
     assert not side.parent.exists()
     no_group = run(folder, "--out", cache, "--modality", "vision", "--model", tiny_vit, ok=False)
-    assert no_group.exit_code == 2 and "give --group NAME" in no_group.output
+    assert no_group.exit_code == 2 and "give --stream NAME" in no_group.output
     not_images = run(
         folder,
         "--out",
@@ -102,7 +102,7 @@ def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tin
         "vision",
         "--model",
         "fbank",
-        "--group",
+        "--stream",
         "f2",
         ok=False,
     )
