@@ -20,7 +20,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from transformers.audio_utils import mel_filter_bank, spectrogram, window_functi
 
 from emi_features.config import VAD_MODEL_ID
 from emi_features.frames import WAV2VEC2_GRID, FrameGrid
+from emi_features.hub import load_error, pretrained_options
 from emi_features.schema import SAMPLE_RATE, VAD_DIM
 
 log = logging.getLogger(__name__)
@@ -299,15 +299,6 @@ def _load_tiny() -> HFBackbone:
     )
 
 
-def hub_error(model: str, offline: bool, error: Exception) -> BackboneError:
-    where = "in the local Hugging Face cache (offline)" if offline else "on the hub"
-    return BackboneError(
-        f"cannot load model {model!r}: not a built-in ({', '.join(BACKBONES)}), not a local "
-        f"folder, and not found {where} ({type(error).__name__}); download it once with "
-        f"`hf download {model}` or pass a local folder"
-    )
-
-
 def load_backbone(model: str, *, layer: int | None = None, offline: bool = False) -> Backbone:
     """A backbone by built-in name, local Hugging Face folder or hub id, in eval mode, fp32, CPU.
 
@@ -318,12 +309,11 @@ def load_backbone(model: str, *, layer: int | None = None, offline: bool = False
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    local = Path(model).is_dir()
-    options = {"local_files_only": offline or local}
+    options = pretrained_options(model, offline)
     try:
         config = AutoConfig.from_pretrained(model, **options)
     except (OSError, ValueError) as error:
-        raise hub_error(model, offline, error) from error
+        raise load_error(model, "audio", offline, error, list(BACKBONES)) from error
     if config.model_type not in ENCODER_TYPES:
         raise BackboneError(
             f"{model}: model type {config.model_type!r} is not a speech encoder emi supports "
@@ -340,6 +330,6 @@ def load_backbone(model: str, *, layer: int | None = None, offline: bool = False
             encoder, head = vad_model.wav2vec2, vad_model.classifier
         else:
             encoder, head = AutoModel.from_pretrained(model, **options), None
-    except OSError as error:
-        raise hub_error(model, offline, error) from error
+    except (OSError, ValueError) as error:
+        raise load_error(model, "audio", offline, error, list(BACKBONES)) from error
     return HFBackbone(model, encoder, head, layer, extractor).eval()

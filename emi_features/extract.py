@@ -31,6 +31,7 @@ from emi_features.decoding import DecodedPart, DecodeParts
 from emi_features.devices import DeviceError, default_device
 from emi_features.distributed import Ranks
 from emi_features.frames import plan_batches, split_by_cost
+from emi_features.hub import ModelLoadError
 from emi_features.processes import die_with_parent
 from emi_features.reader import CacheError
 from emi_features.schema import SAMPLE_RATE, VAD_LABELS, Attr
@@ -39,7 +40,9 @@ from emi_features.writer import CacheWriter, ClipFeatures
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # What `extract` raises for bad input or a machine problem: one line for the user, no traceback.
-USER_ERRORS = (DatasetError, BackboneError, CacheError, DeviceError, DecodeError, WriteError)
+USER_ERRORS = (
+    DatasetError, BackboneError, ModelLoadError, CacheError, DeviceError, DecodeError, WriteError,
+)  # fmt: skip
 
 
 def remaining_parts(parts: list[list[list[str]]], done: set[str]) -> list[list[list[str]]]:
@@ -228,13 +231,14 @@ class ExtractResult:
     processed_seconds: float
     wall_seconds: float
     rank: int = 0  # under torchrun only rank 0 reports: it consolidated the cache
+    medium: str = "audio"  # what processed_seconds measures: audio, or video
 
     def summary(self) -> str:
         rate = self.processed_seconds / max(self.wall_seconds, 1e-9)
         return (
             f"{self.path}: {self.clips} clips in the cache, {len(self.skipped)} skipped; this run "
-            f"{self.processed_clips} clips, {self.processed_seconds / 3600:.2f} h of audio in "
-            f"{self.wall_seconds:.1f} s ({rate:.1f} audio s/s)"
+            f"{self.processed_clips} clips, {self.processed_seconds / 3600:.2f} h of "
+            f"{self.medium} in {self.wall_seconds:.1f} s ({rate:.1f} {self.medium} s/s)"
         )
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emi_features.backbones import hub_error, state_fingerprint
+from emi_features.backbones import state_fingerprint
 from emi_features.config import TEXT_MODEL_ID
+from emi_features.hub import TINY_RANDOM, load_error, pretrained_options, resolve_model
 from emi_features.import_features import rewrite_with_stream
 from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.reader import CacheError, open_cache
@@ -55,12 +56,13 @@ class TextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         transformers.utils.logging.disable_progress_bar()
-        options = {"local_files_only": offline or Path(model).is_dir()}
+        model = resolve_model(model, "text")
+        options = pretrained_options(model, offline)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, **options)
             self.network = AutoModel.from_pretrained(model, **options).eval().to(device)
         except (OSError, ValueError) as error:
-            raise hub_error(model, offline, error) from error
+            raise load_error(model, "text", offline, error, [TINY_RANDOM]) from error
         if Path(model).is_dir():
             self.pooling, self.normalise = sentence_pooling(model)
         else:

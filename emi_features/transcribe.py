@@ -25,10 +25,10 @@ import torch
 from tqdm import tqdm
 
 from emi_features.audio import DecodeError, load_audio, probe_seconds
-from emi_features.backbones import hub_error
 from emi_features.config import ASR_MODEL_ID
 from emi_features.dataset import find_clips
 from emi_features.devices import default_device, resolve_device
+from emi_features.hub import load_error, pretrained_options, resolve_model
 from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.reader import CacheError, open_cache
 from emi_features.schema import SAMPLE_RATE
@@ -103,13 +103,14 @@ class Whisper:
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
-        options = {"local_files_only": offline or Path(model).is_dir()}
+        model = resolve_model(model, "speech recognition")
+        options = pretrained_options(model, offline)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         try:
             self.processor = AutoProcessor.from_pretrained(model, **options)
             network = AutoModelForSpeechSeq2Seq.from_pretrained(model, dtype=dtype, **options)
         except (OSError, ValueError) as error:
-            raise hub_error(model, offline, error) from error
+            raise load_error(model, "speech recognition", offline, error, []) from error
         if not hasattr(network, "detect_language"):
             raise CacheError(f"{model}: not a Whisper model ({type(network).__name__})")
         self.network = network.eval().to(device)

@@ -27,10 +27,11 @@ from tqdm import tqdm
 
 from emi_features import __version__
 from emi_features.audio import c_stderr_captured
-from emi_features.backbones import BackboneError, hub_error, state_fingerprint
+from emi_features.backbones import BackboneError, state_fingerprint
 from emi_features.config import ExtractConfig
 from emi_features.dataset import Clip, find_clips
 from emi_features.devices import default_device, resolve_device
+from emi_features.hub import TINY_RANDOM, load_error, pretrained_options, resolve_model
 from emi_features.schema import SAMPLE_RATE, Attr
 from emi_features.writer import CacheWriter, ClipFeatures
 
@@ -51,12 +52,13 @@ class ImageEncoder:
         from transformers import AutoImageProcessor, AutoModel
 
         transformers.utils.logging.disable_progress_bar()
-        options = {"local_files_only": offline or Path(model).is_dir()}
+        model = resolve_model(model, "image")
+        options = pretrained_options(model, offline)
         try:
             network = AutoModel.from_pretrained(model, **options)
             self.processor = AutoImageProcessor.from_pretrained(model, **options)
         except (OSError, ValueError) as error:
-            raise hub_error(model, offline, error) from error
+            raise load_error(model, "image", offline, error, [TINY_RANDOM]) from error
         network = getattr(network, "vision_model", network)  # CLIP: its vision tower
         if "pixel_values" not in inspect.signature(network.forward).parameters:
             raise BackboneError(f"{model}: not an image encoder ({type(network).__name__})")
@@ -197,8 +199,9 @@ def extract_vision(
             log.info("%d sampled frames had no face and were encoded whole", faceless)
         written, skipped_all = writer.finish()
     return ExtractResult(
-        Path(out), written, skipped_all, processed, seconds, time.perf_counter() - started
-    )
+        Path(out), written, skipped_all, processed, seconds, time.perf_counter() - started,
+        medium="video",
+    )  # fmt: skip
 
 
 def _clip_record(

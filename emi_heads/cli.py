@@ -322,13 +322,23 @@ def predict_command(
               help="Also write the table as CSV.")  # fmt: skip
 @click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also plot valid mean r per run (seed groups with their sd).")  # fmt: skip
-def runs_command(folders: tuple[Path, ...], sort: str, csv_path: Path | None,
-                 png_path: Path | None) -> None:  # fmt: skip
+@click.option("--wide", is_flag=True, help="Every setting, whole; default: what differs, cut.")
+@logging_options
+def runs_command(
+    folders: tuple[Path, ...],
+    sort: str,
+    csv_path: Path | None,
+    png_path: Path | None,
+    wide: bool,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Compare every run under FOLDERS: settings that differ, scores, seed groups as mean±sd.
 
     \b
     emi-runs runs/ --sort valid_r --csv runs.csv --png runs.png
     """
+    setup_logging(verbose)
     from emi_heads.runs import compare_runs, format_table, plot_runs, write_csv
 
     rows = compare_runs(list(folders), sort=sort)
@@ -336,7 +346,7 @@ def runs_command(folders: tuple[Path, ...], sort: str, csv_path: Path | None,
         raise click.ClickException(
             f"no runs (config.json and metrics.json) under {', '.join(map(str, folders))}"
         )
-    click.echo(format_table(rows))
+    click.echo(format_table(rows, wide=wide))
     if csv_path:
         write_csv(rows, csv_path)
     if png_path:

@@ -19,6 +19,7 @@ from emi_heads.losses import parse_loss_terms
 
 MAX_WIDTH = 1 << 16  # the widest layer a config may ask for: 65,536 units
 MAX_LAYERS = 16
+EMA_RUN_SHARE = 0.05  # an automatic EMA averages over the last 5 % of the run's steps
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,7 @@ class TrainConfig:
         default=None,
         metadata=_help(
             "EMA decay per step (0: tied to the run's length, a time constant of "
-            "EMA_RUN_SHARE of its steps).",
+            f"{EMA_RUN_SHARE:.0%} of its steps, at least 10).",
             zero_is_none=True,
         ),
     )

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-from emi_heads.config import TrainConfig
+from emi_heads.config import EMA_RUN_SHARE, TrainConfig
 
 
 class Ema:
@@ -41,9 +41,6 @@ class Ema:
 
     def copy_to(self, model: torch.nn.Module) -> None:
         model.load_state_dict(self.shadow)
-
-
-EMA_RUN_SHARE = 0.05  # an automatic EMA averages over the last 5 % of the run's steps
 
 
 def passes_per_epoch(config: TrainConfig, batches_per_pass: int) -> int:

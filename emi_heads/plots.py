@@ -17,35 +17,43 @@ from emi_heads.metrics import pearson_columns  # noqa: E402
 
 def plot_curves(path: Path, rows: list[dict[str, float]], best: float | None = None) -> None:
     """Training and validation loss, and validation r, per epoch, with the best epoch marked
-    (or validation r per ridge alpha, the chosen alpha marked)."""
+    and labelled (or validation r per ridge alpha, the chosen alpha marked, in one panel).
+    Legends stand outside the axes, so that no curve is hidden."""
     if not rows:
         return
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     if "alpha" in rows[0]:
-        axes[0].set_visible(False)
-        axes[1].semilogx([r["alpha"] for r in rows], [r["valid_r"] for r in rows], marker="o")
-        axes[1].set(xlabel="ridge alpha", ylabel="valid mean r")
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        axis.semilogx([r["alpha"] for r in rows], [r["valid_r"] for r in rows], marker="o")
+        axis.set(xlabel="ridge alpha", ylabel="valid mean r", title="ridge: valid r per alpha")
         if best is not None:
-            axes[1].axvline(best, color="tab:red", linestyle="--", label=f"chosen {best:g}")
-            axes[1].legend(fontsize=7)
-    else:
-        epochs = [r["epoch"] for r in rows]
-        axes[0].plot(epochs, [r["loss"] for r in rows], label="loss")
-        axes[0].plot(epochs, [r["aux_loss"] for r in rows], label="auxiliary")
-        if rows[0].get("valid_loss") not in (None, ""):
-            axes[0].plot(epochs, [r["valid_loss"] for r in rows], label="valid loss")
-        axes[0].set(xlabel="epoch", ylabel="loss")
-        for axis in axes if best is not None else ():
-            axis.axvline(best, color="tab:red", linestyle="--", linewidth=0.8)
-        axes[0].legend()
-        if "valid_r" in rows[0]:
-            axes[1].plot(epochs, [r["valid_r"] for r in rows], label="mean", color="black")
-            for name in EMOTIONS:
-                axes[1].plot(epochs, [r[f"r_{name}"] for r in rows], label=name, alpha=0.5)
-            axes[1].set(xlabel="epoch", ylabel="valid Pearson r")
-            axes[1].legend(fontsize=7)
-        else:
-            axes[1].set_visible(False)
+            axis.axvline(best, color="tab:red", linestyle="--", label=f"chosen alpha {best:g}")
+            axis.legend(fontsize=8)
+        _save(figure, path)
+        return
+    with_r = "valid_r" in rows[0]
+    figure, axes = plt.subplots(1, 2 if with_r else 1, figsize=(13 if with_r else 6.5, 3.8),
+                                squeeze=False)  # fmt: skip
+    losses, scores = axes[0][0], axes[0][-1]
+    epochs = [r["epoch"] for r in rows]
+    losses.plot(epochs, [r["loss"] for r in rows], label="loss")
+    losses.plot(epochs, [r["aux_loss"] for r in rows], label="auxiliary")
+    if rows[0].get("valid_loss") not in (None, ""):
+        losses.plot(epochs, [r["valid_loss"] for r in rows], label="valid loss")
+    losses.set(xlabel="epoch", ylabel="loss")
+    if with_r:
+        scores.plot(epochs, [r["valid_r"] for r in rows], label="mean", color="black")
+        smoothed = [r.get("valid_r_smoothed") for r in rows]
+        if all(isinstance(v, float) for v in smoothed) and smoothed != [r["valid_r"] for r in rows]:
+            scores.plot(epochs, smoothed, label="mean, smoothed (selects)", color="black",
+                        linestyle=":")  # fmt: skip
+        for name in EMOTIONS:
+            scores.plot(epochs, [r[f"r_{name}"] for r in rows], label=name, alpha=0.6)
+        scores.set(xlabel="epoch", ylabel="valid Pearson r")
+    for axis in {id(a): a for a in (losses, scores)}.values():
+        if best is not None:
+            axis.axvline(best, color="tab:red", linestyle="--", linewidth=0.8,
+                         label=f"best epoch {best:g}")  # fmt: skip
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(figure, path)
 
 

@@ -78,7 +78,8 @@ def compare_runs(folders: list[Path], sort: str = "valid_r") -> list[dict[str, A
                 "_group": tuple(sorted((k, repr(v)) for k, v in flat.items() if k != "train.seed")),
             }
         )
-    shown = {"head.head", "train.loss", "train.seed", "inputs", "held_out"}  # fixed columns
+    # fixed columns, and head.inputs, which the inputs column (what the head reads) shows
+    shown = {"head.head", "train.loss", "train.seed", "inputs", "held_out", "head.inputs"}
     differing = sorted(
         k for k in settings[0] if len({repr(s.get(k)) for s in settings}) > 1 and k not in shown
     )
@@ -107,8 +108,8 @@ def _seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     summaries = []
     for members in groups.values():
         scored = [m for m in members if m["valid_r"] is not None]
-        if len(scored) < 2:
-            continue
+        if len(scored) < 2 or len({m["seed"] for m in scored}) < len(scored):
+            continue  # a group is of runs that differ in their seed alone
         label = re.sub(r"(^|[,/])seed[-=][^,/]*", "", members[0]["run"]).strip(",/") or "runs"
         summary = {**members[0], "run": f"{label} ({len(scored)} seeds)",
                    "seed": "mean±sd", "best": "", "seconds": None}  # fmt: skip
@@ -120,26 +121,46 @@ def _seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summaries
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as an aligned text table (scores to 3 decimals, seed groups as mean±sd)."""
+ALWAYS = ["run", "best", "valid_r", *SHORT.values(), "seconds"]  # the narrow view's own
+SCORES = {"valid_r", *SHORT.values()}
+NARROW_CELL = 28  # characters a cell keeps in the narrow view
+
+
+def format_table(rows: list[dict[str, Any]], wide: bool = False) -> str:
+    """The rows as an aligned text table: scores to 3 decimals (seed groups as mean±sd), other
+    numbers as written (3e-04, not 0.000). Narrow (default): the run, the scores and only the
+    columns whose values differ, each cell cut to NARROW_CELL characters; `wide`: every
+    column, whole."""
     if not rows:
         return "no runs found"
     columns = [c for c in FIXED if c in rows[0]] + [
         c for c in rows[0] if c not in FIXED and not c.endswith("_sd")
     ]
-
-    def cell(row: dict[str, Any], column: str) -> str:
-        value = row.get(column)
-        if isinstance(value, float) and f"{column}_sd" in row:
-            return f"{value:.3f}±{row[f'{column}_sd']:.3f}"
-        if isinstance(value, float):
-            return f"{value:.3f}" if column != "seconds" else f"{value:.1f}"
-        return "" if value is None else str(value)
-
-    table = [[c for c in columns], *([cell(r, c) for c in columns] for r in rows)]
+    if not wide:
+        distinct = {c: len({repr(r.get(c)) for r in rows if r.get("seed") != "mean±sd"}) > 1
+                    for c in columns}  # fmt: skip
+        columns = [c for c in columns if c in ALWAYS or distinct[c]]
+    table = [columns, *([_cell(r, c, wide) for c in columns] for r in rows)]
     widths = [max(len(line[k]) for line in table) for k in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
                      for line in table)  # fmt: skip
+
+
+def _cell(row: dict[str, Any], column: str, wide: bool) -> str:
+    value = row.get(column)
+    if isinstance(value, float) and f"{column}_sd" in row:
+        text = f"{value:.3f}±{row[f'{column}_sd']:.3f}"
+    elif isinstance(value, float) and column in SCORES:
+        text = f"{value:.3f}"
+    elif isinstance(value, float) and column == "seconds":
+        text = f"{value:.1f}"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = "" if value is None else str(value)
+    if not wide and len(text) > NARROW_CELL:
+        text = text[: NARROW_CELL - 1] + "…"
+    return text
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

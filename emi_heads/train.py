@@ -257,6 +257,9 @@ def _finish(
     save_json(run_dir / METRICS, metrics)
     if columns_r is not None:
         chosen = f"alpha {alpha:g}" if alpha is not None else f"best epoch {best_epoch}"
+        row = next((r for r in epoch_log.rows if r.get("epoch") == best_epoch), {})
+        if row.get("valid_r_smoothed", row.get("valid_r")) != row.get("valid_r"):
+            chosen += f" (chosen on the mean of its last epochs' r, {row['valid_r_smoothed']:.4f})"
         log.info("%s: valid %s -> %s", chosen, format_scores(columns_r), run_dir)
     return TrainResult(
         run_dir,

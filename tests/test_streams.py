@@ -213,8 +213,8 @@ def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_p
     again = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--stream",
                                                  "fb10"])  # fmt: skip
     assert again.exit_code == 1 and "has a stream 'fb10' already" in again.output
-    pooled = CliRunner().invoke(extract_command, [*base_args, "--model", "tiny-random-untrained",
-                                                  "--stream", "tiny", "--pool", "mean"])  # fmt: skip
+    tiny_args = ["--model", "tiny-random-untrained", "--stream", "tiny", "--pool", "mean"]
+    pooled = CliRunner().invoke(extract_command, [*base_args, *tiny_args])
     assert pooled.exit_code == 0, pooled.output
     tiny, _ = stream(out, "tiny")
     assert tiny.kind == "clip" and tiny.values.shape == (16, 128) and tiny.attrs["pooled"]
@@ -337,8 +337,10 @@ def test_stream_is_the_one_word_and_the_old_names_still_work_and_say_so(cache, t
     assert old.exit_code == 0, old.output
     assert "--name is now --stream" in old.output and "/features/old" in old.output
     assert stream(path, "old")[0].values.shape == (60, 6)
-    both = CliRunner().invoke(add_features_command, [str(path), "--name", "a", "--stream", "b",
-                                                     "--from", str(tmp_path / "s.npz")])  # fmt: skip
+    both = CliRunner().invoke(
+        add_features_command,
+        [str(path), "--name", "a", "--stream", "b", "--from", str(tmp_path / "s.npz")],
+    )
     assert both.exit_code == 2 and "give --stream once" in both.output
     missing = CliRunner().invoke(add_features_command, [str(path), "--from", str(tmp_path)])
     assert missing.exit_code == 2 and "give --stream NAME" in missing.output

@@ -315,3 +315,39 @@ def test_transcripts_survive_extending_the_cache_with_another_split(sample_root,
     for clip_id, present, words in zip(ids, text.present, text.text, strict=True):
         assert present == (clip_id in train_ids)
         assert words == (f"word {clip_id}" if present else "")
+
+
+def test_tiny_random_is_an_encoder_everywhere_and_offline_never_asks_the_hub(
+    wav_cache, tmp_path, monkeypatch
+):
+    """`--model tiny-random` builds the offline fixture encoder once in the user's cache; with
+    HF_HUB_OFFLINE an unknown model fails at once, naming the built-ins of its own kind; a
+    folder with its own code is refused in one line, its code never run."""
+    from emi_features.hub import resolve_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder, cache = wav_cache
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("Filename,text\n0,hello world\n1,dark tone\n")
+    invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
+    result = invoke(embed_text_command, cache, "--model", "tiny-random", "--stream", "words")
+    assert "/features/words: width 32 for 2 clips" in result.output
+    built = tmp_path / "xdg" / "emi" / "tiny-random-text" / "config.json"
+    assert built.is_file() and resolve_model("tiny-random", "text") == str(built.parent)
+    missing = invoke(embed_text_command, cache, "--model", "no-such/encoder", ok=False)
+    assert missing.exit_code == 1
+    assert "cannot load text model 'no-such/encoder': not a built-in text model (tiny-random)" in (
+        missing.output
+    )
+    assert "offline" in missing.output and "fbank" not in missing.output
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / "config.json").write_text(
+        json.dumps({"model_type": "mine", "auto_map": {"AutoConfig": "mine.MyConfig"}})
+    )
+    marker = tmp_path / "ran"
+    (custom / "mine.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    refused = invoke(embed_text_command, cache, "--model", custom, ok=False)
+    assert refused.exit_code == 1 and "holds its own Python code" in refused.output
+    assert not marker.exists()

@@ -113,7 +113,11 @@ def test_runs_table_sorts_groups_seeds_and_writes_csv_and_png(synthetic, tmp_pat
     result = invoke(runs_command, tmp_path / "runs", "--csv", tmp_path / "t.csv", "--png",
                     tmp_path / "t.png")  # fmt: skip
     lines = result.output.splitlines()
-    assert lines[0].split()[:3] == ["run", "head", "preset"]
+    assert lines[0].split()[:2] == ["run", "head"]  # narrow: preset and loss do not differ
+    assert "preset" not in lines[0] and "loss" not in lines[0]
+    wide = invoke(runs_command, tmp_path / "runs", "--wide").output.splitlines()
+    assert wide[0].split()[:5] == ["run", "head", "preset", "inputs", "loss"]
+    assert max(map(len, lines)) <= max(map(len, wide))
     with open(tmp_path / "t.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     scores = [float(r["valid_r"]) for r in rows]
@@ -218,3 +222,31 @@ def test_what_a_user_sees_ridge_undertraining_and_tensorboard(synthetic, tmp_pat
     assert len(valid_r) == 2 and valid_r[-1] == pytest.approx(logged["valid_mean_r"], abs=1e-5)
     header = (tmp_path / "short" / "log.csv").read_text().splitlines()[0]
     assert "valid_loss" in header
+
+
+def test_runs_groups_only_runs_that_differ_in_their_seed_and_writes_numbers_readably(tmp_path):
+    from dataclasses import asdict
+
+    from emi_features.dataset import EMOTIONS
+    from emi_heads.config import HeadConfig, TrainConfig
+    from emi_heads.runs import compare_runs, format_table
+
+    def run(name: str, seed: int, r: float) -> None:
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        head = HeadConfig("concat", dims={"frame_stats": 4, "mean": 2}).to_dict()
+        config = {"head": head, "train": asdict(TrainConfig(lr=3e-4, seed=seed)), "preset": None}
+        (folder / "config.json").write_text(json.dumps(config))
+        metrics = {"best_epoch": 3, "valid_mean_r": r, "seconds": 1.0,
+                   "valid_r": {e: r for e in EMOTIONS}}  # fmt: skip
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    run("seeds/seed-0", 0, 0.5)
+    run("seeds/seed-1", 1, 0.6)
+    rows = compare_runs([tmp_path])
+    assert [r["run"][-9:] for r in rows if r["seed"] == "mean±sd"] == ["(2 seeds)"]
+    run("sweep/lr=0.0003", 0, 0.7)  # the same settings and seed as seed-0: no seed group
+    rows = compare_runs([tmp_path])
+    assert not [r for r in rows if r["seed"] == "mean±sd"]
+    table = format_table(rows, wide=True)
+    assert "0.0003" in table and "0.000 " not in table
