@@ -197,6 +197,28 @@ class FeatureCache:
             out[name] = str(getattr(item, "attrs", {}).get("fingerprint", f"array:{item.name}"))
         return out
 
+    def stream(self, name: str):
+        """The stream /features/NAME as stored (`emi_features.streams.Stream`)."""
+        from emi_features.streams import read_stream
+
+        if name not in self.streams():
+            raise CacheError(f"{self.path}: no stream {name!r}")
+        return read_stream(self._file, name, len(self))
+
+    def recipe(self) -> dict[str, Any]:
+        """How the cache's features were made, JSON-ready: the main extraction's settings
+        (`extraction`), each stream's attributes (`streams`) and the transcripts' (`text`), so
+        that the same features can be made again for other media."""
+        keys = ("backbone", "backbone_fingerprint", "layer", "window_seconds", "overlap_seconds",
+                "source")  # fmt: skip
+        streams = {}
+        for name in self.streams():
+            item = self._file[FEATURES][name]
+            streams[name] = _plain(dict(getattr(item, "attrs", {})))
+        text = _plain(dict(self._file["text"].attrs)) if "text" in self._file else None
+        extraction = _plain({k: self.attrs[k] for k in keys if k in self.attrs})
+        return {"extraction": extraction, "streams": streams, "text": text}
+
     def has_clip(self, clip_id: str) -> bool:
         return clip_id in self._index
 
@@ -228,6 +250,11 @@ class FeatureCache:
         if self.is_frame_group(name):
             return dataset[self.offsets[index] : self.offsets[index + 1]]
         return dataset[index]
+
+
+def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
+    """HDF5 attributes as JSON values (numpy scalars to Python, arrays to lists)."""
+    return {k: v.tolist() if hasattr(v, "tolist") else v for k, v in attrs.items()}
 
 
 def open_cache(path: str | Path) -> FeatureCache:

@@ -28,8 +28,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Embed the transcripts with a text encoder into the stream /features/text.",
     ),
     "train": ("emi_heads.cli:train_command", "Train one head on a cache's features."),
-    "predict": ("emi_heads.cli:predict_command", "Ensemble runs into a submission; --check one."),
+    "predict": (
+        "emi_heads.cli:predict_command",
+        "Ensemble runs into a submission (--check one), or predict recordings (--media).",
+    ),
     "runs": ("emi_heads.cli:runs_command", "Compare runs: settings that differ, scores, seeds."),
+    "export": (
+        "emi_heads.cli:export_command",
+        "Write runs as a self-contained model folder (model card, no machine paths).",
+    ),
     "demo": ("emi_heads.demo:main", "The whole pipeline on the bundled sample."),
     "make-sample": ("emi_features.sample_data:main", "Write a synthetic challenge-layout dataset."),
 }

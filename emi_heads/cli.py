@@ -18,33 +18,12 @@ import click
 
 from emi_features.logs import setup_logging
 from emi_features.options import COMMAND_SETTINGS, device_option, logging_options
+from emi_heads.cli_errors import user_errors as _user_errors
 from emi_heads.config import HEADS, ConfigError, HeadConfig, TrainConfig
 from emi_heads.options import build_config, config_options
 from emi_heads.presets import PRESETS
 
 _PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """The exceptions that mean bad input: one line, exit 1. Imported only once a command runs."""
-    from emi_features.atomic import WriteError
-    from emi_features.dataset import DatasetError
-    from emi_features.devices import DeviceError
-    from emi_features.reader import CacheError
-    from emi_heads.labels import LabelError
-    from emi_heads.rundir import RunError
-    from emi_heads.submission import SubmissionError
-
-    return (
-        DatasetError,
-        DeviceError,
-        CacheError,
-        LabelError,
-        RunError,
-        SubmissionError,
-        WriteError,
-        ValueError,
-    )
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
@@ -199,7 +178,7 @@ def train_command(
         run_training(
             cache, list(train_csvs), valid_csv, out, head_config, train_config,
             settings=settings, folds=folds, refit=refit, device=device, progress=not quiet,
-            overwrite=overwrite, preset=preset, command=["emi-train", *sys.argv[1:]], log_to=log_to,
+            overwrite=overwrite, preset=preset, command=_command_line("train"), log_to=log_to,
         )  # fmt: skip
     except _user_errors() as error:
         raise click.ClickException(str(error)) from None
@@ -207,6 +186,12 @@ def train_command(
         from emi_heads.runs import compare_runs, format_table
 
         click.echo(format_table(compare_runs([out])))
+
+
+def _command_line(name: str) -> list[str]:
+    """The command as typed: `emi NAME ...` or `emi-NAME ...`."""
+    arguments = sys.argv[1:]
+    return ["emi", *arguments] if arguments[:1] == [name] else [f"emi-{name}", *arguments]
 
 
 def _recorded_run(run_dir: Path) -> dict[str, Any]:
@@ -221,133 +206,7 @@ def _recorded_run(run_dir: Path) -> dict[str, Any]:
     return recorded
 
 
-@click.command(context_settings=COMMAND_SETTINGS)
-@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--cache",
-    "caches",
-    type=_PATH,
-    multiple=True,
-    help="Feature cache(s) holding the ids, one per backbone the runs were trained on  "
-    "[default: the caches the runs recorded]",
-)
-@click.option("--weights", default=None, help="Ensemble weights, one per RUN_DIR (e.g. 0.7,0.3).")
-@click.option(
-    "--fit-weights",
-    "fit_weights_on",
-    type=_PATH,
-    default=None,
-    help="Fit non-negative weights per column on the runs' held-out predictions of the clips "
-    "this labelled CSV holds (valid_predictions.csv or oof_predictions.csv).",
-)
-@click.option(
-    "--ids",
-    "ids_csv",
-    type=_PATH,
-    required=True,
-    help="CSV of the ids to predict: its Filename column (e.g. test_split.csv).",
-)
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Submission CSV to write."
-)
-@click.option(
-    "--check",
-    "check_path",
-    type=_PATH,
-    default=None,
-    help="Validate this submission file against --ids instead of predicting.",
-)
-@click.option(
-    "--allow-incomplete",
-    is_flag=True,
-    help="Predict from a cache whose extraction has not finished.",
-)
-@device_option
-@logging_options
-def predict_command(
-    run_dirs: tuple[str, ...],
-    caches: tuple[Path, ...],
-    weights: str | None,
-    fit_weights_on: Path | None,
-    ids_csv: Path,
-    out: Path | None,
-    check_path: Path | None,
-    allow_incomplete: bool,
-    device: str | None,
-    quiet: bool,
-    verbose: bool,
-) -> None:
-    """Average the RUN_DIRs' predictions for the ids of --ids into a submission file.
+# The commands that use trained runs live in their own module; named here too, as before.
+from emi_heads.use_cli import export_command, predict_command, runs_command  # noqa: E402
 
-    \b
-    emi-predict runs/concat runs/lstm --cache cache.h5 --ids test_split.csv --out submission.csv
-    emi-predict runs/cv runs/seeds --cache vad.h5 --cache wavlm.h5 --fit-weights valid.csv ...
-    emi-predict --check submission.csv --ids test_split.csv
-    """
-    setup_logging(verbose)
-    try:
-        if check_path is not None:
-            from emi_heads.submission import check_submission
-
-            rows = check_submission(check_path, ids_csv)
-            click.echo(f"{check_path}: valid submission, {rows} rows")
-            return
-        if out is None or not run_dirs:
-            raise click.UsageError("predicting needs RUN_DIR... and --out")
-        from emi_heads.predict import predict_submission
-        from emi_heads.submission import check_submission
-
-        result = predict_submission(
-            list(run_dirs), list(caches), ids_csv, out, device=device,
-            allow_incomplete=allow_incomplete, weights=weights, fit_weights_on=fit_weights_on,
-        )  # fmt: skip
-        check_submission(result.path, ids_csv)
-        click.echo(
-            f"{result.path}: {result.rows} rows from {result.runs} run(s)"
-            + (f", {len(result.missing)} filled with the label mean" if result.missing else "")
-        )
-    except _user_errors() as error:
-        raise click.ClickException(str(error)) from None
-
-
-@click.command(context_settings=COMMAND_SETTINGS)
-@click.argument(
-    "folders",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
-@click.option("--sort", default="valid_r", help="Column to sort by (scores: best first).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the table as CSV.")  # fmt: skip
-@click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also plot valid mean r per run (seed groups with their sd).")  # fmt: skip
-@click.option("--wide", is_flag=True, help="Every setting, whole; default: what differs, cut.")
-@logging_options
-def runs_command(
-    folders: tuple[Path, ...],
-    sort: str,
-    csv_path: Path | None,
-    png_path: Path | None,
-    wide: bool,
-    quiet: bool,
-    verbose: bool,
-) -> None:
-    """Compare every run under FOLDERS: settings that differ, scores, seed groups as mean±sd.
-
-    \b
-    emi-runs runs/ --sort valid_r --csv runs.csv --png runs.png
-    """
-    setup_logging(verbose)
-    from emi_heads.runs import compare_runs, format_table, plot_runs, write_csv
-
-    rows = compare_runs(list(folders), sort=sort)
-    if not rows:
-        raise click.ClickException(
-            f"no runs (config.json and metrics.json) under {', '.join(map(str, folders))}"
-        )
-    click.echo(format_table(rows, wide=wide))
-    if csv_path:
-        write_csv(rows, csv_path)
-    if png_path:
-        plot_runs(rows, png_path)
+__all__ = ["train_command", "predict_command", "runs_command", "export_command"]

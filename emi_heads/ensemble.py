@@ -9,6 +9,7 @@ labels on the members' predictions, normalised to sum to 1.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from emi_heads.rundir import CONFIG, WEIGHTS, RunError
 
 log = logging.getLogger(__name__)
 HELD_OUT = ("valid_predictions.csv", "oof_predictions.csv")
+MODEL_INDEX = "emi-model.json"  # an exported model folder: its members and their runs
 MIN_FIT_CLIPS = 10
 
 
@@ -33,8 +35,13 @@ class Member:
 
 
 def expand_members(paths: list[str | Path]) -> list[Member]:
+    """Each path as members: a run is one, a parent one averaging its runs, an exported model
+    folder the members its index lists."""
     members = []
     for path in map(Path, paths):
+        if (path / MODEL_INDEX).is_file():
+            members += _exported_members(path)
+            continue
         if (path / CONFIG).is_file():
             members.append(Member(path, [path]))
             continue
@@ -42,6 +49,18 @@ def expand_members(paths: list[str | Path]) -> list[Member]:
         if not runs:
             raise RunError(f"{path}: not a run directory and holds no runs")
         members.append(Member(path, runs))
+    return members
+
+
+def _exported_members(folder: Path) -> list[Member]:
+    try:
+        index = json.loads((folder / MODEL_INDEX).read_text(encoding="utf-8"))
+        members = [Member(folder, [folder / name for name in runs]) for runs in index["members"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{folder / MODEL_INDEX}: not a model index ({error})") from None
+    outside = [r for m in members for r in m.runs if r.resolve().parent != folder.resolve()]
+    if outside or not members or not all(m.runs for m in members):
+        raise RunError(f"{folder / MODEL_INDEX}: members must name runs inside the folder")
     return members
 
 

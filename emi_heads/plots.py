@@ -77,6 +77,20 @@ def plot_scatter(path: Path, predictions: np.ndarray, targets: np.ndarray) -> No
     _save(figure, path)
 
 
+def plot_over_time(path: Path, title: str, starts: list[float], values: np.ndarray) -> None:
+    """The six intensities of one recording's windows (`values` (W, 6)) against each window's
+    start in seconds: one line per emotion, on a 0..1 axis."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axis = plt.subplots(figsize=(10, 3.8))
+    for k, name in enumerate(EMOTIONS):
+        axis.plot(starts, values[:, k], marker="o", markersize=3, label=name)
+    axis.set(xlabel="window start (s)", ylabel="predicted intensity", ylim=(-0.02, 1.02),
+             title=title)  # fmt: skip
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(figure, path)
+
+
 def _save(figure, path: Path) -> None:
     figure.tight_layout()
     with atomic_path(path) as temporary:

@@ -78,7 +78,7 @@ def predict_submission(
     runs = {run: load_run(run) for member in members for run in member.runs}
     if isinstance(cache_paths, (str, Path)):
         cache_paths = [cache_paths]
-    caches = _caches_for(runs, list(cache_paths or []), allow_incomplete)
+    caches = caches_for(runs, list(cache_paths or []), allow_incomplete)
     try:
         present = [i for i in ids if all(c.has_clip(i) for c in caches.values())]
         if len(present) < MIN_PRESENT_SHARE * len(ids):
@@ -89,19 +89,7 @@ def predict_submission(
                 f"(first requested: {summarise_ids(ids, 3)}; first in the cache: "
                 f"{summarise_ids(first.ids, 3)}): the wrong ids file, column or cache?"
             )
-        loaded: dict[tuple, object] = {}  # runs that read the same inputs share one load
-        total = np.zeros((len(present), len(EMOTIONS)), dtype=np.float64)
-        for member, weight in zip(members, member_weights, strict=True):
-            for run in member.runs:
-                model, config = runs[run]
-                cache = caches[config["cache"]["backbone_fingerprint"]]
-                spec = input_spec(
-                    HeadConfig.from_dict(config["head"]), TrainConfig.from_dict(config["train"])
-                )
-                if (cache.fingerprint, spec) not in loaded:
-                    loaded[cache.fingerprint, spec] = load_inputs(cache, present, spec)
-                outputs = predict(model, loaded[cache.fingerprint, spec], device=torch_device)
-                total += weight * outputs / len(member.runs)
+        total = average(members, member_weights, runs, caches, present, torch_device)
         skipped = {k: v for c in caches.values() for k, v in c.skipped.items()}
     finally:
         for cache in caches.values():
@@ -136,7 +124,27 @@ def predict_submission(
     return PredictResult(Path(out), len(ids), missing, scores, len(runs))
 
 
-def _caches_for(runs: dict, paths: list[str | Path], allow_incomplete: bool) -> dict:
+def average(members, member_weights: np.ndarray, runs: dict, caches: dict, ids: list[str],
+            device) -> np.ndarray:  # fmt: skip
+    """(len(ids), 6) float64: each member's runs averaged, the members weighted per column;
+    each run reads the cache of its backbone (`caches`: fingerprint -> open cache)."""
+    loaded: dict[tuple, object] = {}  # runs that read the same inputs share one load
+    total = np.zeros((len(ids), len(EMOTIONS)), dtype=np.float64)
+    for member, weight in zip(members, member_weights, strict=True):
+        for run in member.runs:
+            model, config = runs[run]
+            cache = caches[config["cache"]["backbone_fingerprint"]]
+            spec = input_spec(
+                HeadConfig.from_dict(config["head"]), TrainConfig.from_dict(config["train"])
+            )
+            if (cache.fingerprint, spec) not in loaded:
+                loaded[cache.fingerprint, spec] = load_inputs(cache, ids, spec)
+            outputs = predict(model, loaded[cache.fingerprint, spec], device=device)
+            total += weight * outputs / len(member.runs)
+    return total
+
+
+def caches_for(runs: dict, paths: list[str | Path], allow_incomplete: bool) -> dict:
     """fingerprint -> open cache, one for each backbone the runs were trained on: among
     `paths`, or (none given) the caches the runs recorded."""
     wanted = {

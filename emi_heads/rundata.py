@@ -61,6 +61,7 @@ def load_run_data(
             "backbone_fingerprint": cache.fingerprint,
             "hidden_size": cache.hidden_size,
             "streams": cache.stream_fingerprints(),
+            "recipe": cache.recipe(),  # how to make the same features for other media
         }
     csvs = [*train_csvs, *([valid_csv] if valid_csv else [])]
     sources = {

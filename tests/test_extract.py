@@ -224,7 +224,8 @@ def test_unknown_model_gets_one_line_saying_what_to_do(wav_folder, tmp_path):
         ok=False,
     )
     assert result.exit_code == 1
-    assert "cannot load model 'no-such-org/no-such-model'" in result.output
+    expected = "cannot load audio model 'no-such-org/no-such-model': not a built-in audio model"
+    assert f"{expected} (fbank" in result.output
     assert "hf download" in result.output and "Traceback" not in result.output
 
 

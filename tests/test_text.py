@@ -297,7 +297,8 @@ def test_whisper_transcribes_every_clip_and_resumes_its_journal(wav_cache, tiny_
         "--overwrite",
         ok=False,
     )
-    assert not_whisper.exit_code == 1 and "cannot load model 'nowhere/none'" in not_whisper.output
+    assert not_whisper.exit_code == 1
+    assert "cannot load speech recognition model 'nowhere/none'" in not_whisper.output
 
 
 def test_transcripts_survive_extending_the_cache_with_another_split(sample_root, tmp_path):

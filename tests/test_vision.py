@@ -106,7 +106,7 @@ def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tin
         "f2",
         ok=False,
     )
-    assert not_images.exit_code == 1 and "cannot load model 'fbank'" in not_images.output
+    assert not_images.exit_code == 1 and "cannot load image model 'fbank'" in not_images.output
     assert len(not_images.output.strip().splitlines()) == 1
 
 
