@@ -24,7 +24,7 @@ from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.logs import summarise_ids
 from emi_features.reader import CacheError, open_cache
 from emi_features.schema import FRAMES, MEAN, Attr, frames_per_second
-from emi_features.streams import CLIP, FRAME, Stream
+from emi_features.streams import CLIP, FRAME, Stream, check_stream_name
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ def extract_group(
     from emi_features.extract import extract
 
     cache = Path(out)
-    if not group or "/" in group:
-        raise CacheError(f"--stream {group!r}: a plain name (no '/')")
+    check_stream_name(group)
     with open_cache(cache) as main:
         if not main.complete:
             raise CacheError(f"{cache}: its extraction is not finished; finish it first")

@@ -11,6 +11,7 @@ cache's lock: a crash leaves the old cache whole.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -19,13 +20,20 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emi_features.atomic import atomic_path, check_free_space
+from emi_features.atomic import atomic_path, check_free_space, remove_stale_temporaries
 from emi_features.dataset import id_column, pad_id, read_csv_rows
 from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.logs import summarise_ids
 from emi_features.reader import CacheError, open_cache
 from emi_features.schema import FEATURES
-from emi_features.streams import CLIP, FRAME, stream_from_arrays, stream_names, write_stream
+from emi_features.streams import (
+    CLIP,
+    FRAME,
+    check_stream_name,
+    stream_from_arrays,
+    stream_names,
+    write_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +64,12 @@ def read_source(source: Path, *, allow_pickle: bool = False) -> dict[str, np.nda
         if not files:
             hint = " (it holds .pkl files: --allow-pickle)" if pickles else ""
             raise CacheError(f"{source}: no {' or '.join(suffixes)} files{hint}")
-        return {pad_id(p.stem): _load_array(p, allow_pickle) for p in files}
+        return _by_id(((p.stem, p) for p in files), source,
+                      lambda p: _load_array(p, allow_pickle))  # fmt: skip
     if source.suffix == ".npz":
         try:
             with np.load(source, allow_pickle=allow_pickle) as archive:
-                return {pad_id(key): archive[key] for key in archive.files}
+                return _by_id(((k, k) for k in archive.files), source, lambda k: archive[k])
         except ValueError as error:
             raise CacheError(f"{source}: pickled entries; --allow-pickle ({error})") from None
     if source.suffix == ".csv":
@@ -69,14 +78,31 @@ def read_source(source: Path, *, allow_pickle: bool = False) -> dict[str, np.nda
         numeric = [c for c in columns if c != key]
         arrays = {}
         for line, row in enumerate(rows, start=2):
+            clip_id = pad_id(row[key])
+            if clip_id in arrays:
+                raise CacheError(f"{source}: id {clip_id} appears twice (line {line})")
             try:
-                arrays[pad_id(row[key])] = np.array([float(row[c]) for c in numeric])
+                arrays[clip_id] = np.array([float(row[c]) for c in numeric])
             except ValueError:
                 raise CacheError(
                     f"{source}: line {line} has a value that is not a number"
                 ) from None
         return arrays
     raise CacheError(f"{source}: give a folder of .npy files, an .npz or a .csv")
+
+
+def _by_id(entries, source: Path, load: Callable[[Any], np.ndarray]) -> dict[str, np.ndarray]:
+    """id -> array of (name, item) entries, refusing two entries for one id (`5`, `00005`)."""
+    items: dict[str, Any] = {}
+    for name, item in entries:
+        clip_id = pad_id(name)
+        if clip_id in items:
+            raise CacheError(f"{source}: two sources for id {clip_id}: {items[clip_id]} and {item}")
+        items[clip_id] = item
+    return {clip_id: load(item) for clip_id, item in items.items()}
+
+
+STORED = {CLIP: np.float32, FRAME: np.float16}  # what a stream stores, by kind
 
 
 def check_arrays(arrays: dict[str, np.ndarray], frame_rate: float | None, where: Path) -> str:
@@ -92,15 +118,24 @@ def check_arrays(arrays: dict[str, np.ndarray], frame_rate: float | None, where:
             f"{where}: per-frame features (T, D) need --frame-rate (frames per second)"
         )
     widths: dict[int, str] = {}
+    stored = STORED[kind]
     for clip_id, array in arrays.items():
         widths.setdefault(int(array.shape[-1]), clip_id)
         if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
             raise CacheError(f"{where}: non-finite or non-numeric values for id {clip_id}")
+        with np.errstate(over="ignore"):
+            if not np.isfinite(array.astype(stored)).all():
+                raise CacheError(
+                    f"{where}: values for id {clip_id} are not finite as "
+                    f"{np.dtype(stored).name}, as the stream stores them (|x| too large)"
+                )
         if kind == FRAME and len(array) == 0:
             raise CacheError(f"{where}: no frames for id {clip_id}")
     if len(widths) > 1:
         shown = ", ".join(f"{d} ({i})" for d, i in sorted(widths.items())[:3])
         raise CacheError(f"{where}: inconsistent widths: {shown}")
+    if 0 in widths:
+        raise CacheError(f"{where}: features of width 0 (id {widths[0]})")
     return kind
 
 
@@ -115,8 +150,8 @@ def add_features(
 ) -> dict[str, Any]:
     """Add `/features/NAME` from `source`; returns a summary (kind, dim, present, missing)."""
     cache_path, source = Path(cache_path), Path(source)
-    if not name or "/" in name:
-        raise CacheError(f"--name {name!r}: a plain name (no '/')")
+    check_stream_name(name)
+    check_writable(cache_path)
     try:
         lock = ExclusiveLock(cache_path, f"cache {cache_path}").acquire()
     except LockedError as error:
@@ -161,6 +196,18 @@ def rewrite_with_stream(cache_path: Path, name: str, stream: Any, overwrite: boo
     )
 
 
+def check_writable(cache_path: Path) -> int:
+    """The cache's permission bits; a cache nobody may write (chmod 444) is refused before any
+    work, even for root, who could."""
+    try:
+        mode = cache_path.stat().st_mode & 0o7777
+    except OSError as error:
+        raise CacheError(f"{cache_path}: cannot be read ({error.strerror})") from None
+    if not mode & 0o222:
+        raise CacheError(f"{cache_path}: read-only (mode {mode:o}); make it writable to change it")
+    return mode
+
+
 def rewrite_cache(
     cache_path: Path,
     write: Callable[[h5py.File], None],
@@ -171,7 +218,10 @@ def rewrite_cache(
 ) -> None:
     """The cache copied aside without the stream `stream` or the top-level `group`, then
     `write(copy)` adds what replaces them, and the copy is renamed over the cache (call it under
-    the cache's lock). A crash leaves the old cache whole."""
+    the cache's lock). A crash leaves the old cache whole; the rewritten cache keeps the old
+    one's file mode, and a read-only cache is refused."""
+    mode = check_writable(cache_path)
+    remove_stale_temporaries(cache_path)  # a killed rewrite's copy
     check_free_space(cache_path, cache_path.stat().st_size * 1.02 + extra + (16 << 20))
     with (
         h5py.File(cache_path, "r") as source_file,
@@ -187,5 +237,6 @@ def rewrite_cache(
                 source_file.copy(source_file[FEATURES][other], target.require_group(FEATURES),
                                  name=other)  # fmt: skip
         write(target)
+    os.chmod(cache_path, mode)
     for stale in cache_path.parent.glob(f"{cache_path.name}.frame-stats-*"):
         stale.unlink(missing_ok=True)  # the cache changed: its sidecars are stale anyway

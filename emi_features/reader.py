@@ -30,14 +30,11 @@ from emi_features.schema import (
     VAD,
     VAD_DIM,
     Attr,
+    CacheError,  # noqa: F401  (its home; imported from here too)
     frames_per_second,
     read_attrs,
 )
-from emi_features.streams import stream_names
-
-
-class CacheError(ValueError):
-    """A cache that cannot be used as asked; the message is one line for the user."""
+from emi_features.streams import stream_names, stream_problems
 
 
 def _strings(dataset: h5py.Dataset) -> list[str]:
@@ -144,8 +141,24 @@ class FeatureCache:
             if not finite.all():
                 bad = [self.ids[k] for k in np.flatnonzero(~finite)[:5]]
                 problems.append(f"non-finite /mean for clip(s) {', '.join(bad)}")
+        problems += self._stream_problems()
         if problems:
             raise CacheError(f"{self.path}: damaged cache: {'; '.join(problems)}")
+
+    def _stream_problems(self) -> list[str]:
+        """Every stream, the transcripts and the root's grid, checked as the main groups are."""
+        count, problems = len(self.ids), []
+        rate = self.attrs.get(Attr.SAMPLE_RATE, 16000)
+        if not (isinstance(rate, (int, float, np.number)) and np.isfinite(rate) and rate > 0):
+            problems.append(f"sample_rate {rate!r} must be a positive number")
+        for name in self.streams():
+            problems += stream_problems(self._file, name, count)
+        if "text" in self._file:
+            text = self._file["text"]
+            for name in ("present", "transcript", "language"):
+                if name not in text or text[name].shape != (count,):
+                    problems.append(f"/text/{name} must have {count} rows")
+        return problems
 
     def __enter__(self) -> FeatureCache:
         return self

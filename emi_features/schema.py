@@ -82,3 +82,7 @@ def settings_mismatch(path: Path, found: dict[str, Any], wanted: dict[str, Any])
         f"{k}: cache has {found.get(k)!r}, this run {wanted.get(k)!r}" for k in differ
     )
     return f"{path} was written with other settings ({detail}); use --overwrite or another --out"
+
+
+class CacheError(ValueError):
+    """A cache that cannot be used as asked; the message is one line for the user."""

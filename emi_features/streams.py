@@ -15,13 +15,14 @@ and the extension of a cache with another split (`carry_streams`). Light: h5py a
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
 
-from emi_features.schema import FEATURES
+from emi_features.schema import FEATURES, CacheError
 
 CLIP, FRAME = "clip", "frame"
 
@@ -85,6 +86,19 @@ def write_stream(handle: h5py.File, name: str, stream: Stream) -> None:
         group.create_dataset("mean", data=stream.mean)
 
 
+STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_stream_name(name: str) -> None:
+    """One line unless `name` can be a stream's name, which `--inputs features/NAME` selects:
+    letters, digits, '-', '_' and '.', starting with a letter or digit."""
+    if not STREAM_NAME.match(name or ""):
+        raise CacheError(
+            f"{name!r} is not a stream name: letters, digits, '-', '_' and '.', starting with a "
+            f"letter or digit (--inputs features/NAME must select it)"
+        )
+
+
 def read_stream(handle: h5py.File, name: str, count: int) -> Stream:
     """A stream as stored; a plain per-clip array under /features (older caches) counts as a
     clip stream every clip has."""
@@ -101,6 +115,47 @@ def read_stream(handle: h5py.File, name: str, count: int) -> Stream:
     frames = item["frames"][()]
     mean = item["mean"][()] if "mean" in item else None
     return Stream(FRAME, present, frames=frames, offsets=offsets, mean=mean, attrs=attrs)
+
+
+def stream_problems(handle: h5py.File, name: str, count: int) -> list[str]:
+    """What is wrong with the stream /features/NAME of a cache of `count` clips (empty when
+    nothing): the one check every reader runs when a cache is opened, so that a received cache
+    fails there, in one line, and never later in training."""
+    item = handle[FEATURES][name]
+    where = f"/{FEATURES}/{name}"
+    if isinstance(item, h5py.Dataset):  # an older plain per-clip array
+        ok = item.ndim == 2 and item.shape[0] == count and item.shape[1] > 0
+        return [] if ok else [f"{where} has shape {item.shape}, expected ({count}, D)"]
+    kind = item.attrs.get("kind", FRAME if "frames" in item else CLIP)
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    problems = []
+    present = item.get("present")
+    if present is None or present.shape != (count,):
+        problems.append(f"{where}/present has {_rows(present)} rows, expected {count}")
+    if kind == CLIP:
+        values = item.get("values")
+        if values is None or values.ndim != 2 or values.shape[0] != count or not values.shape[1]:
+            problems.append(f"{where}: kind clip needs values of shape ({count}, D)")
+        return problems
+    if kind != FRAME:
+        return [*problems, f"{where}: kind {kind!r} is neither clip nor frame"]
+    rate = item.attrs.get("frame_rate", 1.0)
+    if not (isinstance(rate, (int, float, np.number)) and np.isfinite(rate) and rate > 0):
+        problems.append(f"{where}: frame_rate {rate!r} must be a positive number")
+    offsets, frames = item.get("offsets"), item.get("frames")
+    if offsets is None or frames is None or frames.ndim != 2 or not frames.shape[1]:
+        return [*problems, f"{where}: kind frame needs frames (F, D) and offsets (N+1)"]
+    bounds = offsets[()].astype(np.int64)
+    if bounds.shape != (count + 1,):
+        problems.append(f"{where}/offsets has {len(bounds)} rows, expected {count + 1}")
+    elif bounds[0] != 0 or (np.diff(bounds) < 0).any() or bounds[-1] != frames.shape[0]:
+        problems.append(f"{where}/offsets must start at 0, never decrease and end at the "
+                        f"{frames.shape[0]} frames")  # fmt: skip
+    return problems
+
+
+def _rows(dataset) -> int:
+    return 0 if dataset is None or not dataset.shape else int(dataset.shape[0])
 
 
 def stream_names(handle: h5py.File) -> list[str]:

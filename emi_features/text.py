@@ -100,7 +100,10 @@ def read_transcripts_csv(path: Path) -> dict[str, tuple[str, str]]:
         clip_id = pad_id(row.get(key, ""))
         if clip_id in found:
             raise DatasetError(f"{path}: id {clip_id} appears twice")
-        found[clip_id] = (row[text_column].strip(), row.get(LANGUAGE_COLUMN, "").strip())
+        text = row[text_column] or ""
+        if "\0" in text:
+            raise DatasetError(f"{path}: the transcript of {clip_id} holds a NUL byte")
+        found[clip_id] = (text.strip(), (row.get(LANGUAGE_COLUMN) or "").strip())
     return found
 
 

@@ -24,7 +24,7 @@ from emi_features.hub import TINY_RANDOM, load_error, pretrained_options, resolv
 from emi_features.import_features import rewrite_with_stream
 from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.reader import CacheError, open_cache
-from emi_features.streams import CLIP, FRAME, Stream
+from emi_features.streams import CLIP, FRAME, Stream, check_stream_name
 from emi_features.text import read_transcripts
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,24 @@ def sentence_pooling(model: str) -> tuple[str, bool]:
     return mode, normalise
 
 
+# Encoders whose position ids start after the padding index (RoBERTa's scheme): they hold
+# max_position_embeddings - pad_token_id - 1 tokens.
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"}
+
+
+def token_limit(tokenizer_limit: int, config) -> int:
+    """The most tokens a text may keep: MAX_TOKENS, the tokenizer's own limit and the encoder's
+    positions, whichever is least (a text past it is truncated, never a crash)."""
+    limits = [MAX_TOKENS]
+    if 0 < tokenizer_limit < 1_000_000:  # tokenizers without a limit report a huge number
+        limits.append(int(tokenizer_limit))
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        offset = (config.pad_token_id or 0) + 1 if config.model_type in OFFSET_POSITIONS else 0
+        limits.append(int(positions) - offset)
+    return max(1, min(limits))
+
+
 class TextEncoder:
     """Texts -> (N, D) sentence vectors and each text's (T_k, D) token states, float32."""
 
@@ -68,13 +86,14 @@ class TextEncoder:
         else:
             self.pooling, self.normalise = "mean", False
         self.device = device
+        self.max_tokens = token_limit(self.tokenizer.model_max_length, self.network.config)
         self.hidden_size = int(self.network.config.hidden_size)
         self.fingerprint = state_fingerprint(self.network, self.pooling, self.normalise)
 
     @torch.inference_mode()
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
         batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         ).to(self.device)
         states = self.network(**batch).last_hidden_state.float()
         mask = batch["attention_mask"].bool()
@@ -104,8 +123,7 @@ def embed_text(
     from emi_features.devices import default_device, resolve_device
 
     cache_path = Path(cache_path)
-    if not name or "/" in name:
-        raise CacheError(f"--name {name!r}: a plain name (no '/')")
+    check_stream_name(name)
     with open_cache(cache_path) as cache:
         transcripts = read_transcripts(cache._file)
         ids = list(cache.ids)

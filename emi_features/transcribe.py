@@ -52,31 +52,60 @@ def journal_path(cache: Path) -> Path:
     return cache.with_name(f"{cache.name}.streams") / "text.jsonl"
 
 
-def read_journal(path: Path, header: dict[str, Any], overwrite: bool) -> dict[str, tuple]:
-    """id -> (text, language) already done by an interrupted run with these settings; a last
-    line cut by a kill is dropped. A journal of other settings is refused (or, with overwrite,
-    started again)."""
+def read_journal(
+    path: Path, header: dict[str, Any], overwrite: bool, ids: set[str]
+) -> tuple[dict[str, tuple], bool]:
+    """(id -> (text, language) already done by an interrupted run with these settings, whether
+    the journal holds this header). It tolerates exactly what a kill can leave: an empty file,
+    a header cut short, a last row cut short, and the header written again by an earlier emi
+    that was killed before its first batch. A journal of other settings, or an edited row (not
+    a row, not text, a NUL byte, an id the cache lacks), is refused in one line naming the line
+    (or, with overwrite, started again)."""
     if not path.is_file() or overwrite:
         path.unlink(missing_ok=True)
-        return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    try:
-        found = json.loads(lines[0]) if lines else None
-    except json.JSONDecodeError:
-        found = None
-    if found != header:
+        return {}, False
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    first = _json_line(lines[0]) if lines else None
+    if first is None and len(lines) <= 1:  # killed while writing the header
+        path.unlink()
+        return {}, False
+    if first != header:
         raise CacheError(
-            f"{path}: an unfinished transcription with other settings ({found}); "
+            f"{path}: an unfinished transcription with other settings ({first}); "
             f"--overwrite starts again"
         )
     done = {}
-    for line in lines[1:]:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines[1:], start=2):
+        row = _json_line(line)
+        if row is None and number == len(lines):
             break  # the line a kill cut short
+        if row == header:
+            continue
+        problem = _row_problem(row, ids)
+        if problem:
+            raise CacheError(f"{path}, line {number}: {problem}; --overwrite starts again")
         done[row["id"]] = (row["text"], row["language"])
-    return done
+    return done, True
+
+
+def _json_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def _row_problem(row: Any, ids: set[str]) -> str | None:
+    """Why a journal row is not one emi wrote for this cache, or None."""
+    if not isinstance(row, dict) or set(row) != {"id", "text", "language"}:
+        return "not a journal row (id, text, language)"
+    if not all(isinstance(row[key], str) for key in row):
+        return "id, text and language must be text"
+    if "\0" in row["text"] or "\0" in row["id"]:
+        return f"the transcript of {row['id']!r} holds a NUL byte"
+    if row["id"] not in ids:
+        return f"clip {row['id']!r} is not in the cache"
+    return None
 
 
 def append_journal(path: Path, rows: list[dict[str, str]]) -> None:
@@ -180,8 +209,8 @@ def transcribe(
         raise CacheError(str(error)) from None
     try:
         header = {"model": model, "language": language, "max_new_tokens": max_new_tokens}
-        done = read_journal(journal, header, overwrite)
-        if not done:
+        done, has_header = read_journal(journal, header, overwrite, ids)
+        if not has_header:
             append_journal(journal, [header])
         clips = [c for c in find_clips(Path(input_path), split=split) if c.id in ids]
         unfound = len(ids) - len(clips)

@@ -168,6 +168,9 @@ def train_command(
         settings = parse_settings(list(set_items))
         if seeds:
             settings["seed"] = [int(v) for v in seeds.split(",") if v.strip()]
+            repeated = sorted({v for v in settings["seed"] if settings["seed"].count(v) > 1})
+            if repeated:
+                raise ValueError(f"--seeds: {repeated[0]} appears twice")
     except (ConfigError, ValueError) as error:
         raise click.UsageError(str(error)) from None
     if folds and any(len(v) > 1 for v in settings.values()):

@@ -72,8 +72,9 @@ def parse_weights(text: str, count: int) -> np.ndarray:
         raise RunError(f"--weights {text!r}: comma-separated numbers, one per RUN_DIR") from None
     if len(values) != count or not np.isfinite(values).all() or (values < 0).any():
         raise RunError(f"--weights {text!r}: {count} non-negative numbers, one per RUN_DIR")
-    if values.sum() <= 0:
+    if values.max() <= 0:
         raise RunError(f"--weights {text!r}: at least one must be positive")
+    values = values / values.max()  # first to at most 1: their sum cannot overflow
     return np.repeat((values / values.sum())[:, None], len(EMOTIONS), axis=1)
 
 

@@ -1,0 +1,246 @@
+"""The newer surfaces checked like the main cache: transcription journals that resume from
+whatever a kill leaves, imports that check values after their cast and refuse ambiguity,
+streams validated when a cache is opened, and weights that cannot overflow into zeros."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_labels, write_synthetic_cache
+from test_text import invoke, tiny_whisper, transcripts_of, wav_cache  # noqa: F401
+
+from emi_features.cli import add_features_command
+from emi_features.reader import CacheError, open_cache
+from emi_features.text_cli import transcribe_command
+from emi_heads.cli import predict_command, train_command
+
+IDS = [f"{i:05d}" for i in range(40)]
+
+
+def journal_of(cache):
+    return cache.with_name(f"{cache.name}.streams") / "text.jsonl"
+
+
+def test_a_transcription_killed_twice_before_its_first_batch_resumes(wav_cache, tiny_whisper):  # noqa: F811
+    """Real kills (SIGKILL) as soon as the journal exists, twice; then a run finishes."""
+    folder, cache = wav_cache
+    command = [sys.executable, "-m", "emi_heads", "transcribe", str(folder), "--out", str(cache),
+               "--model", str(tiny_whisper), "--max-new-tokens", "4", "--batch-size", "1",
+               "--quiet"]  # fmt: skip
+    journal = journal_of(cache)
+    for _ in range(2):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not journal.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    result = invoke(transcribe_command, folder, "--out", cache, "--model", tiny_whisper,
+                    "--max-new-tokens", 4, "--quiet")  # fmt: skip
+    assert "4 clips transcribed" in result.output
+    assert transcripts_of(cache)[0].present.all() and not journal.exists()
+
+
+@pytest.mark.parametrize(
+    "left, kept",
+    [
+        ("{header}\n", 0),  # killed after the header, before the first batch
+        ("{header}\n{header}\n", 0),  # ... twice, by an emi that wrote the header again
+        ('{{"model": "x', 0),  # killed while writing the header
+        ("{header}\n{row}\n{header}\n", 1),
+        ("", 0),
+    ],
+)
+def test_the_journal_tolerates_exactly_what_a_kill_leaves(wav_cache, tiny_whisper, left, kept):  # noqa: F811
+    folder, cache = wav_cache
+    header = json.dumps({"model": str(tiny_whisper), "language": None, "max_new_tokens": 4})
+    row = json.dumps({"id": "00002", "text": "kept", "language": "en"})
+    journal = journal_of(cache)
+    journal.parent.mkdir()
+    journal.write_text(left.format(header=header, row=row))
+    result = invoke(transcribe_command, folder, "--out", cache, "--model", tiny_whisper,
+                    "--max-new-tokens", 4, "--quiet")  # fmt: skip
+    assert "4 clips transcribed" in result.output
+    assert (transcripts_of(cache)[0].text[2] == "kept") == bool(kept)
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ('{"id": "00001", "text": 123, "language": "en"}', "must be text"),
+        ("42", "not a journal row"),
+        ('{"id": "00001", "text": "a\\u0000b", "language": "en"}', "holds a NUL byte"),
+        ('{"id": "99999", "text": "a", "language": "en"}', "clip '99999' is not in the cache"),
+    ],
+)
+def test_an_edited_journal_row_is_one_line_naming_it(wav_cache, tiny_whisper, row, message):  # noqa: F811
+    folder, cache = wav_cache
+    header = json.dumps({"model": str(tiny_whisper), "language": None, "max_new_tokens": 4})
+    journal = journal_of(cache)
+    journal.parent.mkdir()
+    journal.write_text(f"{header}\n{row}\n" + '{"id": "00000", "text": "x", "language": "en"}\n')
+    result = invoke(transcribe_command, folder, "--out", cache, "--model", tiny_whisper,
+                    "--max-new-tokens", 4, ok=False)  # fmt: skip
+    assert result.exit_code == 1 and "line 2: " in result.output and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_nul_byte_in_imported_transcripts_is_one_line(wav_cache, tmp_path):  # noqa: F811
+    folder, cache = wav_cache
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("Filename,text\n0,hello\x00world\n")
+    result = invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file, ok=False)
+    assert result.exit_code == 1 and "the transcript of 00000 holds a NUL byte" in result.output
+
+
+def test_predict_weights_that_would_overflow_are_normalised_not_zeros(synthetic, tmp_path):
+    runs = []
+    for seed in (0, 1):
+        runs.append(tmp_path / f"r{seed}")
+        invoke(train_command, synthetic["cache"], "--train", synthetic["train"], "--head",
+               "linear", "--out", runs[-1], "--quiet")  # fmt: skip
+    outputs = []
+    for weights in ("1e308,1e308", "1,1"):
+        out = tmp_path / f"{weights}.csv"
+        invoke(predict_command, *runs, "--cache", synthetic["cache"], "--ids", synthetic["valid"],
+               "--weights", weights, "--out", out)  # fmt: skip
+        outputs.append(out.read_text())
+    values = [v for line in outputs[0].splitlines()[1:] for v in line.split(",")[1:]]
+    assert outputs[0] == outputs[1] and values.count("0.000000") < len(values) / 2
+    result = invoke(predict_command, *runs, "--cache", synthetic["cache"], "--ids",
+                    synthetic["valid"], "--weights", "inf,1", "--out", tmp_path / "x.csv",
+                    ok=False)  # fmt: skip
+    assert result.exit_code == 1 and "non-negative numbers" in result.output
+
+
+@pytest.fixture
+def cache(tmp_path):
+    latents = np.random.default_rng(3).uniform(size=(40, 6))
+    return write_synthetic_cache(tmp_path / "c.h5", IDS, latents)
+
+
+def add(cache, *args):
+    return CliRunner().invoke(add_features_command, [str(cache), *map(str, args)])
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (np.full(3, 1e39), "not finite as float32"),
+        (np.full((4, 3), 70_000.0), "not finite as float16"),
+    ],
+)
+def test_imported_values_are_checked_after_their_cast(cache, tmp_path, values, message):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    for clip_id in IDS:
+        np.save(folder / f"{clip_id}.npy", values)
+    extra = ["--frame-rate", "5"] if values.ndim == 2 else []
+    result = add(cache, "--stream", "big", "--from", folder, *extra)
+    assert result.exit_code == 1 and message in result.output and "00000" in result.output
+
+
+def test_two_sources_for_one_id_are_refused(cache, tmp_path):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    np.save(folder / "00005.npy", np.ones(3))
+    np.save(folder / "5.npy", np.zeros(3))
+    result = add(cache, "--stream", "twice", "--from", folder)
+    assert result.exit_code == 1 and "two sources for id 00005" in result.output
+    csv_file = tmp_path / "f.csv"
+    csv_file.write_text("Filename,a\n5,1\n00005,2\n")
+    result = add(cache, "--stream", "twice", "--from", csv_file)
+    assert result.exit_code == 1 and "00005" in result.output and "twice" in result.output
+
+
+def corrupt(path, edit) -> None:
+    with h5py.File(path, "r+") as handle:
+        edit(handle)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda h: h["features/s/offsets"].resize((10,)), "offsets"),
+        (lambda h: h["features/s/offsets"].__setitem__(3, 0), "offsets"),
+        (lambda h: h["features/s"].attrs.__setitem__("frame_rate", 0.0), "frame_rate"),
+        (lambda h: h["features/s"].attrs.__setitem__("frame_rate", np.nan), "frame_rate"),
+        (lambda h: h["features/s"].attrs.__setitem__("kind", "clip"), "kind"),
+        (lambda h: h["features/s/present"].resize((5,)), "present"),
+        (lambda h: h.attrs.__setitem__("sample_rate", 0), "sample_rate"),
+    ],
+)
+def test_a_received_cache_with_a_broken_stream_is_refused_on_open(cache, tmp_path, edit, message):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    for k, clip_id in enumerate(IDS):
+        np.save(folder / f"{clip_id}.npy", np.full((k % 4 + 1, 3), float(k)))
+    assert add(cache, "--stream", "s", "--from", folder, "--frame-rate", "5").exit_code == 0
+    with h5py.File(cache, "r+") as handle:  # resizable copies of what the edits change
+        group = handle["features/s"]
+        for name in ("offsets", "present"):
+            data = group[name][()]
+            del group[name]
+            group.create_dataset(name, data=data, maxshape=(None,))
+    open_cache(cache).close()
+    corrupt(cache, edit)
+    with pytest.raises(CacheError, match=message):
+        open_cache(cache)
+    labels = write_labels(tmp_path / "l.csv", IDS[:20], np.zeros((20, 6)))
+    args = [str(cache), "--train", str(labels), "--head", "linear", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_stream_names_that_inputs_cannot_select_are_refused(cache, tmp_path):
+    np.savez(tmp_path / "f.npz", **{k: np.ones(3) for k in IDS})
+    for name in (".", "a,b", "a b"):
+        result = add(cache, "--stream", name, "--from", tmp_path / "f.npz")
+        assert result.exit_code == 1 and "a stream name" in result.output, name
+    np.savez(tmp_path / "w.npz", **{k: np.ones(0) for k in IDS})
+    result = add(cache, "--stream", "empty", "--from", tmp_path / "w.npz")
+    assert result.exit_code == 1 and "width 0" in result.output
+
+
+def test_repeated_seeds_are_refused_before_training(synthetic, tmp_path):
+    args = [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--head", "linear",
+            "--seeds", "0,0,1", "--out", str(tmp_path / "r")]  # fmt: skip
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2 and "--seeds: 0 appears twice" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_read_only_cache_is_refused_and_a_rewrite_keeps_the_mode(cache, tmp_path):
+    np.savez(tmp_path / "f.npz", **{k: np.ones(3) for k in IDS})
+    os.chmod(cache, 0o640)
+    assert add(cache, "--stream", "a", "--from", tmp_path / "f.npz").exit_code == 0
+    assert os.stat(cache).st_mode & 0o777 == 0o640
+    os.chmod(cache, 0o444)
+    result = add(cache, "--stream", "b", "--from", tmp_path / "f.npz")
+    assert result.exit_code == 1 and "read-only" in result.output
+    assert os.stat(cache).st_mode & 0o777 == 0o444
+    with open_cache(cache) as opened:
+        assert opened.streams() == ["a"]
+
+
+def test_a_transcript_longer_than_the_encoders_positions_is_truncated(wav_cache, tmp_path,  # noqa: F811
+                                                                         monkeypatch):  # fmt: skip
+    """The tiny encoder has 64 positions; a 200-word transcript is cut to fit, not a crash."""
+    from emi_features.text_cli import embed_text_command
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder, cache = wav_cache
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("Filename,text\n0," + " ".join(["wonderful"] * 200) + "\n1,awful\n")
+    invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
+    result = invoke(embed_text_command, cache, "--model", "tiny-random")
+    assert "width 32 for 2 clips" in result.output
