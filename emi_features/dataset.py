@@ -6,6 +6,7 @@ The one home of the six emotion label names and of the id padding rule.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,3 +172,8 @@ def find_clips(root: Path, *, split: str | None = None, source: Source = "auto")
     if not by_id:
         raise DatasetError(f"{root}: no audio or video files ({', '.join(MEDIA_SUFFIXES)})")
     return [Clip(clip_id, path) for clip_id, path in sorted(by_id.items())]
+
+
+def file_digest(path: Path) -> str:
+    """What identifies a file's content (a run records its CSVs' digests)."""
+    return "blake2b:" + hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()

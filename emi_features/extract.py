@@ -32,6 +32,7 @@ from emi_features.devices import DeviceError, default_device
 from emi_features.distributed import Ranks
 from emi_features.frames import plan_batches, split_by_cost
 from emi_features.hub import ModelLoadError
+from emi_features.locks import LockedError, check_unlocked
 from emi_features.processes import die_with_parent
 from emi_features.reader import CacheError
 from emi_features.schema import SAMPLE_RATE, VAD_LABELS, Attr
@@ -293,6 +294,10 @@ def extract(
     window_seconds, overlap_seconds = config.window_seconds, config.overlap_seconds
     if torch_device.type == "cpu" and dtype != "float32":
         log.warning("%s on a CPU is much slower than float32", dtype)
+    try:  # before the backbone loads: a held cache is refused at once
+        check_unlocked(Path(out), f"cache {out}")
+    except LockedError as error:
+        raise CacheError(str(error)) from None
     clips = find_clips(Path(input_path), split=config.split, source=config.source)
     backbone = load_backbone(config.model, layer=config.layer, offline=config.offline)
     backbone.to(device=torch_device, dtype=DTYPES[dtype])

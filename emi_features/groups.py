@@ -20,7 +20,7 @@ import numpy as np
 
 from emi_features.config import ExtractConfig
 from emi_features.import_features import rewrite_with_stream
-from emi_features.locks import ExclusiveLock, LockedError
+from emi_features.locks import ExclusiveLock, LockedError, check_unlocked
 from emi_features.logs import summarise_ids
 from emi_features.reader import CacheError, open_cache
 from emi_features.schema import FRAMES, MEAN, Attr, frames_per_second
@@ -47,6 +47,10 @@ def extract_group(
 
     cache = Path(out)
     check_stream_name(group)
+    try:  # before the side extraction: a held cache is refused at once
+        check_unlocked(cache, f"cache {cache}")
+    except LockedError as error:
+        raise CacheError(str(error)) from None
     with open_cache(cache) as main:
         if not main.complete:
             raise CacheError(f"{cache}: its extraction is not finished; finish it first")

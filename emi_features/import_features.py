@@ -10,6 +10,7 @@ cache's lock: a crash leaves the old cache whole.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import pickle
@@ -73,6 +74,13 @@ def read_source(source: Path, *, allow_pickle: bool = False) -> dict[str, np.nda
         except ValueError as error:
             raise CacheError(f"{source}: pickled entries; --allow-pickle ({error})") from None
     if source.suffix == ".csv":
+        with source.open(encoding="utf-8", errors="replace") as handle:
+            width = len(next(csv.reader(handle), []))
+        if width > MAX_CSV_COLUMNS:
+            raise CacheError(
+                f"{source}: {width:,} columns; a CSV import holds at most {MAX_CSV_COLUMNS:,} "
+                f"(save wide features as .npy or .npz)"
+            )
         columns, rows = read_csv_rows(source)
         key = id_column(columns)
         numeric = [c for c in columns if c != key]
@@ -103,6 +111,7 @@ def _by_id(entries, source: Path, load: Callable[[Any], np.ndarray]) -> dict[str
 
 
 STORED = {CLIP: np.float32, FRAME: np.float16}  # what a stream stores, by kind
+MAX_CSV_COLUMNS = 1 << 16  # as wide as a head's widest layer; a CSV row is parsed in Python
 
 
 def check_arrays(arrays: dict[str, np.ndarray], frame_rate: float | None, where: Path) -> str:

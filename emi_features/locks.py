@@ -52,12 +52,17 @@ class ExclusiveLock:
                 f"{self.what} is in use by another process ({holder}); wait for it to finish, "
                 f"or use another output"
             ) from None
-        _HELD.add(key)
-        handle.seek(0)
-        handle.truncate()
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        handle.write(json.dumps(info))
-        handle.flush()
+        try:  # a full disk fails here first: one line, and the lock is not kept
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(info))
+            handle.flush()
+        except OSError as error:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+            raise WriteError(describe_os_error(self.path, error)) from None
+        _HELD.add(key)
         self._handle = handle
         self._key = key
         return self
@@ -83,3 +88,11 @@ def _describe(text: str) -> str:
         return f"pid {info['pid']} on {info['host']}, since {since}"
     except (ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+def check_unlocked(target: str | Path, what: str) -> None:
+    """Before any work: raise LockedError (naming the holder) when another process holds
+    `target`'s lock. Only the first rank of a torchrun job looks (its ranks share one lock)."""
+    if os.environ.get("RANK", "0") != "0" or not Path(target).exists():
+        return
+    ExclusiveLock(target, what).acquire().release()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,7 @@ def train_command(
         cache = cache or Path(recorded["cache"]["path"])
         train_csvs = train_csvs or tuple(Path(p) for p in recorded["train_csvs"])
         valid_csv = valid_csv or (Path(recorded["valid_csv"]) if recorded["valid_csv"] else None)
+        _warn_changed_csvs(recorded, [*train_csvs, *([valid_csv] if valid_csv else [])])
     elif preset is not None:
         base_head, base_train = PRESETS[preset].head, PRESETS[preset].train
     head = head or base_head.get("head")
@@ -159,6 +162,8 @@ def train_command(
         raise click.UsageError("give --head NAME, --preset NAME or --from RUN_DIR")
     if cache is None or not train_csvs:
         raise click.UsageError("give CACHE and --train CSV (or --from RUN_DIR)")
+    if out.is_symlink() and not out.exists():
+        raise click.UsageError(f"--out {out} is a link to nothing ({os.readlink(out)})")
     head_base = {k: v for k, v in base_head.items() if k != "head"}
     head_config = build_config(HeadConfig, options, head_base, head=head)
     train_config = build_config(TrainConfig, options, base_train)
@@ -189,6 +194,20 @@ def train_command(
         from emi_heads.runs import compare_runs, format_table
 
         click.echo(format_table(compare_runs([out])))
+
+
+def _warn_changed_csvs(recorded: dict[str, Any], csvs: list[Path]) -> None:
+    """`--from`: a label file that changed since the run (its digest differs) is said."""
+    from emi_features.dataset import file_digest
+
+    digests = (recorded.get("provenance") or {}).get("csv_digests") or {}
+    for path in csvs:
+        before = digests.get(str(Path(path).resolve()))
+        if before is not None and Path(path).is_file() and file_digest(path) != before:
+            logging.getLogger("emi").warning(
+                "--from: %s changed since that run (its digest differs): this run trains on "
+                "other labels", path,
+            )  # fmt: skip
 
 
 def _command_line(name: str) -> list[str]:

@@ -32,6 +32,7 @@ class HeadSpec:
     reads: Callable[[HeadConfig], list[str]]
     needs_frames: bool = False
     trained_by_sgd: bool = True
+    takes_inputs: bool = True  # whether `inputs` chooses what it reads
 
     def load(self) -> type:
         module, name = self.target.split(":")
@@ -103,6 +104,7 @@ HEADS: dict[str, HeadSpec] = {
         "emi_heads.heads:LstmHead",
         _lstm_reads,
         needs_frames=True,
+        takes_inputs=False,
     ),
     "concat": HeadSpec(
         "branches per clip input, concatenated, auxiliary heads, VAD latent "
@@ -123,6 +125,7 @@ HEADS: dict[str, HeadSpec] = {
         "emi_heads.frame_heads:FrameConcatHead",
         _frames_reads,
         needs_frames=True,
+        takes_inputs=False,
     ),
     "linear": HeadSpec(
         "ridge regression on clip vectors (baseline)",
@@ -271,6 +274,10 @@ class HeadConfig:
         problems = []
         if self.head not in HEADS:
             problems.append(f"head {self.head!r} is unknown (known: {', '.join(HEADS)})")
+        elif self.inputs and not HEADS[self.head].takes_inputs:
+            choosers = ", ".join(k for k, v in HEADS.items() if v.takes_inputs)
+            problems.append(f"inputs: the {self.head} head reads the frames; inputs chooses what "
+                            f"{choosers} read")  # fmt: skip
         for name in ("hidden", "mlp_hidden", "branch_dim"):
             if not 1 <= getattr(self, name) <= MAX_WIDTH:
                 problems.append(f"{name} must be in 1..{MAX_WIDTH}")

@@ -155,6 +155,9 @@ def fold_assignment(count: int, folds: int, seed: int) -> np.ndarray:
     return assignment
 
 
+MIN_FOLD_CLIPS = 10  # a held-out fold smaller than this scores noise
+
+
 def cross_validate(
     parent: Path,
     folds: int,
@@ -169,8 +172,12 @@ def cross_validate(
     predictions, metrics over folds, and optionally a final model on all clips with the epochs
     (or ridge alpha) the folds chose."""
     labels, inputs = _union(data)
-    if not 2 <= folds <= len(labels.ids):
-        raise ConfigError(f"--folds {folds}: needs 2..{len(labels.ids)} (the labelled clips)")
+    most = len(labels.ids) // MIN_FOLD_CLIPS
+    if not 2 <= folds <= most:
+        raise ConfigError(
+            f"--folds {folds}: {len(labels.ids)} labelled clips make 2..{max(most, 2)} folds of "
+            f"at least {MIN_FOLD_CLIPS} clips (a fold's r on fewer says nothing)"
+        )
     assignment = fold_assignment(len(labels.ids), folds, train.seed)
     parent.mkdir(parents=True, exist_ok=True)
     save_json(parent / EXPERIMENT, {"kind": "folds", "folds": folds, "refit": refit})

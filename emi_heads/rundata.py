@@ -3,12 +3,12 @@ the cache's identity and the labels' sources. Seeds, folds and sweeps share one 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emi_features.dataset import file_digest
 from emi_features.logs import summarise_ids
 from emi_features.reader import open_cache
 from emi_heads.config import InputSpec
@@ -32,10 +32,6 @@ class RunData:
     def with_splits(self, train: tuple[Labels, Inputs], valid, **sources: Any) -> RunData:
         """The same cache and sources (updated by `sources`) with other splits."""
         return RunData(self.cache_info, train, valid, {**self.sources, **sources})
-
-
-def file_digest(path: Path) -> str:
-    return "blake2b:" + hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
 
 
 def load_run_data(

@@ -244,3 +244,82 @@ def test_a_transcript_longer_than_the_encoders_positions_is_truncated(wav_cache,
     invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
     result = invoke(embed_text_command, cache, "--model", "tiny-random")
     assert "width 32 for 2 clips" in result.output
+
+
+def test_a_killed_rewrite_leaves_no_copy_behind(cache, tmp_path):
+    stale = cache.with_name(f".{cache.name}.999999.tmp")  # a dead process's copy
+    stale.write_bytes(b"x" * 1000)
+    np.savez(tmp_path / "f.npz", **{k: np.ones(3) for k in IDS})
+    assert add(cache, "--stream", "a", "--from", tmp_path / "f.npz").exit_code == 0
+    assert not stale.exists()
+
+
+def test_a_csv_too_wide_to_import_is_one_line_before_it_is_read(cache, tmp_path):
+    wide = tmp_path / "wide.csv"
+    wide.write_text("Filename," + ",".join(f"c{k}" for k in range(70_000)) + "\n")
+    result = add(cache, "--stream", "wide", "--from", wide)
+    assert result.exit_code == 1 and "70,001 columns" in result.output
+
+
+def test_a_held_cache_is_refused_before_any_work(sample_root, tmp_path):
+    from emi_features.cli import main as extract_command
+
+    cache = tmp_path / "c.h5"
+    invoke(extract_command, sample_root, "--model", "fbank", "--out", cache, "--quiet",
+           "--workers", 0)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from emi_features.locks import ExclusiveLock; "
+         "held = ExclusiveLock(sys.argv[1], 'c').acquire(); print('held', flush=True); "
+         "time.sleep(120)",
+         str(cache)], stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--stream", "fb10", "--model", "fbank-10ms", "--pool", "mean"]):
+            args = [sample_root, "--model", "fbank", "--out", cache, "--quiet", "--workers", 0]
+            result = invoke(extract_command, *args, *extra, ok=False)
+            assert result.exit_code == 1 and "in use by another process" in result.output
+            assert not cache.with_name(f"{cache.name}.streams").exists()  # no side extraction
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_full_disk_at_the_lock_is_one_line(cache, tmp_path, monkeypatch):
+    import errno
+
+    import emi_features.locks as locks
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(locks.json, "dumps", full)
+    np.savez(tmp_path / "f.npz", **{k: np.ones(3) for k in IDS})
+    result = add(cache, "--stream", "a", "--from", tmp_path / "f.npz")
+    assert result.exit_code == 1 and "no space left on device" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_training_options_that_would_mislead_are_refused(synthetic, tmp_path):
+    base = [str(synthetic["cache"]), "--train", str(synthetic["train"])]
+    lstm = CliRunner().invoke(train_command, [*base, "--head", "lstm", "--inputs", "mean",
+                                              "--out", str(tmp_path / "a")])  # fmt: skip
+    assert lstm.exit_code == 2 and "the lstm head reads the frames" in lstm.output
+    folds = CliRunner().invoke(train_command, [*base, "--valid", str(synthetic["valid"]), "--head",
+                                               "linear", "--folds", "100", "--out",
+                                               str(tmp_path / "b")])  # fmt: skip
+    assert folds.exit_code != 0 and "folds of at least 10 clips" in folds.output
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    dangling = CliRunner().invoke(train_command, [*base, "--head", "linear", "--out",
+                                                  str(tmp_path / "dangling")])  # fmt: skip
+    assert dangling.exit_code == 2 and "is a link to nothing" in dangling.output
+
+
+def test_from_says_when_a_label_file_changed_since_the_run(synthetic, tmp_path, caplog):
+    labels = tmp_path / "train.csv"
+    labels.write_text(synthetic["train"].read_text())
+    invoke(train_command, synthetic["cache"], "--train", labels, "--head", "linear", "--out",
+           tmp_path / "first", "--quiet")  # fmt: skip
+    labels.write_text(labels.read_text().replace("0.1250", "0.2500", 5))
+    invoke(train_command, "--from", tmp_path / "first", "--out", tmp_path / "again", "--quiet")
+    assert any("changed since that run" in m for m in caplog.messages)
