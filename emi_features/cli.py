@@ -17,6 +17,7 @@ from emi_features.options import (
     device_option,
     logging_options,
     stream_option,
+    trust_option,
 )
 
 D = EXTRACT_DEFAULTS
@@ -91,6 +92,7 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache instead of resuming.")
 @click.option("--retry-skipped", is_flag=True, help="Try clips an earlier run skipped again.")
 @click.option("--offline", is_flag=True, help="Never touch the network (as HF_HUB_OFFLINE=1).")
+@trust_option
 @stream_option(
     old="--group",
     help="Add this backbone's output to the finished cache --out as the stream /features/NAME.",

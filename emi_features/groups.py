@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from emi_features.config import ExtractConfig
-from emi_features.import_features import rewrite_with_stream
+from emi_features.import_features import check_writable, rewrite_with_stream
 from emi_features.locks import ExclusiveLock, LockedError, check_unlocked
 from emi_features.logs import summarise_ids
 from emi_features.reader import CacheError, open_cache
@@ -47,6 +47,7 @@ def extract_group(
 
     cache = Path(out)
     check_stream_name(group)
+    check_writable(cache)
     try:  # before the side extraction: a held cache is refused at once
         check_unlocked(cache, f"cache {cache}")
     except LockedError as error:

@@ -13,9 +13,16 @@ from pathlib import Path
 TINY_RANDOM = "tiny-random"  # the tiny random text and image encoders, built offline
 TINY_KINDS = ("text", "image")
 OWN_CODE = (
-    "cannot load model {model!r}: it holds its own Python code, which emi does not run; use a "
-    "model that transformers builds itself"
+    "cannot load model {model!r}: it holds its own Python code, which emi runs only when you "
+    "pass --trust-remote-code (read that code first)"
 )
+_trusted = {"remote_code": False}  # set by --trust-remote-code for this process's loads
+
+
+def trust_remote_code(allowed: bool) -> None:
+    """Let (or stop) this process's model loads run a model folder's own code: only ever from
+    an explicit `--trust-remote-code`, never from a prompt."""
+    _trusted["remote_code"] = bool(allowed)
 
 
 class ModelLoadError(ValueError):
@@ -32,12 +39,14 @@ def pretrained_options(model: str, offline: bool = False) -> dict[str, bool]:
     """Keyword arguments for every `from_pretrained`: local files only when offline or for a
     folder, and never a folder's own Python code (`trust_remote_code=False`; a local folder
     whose config maps classes to its own code is refused before anything loads)."""
+    trusted = _trusted["remote_code"]
     config = Path(model) / "config.json"
-    if config.is_file() and '"auto_map"' in config.read_text(encoding="utf-8", errors="replace"):
+    text = config.read_text(encoding="utf-8", errors="replace") if config.is_file() else ""
+    if '"auto_map"' in text and not trusted:
         raise ModelLoadError(OWN_CODE.format(model=model))
     return {
         "local_files_only": is_offline(offline) or Path(model).is_dir(),
-        "trust_remote_code": False,
+        "trust_remote_code": trusted,
     }
 
 

@@ -13,6 +13,23 @@ device_option = click.option(
 )
 
 
+def _trust(_context: click.Context, _parameter: click.Parameter, value: bool) -> bool:
+    from emi_features.hub import trust_remote_code
+
+    trust_remote_code(value)  # every command sets it: off unless given
+    return value
+
+
+trust_option = click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    expose_value=False,
+    callback=_trust,
+    help="Run a model folder's own Python code (models transformers cannot build itself, "
+    "such as ChatGLM3); never asked for at a prompt. Read that code first.",
+)
+
+
 def logging_options(function):
     """`--quiet` (no progress bars) and `--verbose` (debug logging)."""
     function = click.option("--verbose", is_flag=True, help="Debug logging.")(function)

@@ -14,6 +14,7 @@ from emi_features.options import (
     device_option,
     logging_options,
     stream_option,
+    trust_option,
 )
 
 
@@ -44,6 +45,7 @@ from emi_features.options import (
 @device_option
 @click.option("--overwrite", is_flag=True, help="Replace existing transcripts / restart.")
 @click.option("--offline", is_flag=True, help="Never touch the network.")
+@trust_option
 @logging_options
 def transcribe_command(input_path: str, out: str, verbose: bool, quiet: bool, **options) -> None:
     """Transcribe every clip of the cache OUT (audio found under INPUT) into its /text.
@@ -84,6 +86,7 @@ def transcribe_command(input_path: str, out: str, verbose: bool, quiet: bool, **
 @device_option
 @click.option("--overwrite", is_flag=True, help="Replace streams of that name.")
 @click.option("--offline", is_flag=True, help="Never touch the network.")
+@trust_option
 @logging_options
 def embed_text_command(cache: str, stream: str, verbose: bool, quiet: bool, **options) -> None:
     """Embed the transcripts of CACHE into the stream /features/NAME.

@@ -202,6 +202,9 @@ def transcribe(
         attrs = {"source": str(Path(transcripts).resolve()), "model": ""}
         result = attach_transcripts(cache, found, attrs, overwrite=overwrite)
         return _result(cache, result.text, result.present, {}, started)
+    from emi_features.import_features import check_writable
+
+    check_writable(cache)
     try:  # before any clip: the cache's lock and room to rewrite it at the end
         check_unlocked(cache, f"cache {cache}")
     except LockedError as error:

@@ -101,9 +101,17 @@ def largest_box(image: np.ndarray, boxes: Any) -> tuple[np.ndarray, bool]:
     return image[y : y + h, x : x + w], True
 
 
+def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """An (H, W, 3) frame turned as its display matrix says (PyAV's `frame.rotation`: degrees
+    counter-clockwise; a phone's portrait video is stored sideways with -90)."""
+    turns = round(float(rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
 def sample_frames(path: Path, fps: float) -> Iterator[np.ndarray]:
-    """RGB frames (H, W, 3) uint8 of the video track at `fps`: sample k is the frame on show
-    at time k / fps, for every k / fps before the video track's end (at least one sample)."""
+    """RGB frames (H, W, 3) uint8 of the video track at `fps`, upright as a player shows them
+    (the container's display rotation applied): sample k is the frame on show at time k / fps,
+    for every k / fps before the video track's end (at least one sample)."""
     import av
 
     with c_stderr_captured(), av.open(str(path)) as container:
@@ -117,7 +125,7 @@ def sample_frames(path: Path, fps: float) -> Iterator[np.ndarray]:
             while shown is not None and k / fps < at - 1e-9:
                 yield shown
                 k += 1
-            shown = frame.to_ndarray(format="rgb24")
+            shown = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
             end = at + step
         # the track's own extent (the container's may run on with a longer audio track)
         duration = float(stream.duration * stream.time_base) if stream.duration else end

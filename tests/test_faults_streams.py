@@ -227,6 +227,10 @@ def test_a_read_only_cache_is_refused_and_a_rewrite_keeps_the_mode(cache, tmp_pa
     os.chmod(cache, 0o444)
     result = add(cache, "--stream", "b", "--from", tmp_path / "f.npz")
     assert result.exit_code == 1 and "read-only" in result.output
+    from emi_features.text_cli import embed_text_command
+
+    embedded = CliRunner().invoke(embed_text_command, [str(cache)])  # refused before any work
+    assert embedded.exit_code == 1 and "read-only" in embedded.output
     assert os.stat(cache).st_mode & 0o777 == 0o444
     with open_cache(cache) as opened:
         assert opened.streams() == ["a"]

@@ -351,4 +351,8 @@ def test_tiny_random_is_an_encoder_everywhere_and_offline_never_asks_the_hub(
     (custom / "mine.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     refused = invoke(embed_text_command, cache, "--model", custom, ok=False)
     assert refused.exit_code == 1 and "holds its own Python code" in refused.output
-    assert not marker.exists()
+    assert "--trust-remote-code" in refused.output and not marker.exists()
+    trusted = invoke(embed_text_command, cache, "--model", custom, "--trust-remote-code", ok=False)
+    assert marker.exists()  # asked for explicitly: the folder's code ran (and failed: one line)
+    assert trusted.exit_code == 1 and "Traceback" not in trusted.output
+    invoke(embed_text_command, cache, "--model", custom, ok=False)  # the next command: off again

@@ -122,3 +122,32 @@ def test_face_crop_takes_the_largest_box_and_needs_opencv(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # as on a machine without OpenCV
     with pytest.raises(BackboneError, match="--crop face needs OpenCV"):
         face_cropper()
+
+
+def test_a_portrait_phone_video_is_sampled_upright(tmp_path):
+    """A video stored sideways with a 90° display matrix (as phones write portrait video) is
+    turned upright before it is embedded: its white left edge is shown as the top."""
+    import struct
+
+    import av
+
+    from emi_features.vision import sample_frames
+
+    path = tmp_path / "sideways.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 16, "yuv420p"
+        image = np.zeros((16, 32, 3), np.uint8)
+        image[:, :8] = 255
+        for _ in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = bytearray(path.read_bytes())  # the track header's matrix: "rotate 90", as ffmpeg
+    start = data.find(b"tkhd") + 4 + 4 + 20 + 8 + 8  # writes it (version-0 tkhd)
+    data[start : start + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    frame = next(sample_frames(path, 5.0))
+    assert frame.shape == (32, 16, 3)  # portrait
+    assert frame[:8, :, 0].mean() > 200 and frame[12:, :, 0].mean() < 50  # white on top
