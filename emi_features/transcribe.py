@@ -83,6 +83,8 @@ def read_journal(
         if row == header:
             continue
         problem = _row_problem(row, ids)
+        if not problem and row["id"] in done:
+            problem = f"clip {row['id']!r} appears twice"
         if problem:
             raise CacheError(f"{path}, line {number}: {problem}; --overwrite starts again")
         done[row["id"]] = (row["text"], row["language"])

@@ -80,6 +80,7 @@ def test_the_journal_tolerates_exactly_what_a_kill_leaves(wav_cache, tiny_whispe
         ("42", "not a journal row"),
         ('{"id": "00001", "text": "a\\u0000b", "language": "en"}', "holds a NUL byte"),
         ('{"id": "99999", "text": "a", "language": "en"}', "clip '99999' is not in the cache"),
+        ('{"id": "00000", "text": "y", "language": "en"}', "clip '00000' appears twice"),
     ],
 )
 def test_an_edited_journal_row_is_one_line_naming_it(wav_cache, tiny_whisper, row, message):  # noqa: F811
@@ -87,10 +88,11 @@ def test_an_edited_journal_row_is_one_line_naming_it(wav_cache, tiny_whisper, ro
     header = json.dumps({"model": str(tiny_whisper), "language": None, "max_new_tokens": 4})
     journal = journal_of(cache)
     journal.parent.mkdir()
-    journal.write_text(f"{header}\n{row}\n" + '{"id": "00000", "text": "x", "language": "en"}\n')
+    first = '{"id": "00000", "text": "x", "language": "en"}'
+    journal.write_text(f"{header}\n{first}\n{row}\n{first}\n")
     result = invoke(transcribe_command, folder, "--out", cache, "--model", tiny_whisper,
                     "--max-new-tokens", 4, ok=False)  # fmt: skip
-    assert result.exit_code == 1 and "line 2: " in result.output and message in result.output
+    assert result.exit_code == 1 and "line 3: " in result.output and message in result.output
     assert "Traceback" not in result.output
 
 
@@ -327,3 +329,27 @@ def test_from_says_when_a_label_file_changed_since_the_run(synthetic, tmp_path, 
     labels.write_text(labels.read_text().replace("0.1250", "0.2500", 5))
     invoke(train_command, "--from", tmp_path / "first", "--out", tmp_path / "again", "--quiet")
     assert any("changed since that run" in m for m in caplog.messages)
+
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda h: h.create_dataset("features/plain", data=np.ones((7, 3))), "/features/plain"),
+        (lambda h: h.create_dataset("features/c/values", data=np.ones((5, 3))), "kind clip"),
+        (lambda h: h["features/s/offsets"].__setitem__(-1, 10_000), "offsets"),
+    ],
+)
+def test_clip_streams_and_plain_arrays_are_checked_on_open(cache, tmp_path, edit, message):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    for k, clip_id in enumerate(IDS):
+        np.save(folder / f"{clip_id}.npy", np.full((k % 4 + 1, 3), float(k)))
+    assert add(cache, "--stream", "s", "--from", folder, "--frame-rate", "5").exit_code == 0
+    with h5py.File(cache, "r+") as handle:
+        group = handle.require_group("features/c")
+        group.attrs["kind"] = "clip"
+        group.create_dataset("present", data=np.ones(len(IDS), dtype=bool))
+    corrupt(cache, edit)
+    with pytest.raises(CacheError, match=message):
+        open_cache(cache)
