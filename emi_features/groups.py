@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 
 from emi_features.config import ExtractConfig
-from emi_features.import_features import check_writable, rewrite_with_stream
-from emi_features.locks import ExclusiveLock, LockedError, check_unlocked
+from emi_features.import_features import ready_to_rewrite, rewrite_with_stream
+from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.logs import summarise_ids
 from emi_features.reader import CacheError, open_cache
 from emi_features.schema import FRAMES, MEAN, Attr, frames_per_second
@@ -47,11 +47,7 @@ def extract_group(
 
     cache = Path(out)
     check_stream_name(group)
-    check_writable(cache)
-    try:  # before the side extraction: a held cache is refused at once
-        check_unlocked(cache, f"cache {cache}")
-    except LockedError as error:
-        raise CacheError(str(error)) from None
+    ready_to_rewrite(cache)  # before the side extraction, not after it
     with open_cache(cache) as main:
         if not main.complete:
             raise CacheError(f"{cache}: its extraction is not finished; finish it first")

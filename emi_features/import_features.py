@@ -23,7 +23,7 @@ import numpy as np
 
 from emi_features.atomic import atomic_path, check_free_space, remove_stale_temporaries
 from emi_features.dataset import id_column, pad_id, read_csv_rows
-from emi_features.locks import ExclusiveLock, LockedError
+from emi_features.locks import ExclusiveLock, LockedError, check_unlocked
 from emi_features.logs import summarise_ids
 from emi_features.reader import CacheError, open_cache
 from emi_features.schema import FEATURES
@@ -160,7 +160,7 @@ def add_features(
     """Add `/features/NAME` from `source`; returns a summary (kind, dim, present, missing)."""
     cache_path, source = Path(cache_path), Path(source)
     check_stream_name(name)
-    check_writable(cache_path)
+    ready_to_rewrite(cache_path)
     try:
         lock = ExclusiveLock(cache_path, f"cache {cache_path}").acquire()
     except LockedError as error:
@@ -215,6 +215,17 @@ def check_writable(cache_path: Path) -> int:
     if not mode & 0o222:
         raise CacheError(f"{cache_path}: read-only (mode {mode:o}); make it writable to change it")
     return mode
+
+
+def ready_to_rewrite(cache_path: Path, extra: int = 0) -> None:
+    """Before any work on a cache that will be rewritten with a new stream or /text: it is
+    writable, no other process holds it, and its folder has room for the copy."""
+    check_writable(cache_path)
+    try:
+        check_unlocked(cache_path, f"cache {cache_path}")
+    except LockedError as error:
+        raise CacheError(str(error)) from None
+    check_free_space(cache_path, cache_path.stat().st_size * 1.02 + extra + (16 << 20))
 
 
 def rewrite_cache(

@@ -121,11 +121,11 @@ def embed_text(
 ) -> dict[str, int]:
     """Embed /text into /features/NAME (and NAME-tokens); a summary of what was written."""
     from emi_features.devices import default_device, resolve_device
-    from emi_features.import_features import check_writable
+    from emi_features.import_features import ready_to_rewrite
 
     cache_path = Path(cache_path)
     check_stream_name(name)
-    check_writable(cache_path)
+    ready_to_rewrite(cache_path)
     with open_cache(cache_path) as cache:
         transcripts = read_transcripts(cache._file)
         ids = list(cache.ids)

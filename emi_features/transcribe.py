@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from emi_features.atomic import check_free_space
 from emi_features.audio import DecodeError, load_audio, probe_seconds
 from emi_features.config import ASR_MODEL_ID
 from emi_features.dataset import find_clips
 from emi_features.devices import default_device, resolve_device
 from emi_features.hub import load_error, pretrained_options, resolve_model
-from emi_features.locks import ExclusiveLock, LockedError, check_unlocked
+from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.reader import CacheError, open_cache
 from emi_features.schema import SAMPLE_RATE
 from emi_features.text import attach_transcripts, read_transcripts_csv
@@ -204,14 +203,9 @@ def transcribe(
         attrs = {"source": str(Path(transcripts).resolve()), "model": ""}
         result = attach_transcripts(cache, found, attrs, overwrite=overwrite)
         return _result(cache, result.text, result.present, {}, started)
-    from emi_features.import_features import check_writable
+    from emi_features.import_features import ready_to_rewrite
 
-    check_writable(cache)
-    try:  # before any clip: the cache's lock and room to rewrite it at the end
-        check_unlocked(cache, f"cache {cache}")
-    except LockedError as error:
-        raise CacheError(str(error)) from None
-    check_free_space(cache, cache.stat().st_size * 1.02 + (16 << 20))
+    ready_to_rewrite(cache)  # before any clip, not after the last
     journal = journal_path(cache)
     journal.parent.mkdir(exist_ok=True)
     try:

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import importlib
 import math
-import types
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from emi_heads.losses import parse_loss_terms
+from emi_heads.reads import (  # noqa: F401  (inputs_read, streams_read: imported from here too)
+    SUMMARIES,
+    branch_inputs,
+    frames_reads,
+    inputs_read,
+    lstm_reads,
+    parse_stream_weights,
+    sequence_streams,
+    streams_lstm_reads,
+    streams_read,
+)
 
 MAX_WIDTH = 1 << 16  # the widest layer a config may ask for: 65,536 units
 MAX_LAYERS = 16
@@ -39,70 +49,12 @@ class HeadSpec:
         return getattr(importlib.import_module(module), name)
 
 
-SUMMARIES = {"stats": "frame_stats", "cache": "mean"}  # mean_input -> the clip vector read
-
-
-def branch_inputs(config: HeadConfig) -> list[str]:
-    """The clip vectors a concat or linear head reads: `inputs` when given, else every one the
-    cache has, after the ablation switches."""
-    if config.inputs:
-        return [name.strip() for name in config.inputs.split(",") if name.strip()]
-    names = ["frame_stats"]
-    if config.use_mean:
-        names.append("mean")
-    if config.use_vad:
-        names += [n for n in ("vad", "frame_vad_stats") if n in config.dims]
-    names += sorted(n for n in config.dims if n.startswith("features/"))
-    return names
-
-
-def sequence_streams(config: HeadConfig) -> list[str]:
-    """The frame-level streams `streams-lstm` reads: `frames` and `seq/features/NAME`, all of
-    them or those `inputs` names (`frames,features/face`)."""
-    chosen = [n.strip() for n in config.inputs.split(",") if n.strip()]
-    sequences = sorted(n for n in config.dims if n.startswith("seq/"))
-    streams = [n for n in sequences if not chosen or n.removeprefix("seq/") in chosen]
-    return ["frames", *streams] if not chosen or "frames" in chosen else streams
-
-
-def _recurrent_extras(config: HeadConfig, frames: bool = True) -> list[str]:
-    """The frame VAD beside the frames, and the clip summary joined to the last states."""
-    vad = ["frame_vad"] if frames and config.use_vad and "frame_vad" in config.dims else []
-    joined = config.use_mean and config.mean_input != "frames"
-    return [*vad, *([SUMMARIES.get(config.mean_input, "mean")] if joined else [])]
-
-
-def _lstm_reads(config: HeadConfig) -> list[str]:
-    return ["frames", *_recurrent_extras(config)]
-
-
-def _streams_lstm_reads(config: HeadConfig) -> list[str]:
-    streams = sequence_streams(config)
-    return [*streams, *_recurrent_extras(config, frames="frames" in streams)]
-
-
-def _frames_reads(config: HeadConfig) -> list[str]:
-    return ["frames"]
-
-
-def inputs_read(config: HeadConfig) -> list[str]:
-    """The inputs (keys of `config.dims`) a head reads to predict: what a cache must hold for
-    it, whatever else the training cache held."""
-    return HEADS[config.head].reads(config)
-
-
-def streams_read(config: HeadConfig) -> list[str]:
-    """The /features streams among `inputs_read`, by name (`fb10`, `text`)."""
-    names = (n.removeprefix("seq/") for n in inputs_read(config))
-    return list(dict.fromkeys(n.split("/", 1)[1] for n in names if n.startswith("features/")))
-
-
 HEADS: dict[str, HeadSpec] = {
     "lstm": HeadSpec(
         "frames (+ frame VAD) -> 2-layer LSTM, last state + global mean -> MLP "
         "(audio-only system, 6th ABAW)",
         "emi_heads.heads:LstmHead",
-        _lstm_reads,
+        lstm_reads,
         needs_frames=True,
         takes_inputs=False,
     ),
@@ -116,14 +68,14 @@ HEADS: dict[str, HeadSpec] = {
         "one LSTM per frame-level stream (the cache's frames and every frame stream under "
         "/features), last states + global mean -> MLP (late fusion per modality, 8th ABAW)",
         "emi_heads.frame_heads:StreamLstmHead",
-        _streams_lstm_reads,
+        streams_lstm_reads,
         needs_frames=True,
     ),
     "concat-frames": HeadSpec(
         "per-frame branches (LayerNorm, Linear, GELU) mean-pooled over time, VAD latent on "
         "the acoustic frames, auxiliary heads (the published concat fusion, 10th ABAW)",
         "emi_heads.frame_heads:FrameConcatHead",
-        _frames_reads,
+        frames_reads,
         needs_frames=True,
         takes_inputs=False,
     ),
@@ -134,22 +86,6 @@ HEADS: dict[str, HeadSpec] = {
         trained_by_sgd=False,
     ),
 }
-
-
-def parse_stream_weights(spec: str) -> dict[str, float]:
-    """`frames=0.35,features/text=0.45` -> {"frames": 0.35, "features/text": 0.45}; one-line
-    error for a malformed pair or a weight that is not a number >= 0."""
-    weights: dict[str, float] = {}
-    for pair in filter(None, (p.strip() for p in spec.split(","))):
-        name, equals, value = pair.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
-        if not equals or not name.strip() or not weight >= 0 or not math.isfinite(weight):
-            raise ValueError(f"stream_aux_weights: {pair!r} is not NAME=WEIGHT with a weight >= 0")
-        weights[name.strip()] = weight
-    return weights
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -307,15 +243,9 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadConfig:
+        from emi_heads.config_json import from_dict
+
         return from_dict(cls, data)
-
-
-# Fields added after runs were first saved: a config.json without one was trained as this value,
-# not as today's default.
-BEFORE_FIELD = {
-    "HeadConfig": {"standardize": False},
-    "TrainConfig": {"min_steps": 0, "select_window": 1},
-}
 
 
 @dataclass(frozen=True)
@@ -439,6 +369,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        from emi_heads.config_json import from_dict
+
         return from_dict(cls, data)
 
 
@@ -453,54 +385,3 @@ class InputSpec:
 
 def input_spec(head: HeadConfig, train: TrainConfig) -> InputSpec:
     return InputSpec(HEADS[head.head].needs_frames, head.use_vad, train.max_seconds)
-
-
-def _matches(value: Any, annotation: Any) -> bool:
-    """A JSON value against a field's annotation (the few kinds the configs use)."""
-    origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return True
-    if origin in (types.UnionType, typing.Union):
-        return any(_matches(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin is Literal:
-        return value in typing.get_args(annotation)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        return isinstance(value, (list, tuple)) and all(_matches(v, float) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(
-            isinstance(k, str) and _matches(v, int) for k, v in value.items()
-        )
-    return True
-
-
-def from_dict(cls: type, data: Any) -> Any:
-    """Build a config from JSON, refusing unknown or missing keys and wrong types by name."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
-    missing = sorted(
-        name
-        for name, f in known.items()
-        if name not in data and f.default is MISSING and f.default_factory is MISSING
-    )
-    if missing:
-        raise ConfigError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
-    hints = typing.get_type_hints(cls)
-    for name, value in data.items():
-        if not _matches(value, hints[name]):
-            raise ConfigError(f"{cls.__name__}.{name}: {value!r} is not a {known[name].type}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**{**BEFORE_FIELD.get(cls.__name__, {}), **values})

@@ -22,6 +22,7 @@ import click
 import numpy as np
 
 from emi_features.dataset import EMOTIONS
+from emi_features.options import logging_options
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 STREAM, STREAM_MODEL = "fb10", "fbank-10ms"  # the second audio stream the demo adds and fuses
@@ -137,9 +138,11 @@ def run_demo(
     text_model: str = TINY,
     image_model: str = TINY,
     budget: str = "demo",
+    flags: tuple[str, ...] = (),
 ) -> dict:
     """The demo; returns the summary it also writes to OUT/summary.json. `budget`: `demo` (about
-    two minutes on a 2-core CPU), `full` (every head's defaults) or `fast` (a smoke run)."""
+    two minutes on a 2-core CPU), `full` (every head's defaults) or `fast` (a smoke run);
+    `flags` (--quiet, --verbose) go to every training."""
     out.mkdir(parents=True, exist_ok=True)
     data = _sample(data, out)
     device_args = ["--device", device] if device else []
@@ -157,7 +160,7 @@ def run_demo(
         runs[name] = out / "runs" / name
         args = [str(cache), "--train", str(labels), "--valid", str(data / "valid_split.csv"),
                 "--head", head, "--out", str(runs[name]), "--overwrite",
-                *budget_options(budget, head), *inputs,
+                *budget_options(budget, head), *inputs, *flags,
                 *device_args]  # fmt: skip
         stage = "train lstm" if head == "lstm" else "train"
         return stages.run(stage, f"train {head} on {name}", "emi-train", args)
@@ -315,14 +318,17 @@ def format_table(summary: dict) -> str:
     help="demo: 300 optimizer steps, the LSTM 128 wide on each clip's first 6 s (about two "
     "minutes on a 2-core CPU); full: every head's defaults; fast: a smoke run.",
 )
-def main(data: Path | None, out: Path, model: str, device: str | None, **options) -> None:
+@logging_options
+def main(data: Path | None, out: Path, model: str, device: str | None, quiet: bool,
+         verbose: bool, **options) -> None:  # fmt: skip
     """Run extract -> train (linear, concat, lstm) -> predict -> check on a sample dataset.
 
     The bundled sample is synthetic: four labels are functions of the voice's pitch, syllable
     rate and breathiness, Admiration of the word each clip says and Joy of the image its video
     shows. It shows the pipeline learning those end to end, not emotion.
     """
-    summary = run_demo(data, out, model, device, **options)
+    flags = (*(["--quiet"] if quiet else []), *(["--verbose"] if verbose else []))
+    summary = run_demo(data, out, model, device, flags=flags, **options)
     click.echo("\n" + format_table(summary))
 
 

@@ -123,20 +123,7 @@ def predict_command(
     setup_logging(verbose)
     try:
         if media:
-            if out is None:
-                raise click.UsageError("--media needs --out CSV")
-            from emi_heads.model import predict_media, split_media
-
-            # `--media a.wav b.wav`: click gives b.wav to RUN_DIRS; it is media all the same
-            run_dirs, more = split_media(run_dirs)
-            media = (*media, *more)
-
-            line = predict_media(
-                [*run_dirs, *models], list(media), out, window=window, hop=hop, work=work,
-                device=device, progress=not quiet,
-            )  # fmt: skip
-            click.echo(line)
-            return
+            return _predict_media(run_dirs, models, media, out, window, hop, work, device, quiet)
         if ids_csv is None:
             raise click.UsageError("give --ids IDS.csv (or --media PATH to predict recordings)")
         if check_path is not None:
@@ -165,6 +152,20 @@ def predict_command(
         )
     except _user_errors() as error:
         raise click.ClickException(str(error)) from None
+
+
+def _predict_media(run_dirs, models, media, out, window, hop, work, device, quiet) -> None:
+    """`--media`: the recordings' intensities (the library function says what it wrote)."""
+    if out is None:
+        raise click.UsageError("--media needs --out CSV")
+    from emi_heads.model import predict_media, split_media
+
+    # `--media a.wav b.wav`: click gives b.wav to RUN_DIRS; it is media all the same
+    run_dirs, more = split_media(run_dirs)
+    click.echo(predict_media(
+        [*run_dirs, *models], [*media, *more], out, window=window, hop=hop, work=work,
+        device=device, progress=not quiet,
+    ))  # fmt: skip
 
 
 @click.command(context_settings=COMMAND_SETTINGS)

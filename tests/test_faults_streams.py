@@ -164,6 +164,15 @@ def test_two_sources_for_one_id_are_refused(cache, tmp_path):
     assert result.exit_code == 1 and "00005" in result.output and "twice" in result.output
 
 
+def add_frame_stream(cache, tmp_path) -> None:
+    """The stream `s`: 1 to 4 frames of width 3 per clip, at 5 frames/s."""
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    for k, clip_id in enumerate(IDS):
+        np.save(folder / f"{clip_id}.npy", np.full((k % 4 + 1, 3), float(k)))
+    assert add(cache, "--stream", "s", "--from", folder, "--frame-rate", "5").exit_code == 0
+
+
 def corrupt(path, edit) -> None:
     with h5py.File(path, "r+") as handle:
         edit(handle)
@@ -182,11 +191,7 @@ def corrupt(path, edit) -> None:
     ],
 )
 def test_a_received_cache_with_a_broken_stream_is_refused_on_open(cache, tmp_path, edit, message):
-    folder = tmp_path / "feats"
-    folder.mkdir()
-    for k, clip_id in enumerate(IDS):
-        np.save(folder / f"{clip_id}.npy", np.full((k % 4 + 1, 3), float(k)))
-    assert add(cache, "--stream", "s", "--from", folder, "--frame-rate", "5").exit_code == 0
+    add_frame_stream(cache, tmp_path)
     with h5py.File(cache, "r+") as handle:  # resizable copies of what the edits change
         group = handle["features/s"]
         for name in ("offsets", "present"):
@@ -338,14 +343,11 @@ def test_from_says_when_a_label_file_changed_since_the_run(synthetic, tmp_path, 
         (lambda h: h.create_dataset("features/plain", data=np.ones((7, 3))), "/features/plain"),
         (lambda h: h.create_dataset("features/c/values", data=np.ones((5, 3))), "kind clip"),
         (lambda h: h["features/s/offsets"].__setitem__(-1, 10_000), "offsets"),
+        (lambda h: h.create_dataset("text/present", data=np.ones(3, dtype=bool)), "/text/present"),
     ],
 )
 def test_clip_streams_and_plain_arrays_are_checked_on_open(cache, tmp_path, edit, message):
-    folder = tmp_path / "feats"
-    folder.mkdir()
-    for k, clip_id in enumerate(IDS):
-        np.save(folder / f"{clip_id}.npy", np.full((k % 4 + 1, 3), float(k)))
-    assert add(cache, "--stream", "s", "--from", folder, "--frame-rate", "5").exit_code == 0
+    add_frame_stream(cache, tmp_path)
     with h5py.File(cache, "r+") as handle:
         group = handle.require_group("features/c")
         group.attrs["kind"] = "clip"

@@ -107,6 +107,19 @@ def assert_same_run(ours: dict, published: dict, rename, weights_key: str) -> No
     assert ours["valid_r"] == pytest.approx(published["valid_r"], abs=2e-5)
 
 
+def compare(synthetic, ours, model, rename, inputs_of, published_loop, weights_key) -> None:
+    """The published loop from the preset's initial weights on its batches, then every step
+    and epoch compared (`assert_same_run`)."""
+    train_ids, train_labels = read_split(synthetic["train"])
+    valid_ids, valid_labels = read_split(synthetic["valid"])
+    model.load_state_dict(rename(ours["initial"]))
+    published = published_loop(
+        model, inputs_of(train_ids), torch.from_numpy(train_labels), ours["batches"],
+        inputs_of(valid_ids), valid_labels,
+    )  # fmt: skip
+    assert_same_run(ours, published, rename, weights_key)
+
+
 CONCAT_NAMES = {
     "project.frames.": "audio_proj.",
     "vad_head.": "vad_head.",
@@ -127,20 +140,13 @@ def concat_names(state: dict) -> dict:
 
 def test_concat_2026_trains_as_the_published_loop(synthetic, tmp_path, monkeypatch):
     ours = train_preset(synthetic, tmp_path, monkeypatch, "concat-2026")
-    train_ids, train_labels = read_split(synthetic["train"])
-    valid_ids, valid_labels = read_split(synthetic["valid"])
 
     def pooled(ids):
         frames = clip_frames(synthetic["cache"], ids, with_vad=False, seconds=None)
         return torch.stack([pool_clip(f, 128) for f in frames])
 
     model = AudioVadConcatFusion(in_dim=16, dropout=0.0)
-    model.load_state_dict(concat_names(ours["initial"]))
-    published = train_concat_fusion(
-        model, pooled(train_ids), torch.from_numpy(train_labels), ours["batches"],
-        pooled(valid_ids), valid_labels,
-    )  # fmt: skip
-    assert_same_run(ours, published, concat_names, "ema")
+    compare(synthetic, ours, model, concat_names, pooled, train_concat_fusion, "ema")
 
 
 def test_lstm_2024_trains_as_the_published_loop(synthetic, tmp_path, monkeypatch):
@@ -160,17 +166,9 @@ def test_lstm_2024_trains_as_the_published_loop(synthetic, tmp_path, monkeypatch
         renamed["fusion_model.2.bias"] = state["mlp.3.bias"]
         return renamed
 
-    train_ids, train_labels = read_split(synthetic["train"])
-    valid_ids, valid_labels = read_split(synthetic["valid"])
-
     def clips(ids):
         frames = clip_frames(synthetic["cache"], ids, with_vad=True, seconds=12.0)
         return [torch.from_numpy(f) for f in frames]
 
     model = AudioOnlySystem(width, width, 2 * width)
-    model.load_state_dict(lstm_names(ours["initial"]))
-    published = train_audio_only_system(
-        model, clips(train_ids), torch.from_numpy(train_labels), ours["batches"],
-        clips(valid_ids), valid_labels,
-    )  # fmt: skip
-    assert_same_run(ours, published, lstm_names, "weights")
+    compare(synthetic, ours, model, lstm_names, clips, train_audio_only_system, "weights")

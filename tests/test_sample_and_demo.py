@@ -80,7 +80,6 @@ def test_demo_end_to_end_beats_the_shuffled_control(tmp_path):
         [sys.executable, "-m", "emi_heads.demo", "--out", str(tmp_path), "--fast"],
         capture_output=True,
         text=True,
-        timeout=900,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

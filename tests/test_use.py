@@ -56,7 +56,23 @@ def renamed_recordings(sample_root: Path, folder: Path) -> dict[str, str]:
     shutil.copy(sample_root / "audio" / "00001.mp3", folder / "take 2.mp3")
     names["take 2.mp3"] = "00001"
     (folder / "broken.mp4").write_bytes(b"not a video")
+    write_silent_video(folder / "no sound.mp4")
     return names
+
+
+def write_silent_video(path: Path) -> None:
+    """A video with no audio track."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for _ in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -71,11 +87,12 @@ def test_predict_media_names_files_and_predicts_as_the_cache_does(trained, sampl
     out = tmp_path / "intensities.csv"
     first = invoke(predict_command, trained["ridge"], trained["concat"], "--media",
                    tmp_path / "mine", "--out", out, "--quiet")  # fmt: skip
-    assert "4 rows; 1 could not be predicted" in first.output
+    assert "5 rows; 2 could not be predicted" in first.output
     rows = {Path(r["file"]).name: r for r in read_rows(out)}
-    assert set(rows) == {*names, "broken.mp4"}
+    assert set(rows) == {*names, "broken.mp4", "no sound.mp4"}
     assert rows["broken.mp4"]["reason"].startswith("cannot decode broken.mp4")
-    assert rows["broken.mp4"]["Joy"] == ""
+    assert rows["broken.mp4"]["Joy"] == "" and rows["no sound.mp4"]["Joy"] == ""
+    assert rows["no sound.mp4"]["reason"] == "no audio track"
     expected = load_model(trained["ridge"], trained["concat"]).predict_cache(
         trained["cache"], list(names.values())
     )
@@ -90,7 +107,7 @@ def test_predict_media_names_files_and_predicts_as_the_cache_does(trained, sampl
     invoke(predict_command, trained["ridge"], "--media", *files, "--work",
            tmp_path / "intensities-features", "--out", tmp_path / "again.csv")  # fmt: skip
     assert kept.stat().st_mtime_ns == before  # the kept cache is reused, not made again
-    assert len(read_rows(tmp_path / "again.csv")) == 4
+    assert len(read_rows(tmp_path / "again.csv")) == 5
 
 
 def test_intensities_over_time_with_a_plot_per_file(trained, sample_root, tmp_path):
@@ -122,7 +139,7 @@ print(sum(bool(r) for r in result.reasons))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=False, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split("\n")[:2] == ["True (4, 6) True", "1"]
+    assert done.stdout.split("\n")[:2] == ["True (5, 6) True", "2"]
 
 
 def test_an_exported_model_folder_predicts_the_same_anywhere(trained, sample_root, tmp_path):
@@ -168,3 +185,9 @@ def test_media_that_cannot_be_predicted_is_one_line(trained, tmp_path):
                      tmp_path / "y.csv", ok=False)  # fmt: skip
     assert refused.exit_code == 1 and "the stream features/face was imported" in refused.output
     assert labels.exists() and not (tmp_path / "y.csv").exists()
+    other = tmp_path / "other.h5"  # features of another backbone than the run's
+    invoke(extract_command, wav.parent, "--model", "fbank-10ms", "--out", other, "--quiet",
+           "--workers", 0)  # fmt: skip
+    wrong = invoke(predict_command, trained["ridge"], "--cache", other, "--ids",
+                   config["valid_csv"], "--out", tmp_path / "z.csv", ok=False)  # fmt: skip
+    assert wrong.exit_code == 1 and "no cache given holds them" in wrong.output
