@@ -53,8 +53,10 @@ def collect_media(paths: list[str | Path]) -> list[Path]:
             found += inside
         else:
             found.append(path)
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return [next(p for p in found if p.resolve() == u) for u in unique]
+    first: dict[Path, Path] = {}  # each file once, under the name it was first given
+    for path in found:
+        first.setdefault(path.resolve(), path)
+    return list(first.values())
 
 
 def media_id(path: Path) -> str:
