@@ -184,11 +184,8 @@ class StreamLstmHead(Head):
     def __init__(self, config: HeadConfig):
         super().__init__(config)
         self.streams = sequence_streams(config)
-        sequences = sorted(n for n in config.dims if n.startswith("seq/"))
-        widths = {
-            "frames": config.dims["frames"] + (VAD_DIM if config.use_vad else 0),
-            **{n: config.dims[n] for n in sequences},
-        }
+        frames_width = config.dims["frames"] + (VAD_DIM if config.use_vad else 0)
+        widths = {n: frames_width if n == "frames" else config.dims[n] for n in self.streams}
         self.encoders = nn.ModuleDict(
             {
                 _key(name): nn.ModuleDict(

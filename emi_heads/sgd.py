@@ -240,8 +240,8 @@ class Selection:
         return improved
 
     def summary(self) -> str:
-        if not self.history:
-            return f"epoch {len(self.history) or self.best_epoch}"
+        if not self.history:  # no validation: every epoch is kept
+            return f"epoch {self.best_epoch}"
         what = "r" if self.window == 1 else f"{self.window}-epoch mean r"
         return f"valid r {self.history[-1]:.3f}, best {what} {self.best_r:.3f} (epoch " \
                f"{self.best_epoch})"  # fmt: skip
