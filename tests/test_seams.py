@@ -215,3 +215,18 @@ def test_head_configs_round_trip_and_refuse_edits(head):
         HeadConfig.from_dict({**config.to_dict(), "surprise": 1})
     with pytest.raises(ValueError, match="hidden"):
         HeadConfig.from_dict({**config.to_dict(), "hidden": "big"})
+
+
+def test_every_command_shares_quiet_and_verbose_and_streams_are_one_word():
+    """The README's promise: every `emi` command takes --quiet and --verbose, and a command
+    that writes a stream calls it --stream."""
+    from click.testing import CliRunner
+
+    from emi_heads.app import SUBCOMMANDS
+    from emi_heads.app import main as emi
+
+    for name in SUBCOMMANDS:
+        shown = CliRunner().invoke(emi, [name, "--help"]).output
+        assert "--quiet" in shown and "--verbose" in shown, name
+        if name in ("extract", "add-features", "embed-text"):
+            assert "--stream" in shown and "--group" not in shown and "--name " not in shown
