@@ -218,6 +218,12 @@ class FeatureCache:
             raise CacheError(f"{self.path}: no stream {name!r}")
         return read_stream(self._file, name, len(self))
 
+    def transcripts(self):
+        """The cache's /text (`emi_features.text.Transcripts`), or None when it has none."""
+        from emi_features.text import read_transcripts
+
+        return read_transcripts(self._file)
+
     def recipe(self) -> dict[str, Any]:
         """How the cache's features were made, JSON-ready: the main extraction's settings
         (`extraction`), each stream's attributes (`streams`) and the transcripts' (`text`), so

@@ -127,7 +127,7 @@ def attach_transcripts(
             if not cache.complete:
                 raise CacheError(f"{cache_path}: its extraction is not finished; finish it first")
             ids = list(cache.ids)
-            if TEXT in cache._file and not overwrite:
+            if TEXT in cache and not overwrite:
                 raise CacheError(f"{cache_path} has transcripts already; --overwrite replaces them")
         unknown = sorted(set(found) - set(ids))
         if unknown:

@@ -25,7 +25,6 @@ from emi_features.import_features import rewrite_with_stream
 from emi_features.locks import ExclusiveLock, LockedError
 from emi_features.reader import CacheError, open_cache
 from emi_features.streams import CLIP, FRAME, Stream, check_stream_name
-from emi_features.text import read_transcripts
 
 log = logging.getLogger(__name__)
 MAX_TOKENS = 512
@@ -127,7 +126,7 @@ def embed_text(
     check_stream_name(name)
     ready_to_rewrite(cache_path)
     with open_cache(cache_path) as cache:
-        transcripts = read_transcripts(cache._file)
+        transcripts = cache.transcripts()
         ids = list(cache.ids)
         existing = set(cache.streams())
     if transcripts is None:

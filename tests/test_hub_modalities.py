@@ -13,8 +13,6 @@ from click.testing import CliRunner
 
 from emi_features.cli import main as extract_command
 from emi_features.reader import open_cache
-from emi_features.streams import read_stream
-from emi_features.text import read_transcripts
 from emi_features.text_cli import embed_text_command, transcribe_command
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -46,12 +44,12 @@ def test_whisper_hears_the_sample_words_and_the_encoder_embeds_them(small_sample
     assert result.exit_code == 0, result.output
     spoken = {r["Filename"]: r["text"] for r in csv.DictReader((SAMPLE / "transcripts.csv").open())}
     with open_cache(cache) as opened:
-        text, ids = read_transcripts(opened._file), list(opened.ids)
+        text, ids = opened.transcripts(), list(opened.ids)
     heard = [spoken[i] in t.lower() for i, t in zip(ids, text.text, strict=True) if spoken[i]]
     assert np.mean(heard) >= 0.75, list(zip(ids, text.text, strict=True))
     assert CliRunner().invoke(embed_text_command, [str(cache)]).exit_code == 0
     with open_cache(cache) as opened:
-        stream = read_stream(opened._file, "text", len(opened))
+        stream = opened.stream("text")
     assert stream.present.sum() >= 0.75 * len(heard) and stream.values.shape[1] == 768
 
 
@@ -72,6 +70,6 @@ def test_clip_embeds_the_video_frames(small_sample):
     result = CliRunner().invoke(extract_command, args)
     assert result.exit_code == 0, result.output
     with open_cache(cache) as opened:
-        stream = read_stream(opened._file, "vision", len(opened))
+        stream = opened.stream("vision")
     assert stream.present.all() and stream.mean.shape[1] == 768
     assert stream.attrs["frame_rate"] == 2.0

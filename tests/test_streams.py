@@ -15,7 +15,6 @@ from conftest import write_labels, write_synthetic_cache
 from emi_features.cli import add_features_command
 from emi_features.cli import main as extract_command
 from emi_features.reader import open_cache
-from emi_features.streams import read_stream
 from emi_heads.cli import predict_command, train_command
 from emi_heads.config import InputSpec
 from emi_heads.data import load_inputs
@@ -40,7 +39,7 @@ def add(cache_path, name, source, *extra, ok=True):
 
 def stream(cache_path, name):
     with open_cache(cache_path) as opened:
-        return read_stream(opened._file, name, len(opened)), opened.ids
+        return opened.stream(name), opened.ids
 
 
 def test_per_clip_streams_from_npy_npz_and_csv_align_by_id(cache, tmp_path):

@@ -16,8 +16,6 @@ from conftest import write_wav
 
 from emi_features.cli import main as extract_command
 from emi_features.reader import open_cache
-from emi_features.streams import read_stream
-from emi_features.text import read_transcripts
 from emi_features.text_cli import embed_text_command, transcribe_command
 from emi_features.tiny_models import save_tiny_text_encoder
 
@@ -143,7 +141,7 @@ def wav_cache(tmp_path) -> tuple[Path, Path]:
 
 def transcripts_of(cache: Path):
     with open_cache(cache) as opened:
-        return read_transcripts(opened._file), list(opened.ids)
+        return opened.transcripts(), list(opened.ids)
 
 
 def test_imported_transcripts_are_embedded_and_empty_ones_recorded_missing(
@@ -178,8 +176,8 @@ def test_imported_transcripts_are_embedded_and_empty_ones_recorded_missing(
     result = invoke(embed_text_command, cache, "--model", tiny_bert, "--tokens")
     assert "width 16 for 2 clips, 2 missing (1 with an empty transcript)" in result.output
     with open_cache(cache) as opened:
-        pooled = read_stream(opened._file, "text", len(opened))
-        tokens = read_stream(opened._file, "text-tokens", len(opened))
+        pooled = opened.stream("text")
+        tokens = opened.stream("text-tokens")
     assert pooled.present.tolist() == [True, True, False, False]
     tokenizer, model = (
         BertTokenizer.from_pretrained(tiny_bert),
@@ -234,7 +232,7 @@ def test_a_sentence_transformers_folder_is_pooled_as_it_says(wav_cache, tiny_ber
     invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
     invoke(embed_text_command, cache, "--model", model_dir, "--stream", "st")
     with open_cache(cache) as opened:
-        pooled = read_stream(opened._file, "st", len(opened))
+        pooled = opened.stream("st")
     tokenizer, model = (
         BertTokenizer.from_pretrained(tiny_bert),
         BertModel.from_pretrained(tiny_bert),

@@ -16,7 +16,6 @@ from conftest import write_wav
 from emi_features.cli import main as extract_command
 from emi_features.reader import open_cache
 from emi_features.sample_data import write_mp4
-from emi_features.streams import read_stream
 from emi_features.tiny_models import save_tiny_image_encoder
 
 
@@ -55,7 +54,7 @@ def test_video_frames_become_a_stream_at_the_chosen_rate(tmp_path, tiny_vit, cap
     vision = ["--modality", "vision", "--model", tiny_vit, "--stream", "face", "--fps", "5"]
     run(folder, "--out", cache, "--quiet", *vision)
     with open_cache(cache) as opened:
-        stream = read_stream(opened._file, "face", len(opened))
+        stream = opened.stream("face")
         ids = list(opened.ids)
     assert stream.kind == "frame" and stream.attrs["frame_rate"] == 5.0
     assert stream.present.tolist() == [True, True, True, False]  # the wav is recorded missing
