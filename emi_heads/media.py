@@ -101,12 +101,12 @@ def cut_windows(paths: list[Path], folder: Path, window: float, hop: float) -> M
         except DecodeError as error:
             media.reasons[str(path)] = str(error)
             continue
-        seconds = len(samples) / SAMPLE_RATE
+        seconds, file_id = len(samples) / SAMPLE_RATE, media_id(path)
         starts = np.arange(0.0, max(seconds - window, 0.0) + 1e-9, hop)
         if starts[-1] + window < seconds - 1e-9:
             starts = np.append(starts, seconds - window)
         for start in starts:
-            clip_id = f"{media_id(path)}-{round(start * 1000):09d}-{round(window * 1000)}"
+            clip_id = f"{file_id}-{round(start * 1000):09d}-{round(window * 1000)}"
             end = min(start + window, seconds)
             media.files[clip_id], media.spans[clip_id] = path, (float(start), float(end))
             wanted.add(clip_id)
@@ -145,8 +145,10 @@ def _stream_is_current(cache: Path, name: str, attrs: dict[str, Any], ids: set[s
         with open_cache(cache) as opened:
             if opened.stream_fingerprints().get(name) != attrs.get("fingerprint"):
                 return False
-            stream = opened.stream(name)
-            held = {i for i, present in zip(opened.ids, stream.present, strict=True) if present}
+            group = opened.dataset(f"features/{name}")  # its mask only, not its frames
+            has_mask = hasattr(group, "keys") and "present" in group  # a plain array: every clip
+            present = group["present"][()] if has_mask else [True] * len(opened)
+            held = {i for i, kept in zip(opened.ids, present, strict=True) if kept}
             return ids <= held | set(opened.skipped)
     except (CacheError, KeyError, OSError):
         return False
