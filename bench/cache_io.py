@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from common import dataset_lengths, report
 
-from emi_features.frames import frame_count
-from emi_features.reader import open_cache
-from emi_features.writer import CacheWriter, ClipFeatures
+from emi_features.cache.reader import open_cache
+from emi_features.cache.schema import ClipFeatures
+from emi_features.cache.writer import CacheWriter
+from emi_features.extraction.frames import frame_count
 
 
 def main() -> None:

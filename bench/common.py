@@ -17,9 +17,9 @@ import numpy as np
 import soundfile
 import torch
 
-from emi_features.audio import SAMPLE_RATE
-from emi_features.backbones import VadWav2Vec2, default_feature_extractor
-from emi_features.frames import frame_count
+from emi_features.audio.backbones import VadWav2Vec2, default_feature_extractor
+from emi_features.audio.decode import SAMPLE_RATE
+from emi_features.extraction.frames import frame_count
 
 RESULTS = Path(__file__).resolve().parent / "results"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

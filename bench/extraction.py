@@ -26,9 +26,9 @@ from common import (
     write_clips,
 )
 
-from emi_features.backbones import load_backbone
-from emi_features.extract import DTYPES, default_batch_seconds, extract
-from emi_features.reader import open_cache
+from emi_features.audio.backbones import load_backbone
+from emi_features.cache.reader import open_cache
+from emi_features.extraction.runner import DTYPES, default_batch_seconds, extract
 
 
 @torch.inference_mode()
@@ -36,7 +36,7 @@ def reference(model_dir: Path, folder: Path, device: torch.device) -> tuple[dict
     """The model card's way; returns per-clip (frames, clip VAD) and seconds (without loading)."""
     from transformers import Wav2Vec2FeatureExtractor
 
-    from emi_features.backbones import VadWav2Vec2
+    from emi_features.audio.backbones import VadWav2Vec2
 
     extractor = Wav2Vec2FeatureExtractor.from_pretrained(model_dir)
     model = VadWav2Vec2.from_pretrained(model_dir).to(device).eval()

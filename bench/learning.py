@@ -33,17 +33,18 @@ import soundfile
 import torch
 from common import RESULTS, report
 
-from emi_features.audio import SAMPLE_RATE
-from emi_features.dataset import EMOTIONS, ID_COLUMN
-from emi_features.extract import extract
-from emi_features.sample_data import LABEL_THRESHOLD, Voice, intensities, quantise, render
-from emi_heads.config import HEADS, HeadConfig, TrainConfig
-from emi_heads.presets import PRESETS
-from emi_heads.train import train
+from emi_features.audio.decode import SAMPLE_RATE
+from emi_features.core.task import EMOTIONS, ID_COLUMN
+from emi_features.extraction.runner import extract
+from emi_features.sample.generate import LABEL_THRESHOLD, Voice, intensities, quantise, render
+from emi_heads.heads.settings import HeadConfig, head_class, head_config
+from emi_heads.training.config import TrainConfig
+from emi_heads.training.presets import PRESETS
+from emi_heads.training.train import train
 
 # (label, head, preset or None): our defaults are the config defaults of the head
 RUNS = [
-    ("ridge", "linear", None),
+    ("ridge", "ridge", None),
     ("lstm", "lstm", None),
     ("streams-lstm", "streams-lstm", None),
     ("concat", "concat", None),
@@ -120,9 +121,9 @@ def make_set(folder: Path, kind: str, train_clips: int, seed: int) -> tuple[Path
 
 def configs(head: str, preset: str | None, seed: int) -> tuple[HeadConfig, TrainConfig]:
     if preset is None:
-        return HeadConfig(head), TrainConfig(seed=seed)
+        return head_config(head), TrainConfig(seed=seed)
     published = PRESETS[preset]
-    return HeadConfig(**published.head), TrainConfig(**{**published.train, "seed": seed})
+    return head_config(**published.head), TrainConfig(**{**published.train, "seed": seed})
 
 
 def measure(
@@ -131,7 +132,7 @@ def measure(
     """A row per run as it finishes: valid r mean and sd over seeds, seconds per seed."""
     for label, head, preset in runs:
         scores, seconds = [], []
-        for seed in range(1 if head == "linear" else seeds):  # ridge has no seed
+        for seed in range(1 if head == "ridge" else seeds):  # ridge has no seed
             head_config, train_config = configs(head, preset, seed)
             started = time.perf_counter()
             result = train(
@@ -231,7 +232,7 @@ def main() -> None:
                     and (kind, size, r[0]) not in done]  # fmt: skip
             for run in runs:
                 seeds = args.seeds
-                if HEADS[run[1]].needs_frames and size > (args.one_seed_above or size):
+                if head_class(run[1]).needs_frames and size > (args.one_seed_above or size):
                     seeds = 1
                 for row in measure(cache, train_csv, valid_csv, folder / str(size), [run], seeds):
                     row = {"data": kind, "size": size, **row}

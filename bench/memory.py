@@ -19,7 +19,7 @@ from common import dataset_lengths, full_size_config, report, save_full_size_mod
 
 CHILD = r"""
 import json, resource, sys, time, torch
-from emi_features.extract import extract
+from emi_features.extraction.runner import extract
 folder, model, out, device = sys.argv[1:5]
 started = time.perf_counter()
 result = extract(folder, model=model, out=out, device=device, workers=0, progress=False)

@@ -27,18 +27,19 @@ from pathlib import Path
 import numpy as np
 from common import report
 
-from emi_features.extract import extract
-from emi_features.reader import open_cache
-from emi_features.sample_data import generate_sample
-from emi_heads.config import HeadConfig, TrainConfig
-from emi_heads.labels import read_labels
-from emi_heads.presets import PRESETS
-from emi_heads.train import train
+from emi_features.cache.reader import open_cache
+from emi_features.extraction.runner import extract
+from emi_features.sample.generate import generate_sample
+from emi_heads.heads.settings import HeadConfig, head_config
+from emi_heads.training.config import TrainConfig
+from emi_heads.training.labels import read_labels
+from emi_heads.training.presets import PRESETS
+from emi_heads.training.train import train
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "sample"
 # (label, head, preset or None); our defaults are the config defaults of the head
 RUNS = [
-    ("linear (ridge)", "linear", None),
+    ("ridge", "ridge", None),
     ("lstm, our defaults", "lstm", None),
     ("lstm-2024 preset", "lstm", "lstm-2024"),
     ("concat, our defaults", "concat", None),
@@ -77,9 +78,9 @@ def reference_run(root: Path, cache: Path, seed: int, reference, published: bool
 
 def configs(head: str, preset: str | None, seed: int) -> tuple[HeadConfig, TrainConfig]:
     if preset is None:
-        return HeadConfig(head), TrainConfig(seed=seed)
+        return head_config(head), TrainConfig(seed=seed)
     published = PRESETS[preset]
-    return HeadConfig(**published.head), TrainConfig(**{**published.train, "seed": seed})
+    return head_config(**published.head), TrainConfig(**{**published.train, "seed": seed})
 
 
 def measure(
@@ -111,7 +112,7 @@ def measure(
             )
             seconds.append(time.perf_counter() - started)
             scores.append(result.valid_r)
-            if head == "linear":
+            if head == "ridge":
                 break  # ridge has no seed
         rows.append(
             {

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from common import dataset_lengths, report, save_full_size_model, write_clips
 
-from emi_features.extract import extract
+from emi_features.extraction.runner import extract
 
 
 def main() -> None:

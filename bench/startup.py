@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import report
 
-from emi_heads.submission import HEADER
+from emi_features.core.task import SUBMISSION_HEADER as HEADER
 
 
 def best_of(command: list[str], repeats: int) -> float:
@@ -36,7 +36,7 @@ def main() -> None:
     (work / "ids.csv").write_text("Filename\n00001\n")
     (work / "s.csv").write_text(",".join(HEADER) + "\n00001,0,0,0,0,0,0\n")
     python = [sys.executable, "-c"]
-    emi = [*python, "from emi_heads.app import main; main(prog_name='emi')"]
+    emi = [*python, "from emi_heads.cli.app import main; main(prog_name='emi')"]
     cases = {
         "python -c pass": [*python, "pass"],
         "python -c 'import torch'": [*python, "import torch"],
@@ -49,9 +49,11 @@ def main() -> None:
         ],
         "emi extract --help": [*emi, "extract", "--help"],
         "emi extract --list-models": [*emi, "extract", "--list-models"],
-        "import emi_heads.train (what emi train loads)": [*python, "import emi_heads.train"],
-        "import emi_features.extract (what emi extract loads)": [
-            *python, "import emi_features.extract",
+        "import emi_heads.training.train (what emi train loads)": [
+            *python, "import emi_heads.training.train",
+        ],
+        "import emi_features.extraction.runner (what emi extract loads)": [
+            *python, "import emi_features.extraction.runner",
         ],
     }  # fmt: skip
     seconds = {name: best_of(command, args.repeats) for name, command in cases.items()}

@@ -19,17 +19,19 @@ import numpy as np
 import torch
 from common import dataset_lengths, flops_per_clip, full_size_config, matmul_rate, report
 
-from emi_features.frames import frame_count
-from emi_features.reader import open_cache
-from emi_features.writer import CacheWriter, ClipFeatures
-from emi_heads.config import HeadConfig, InputSpec, TrainConfig, input_spec
-from emi_heads.data import BUCKET_BATCHES, batch_order, load_inputs
-from emi_heads.heads import build_head
-from emi_heads.losses import parse_loss
-from emi_heads.optim import Ema, ema_decay_for
-from emi_heads.rundir import save_predictions
-from emi_heads.sgd import train_step
-from emi_heads.train import train
+from emi_features.cache.reader import open_cache
+from emi_features.cache.schema import ClipFeatures
+from emi_features.cache.writer import CacheWriter
+from emi_features.extraction.frames import frame_count
+from emi_heads.heads.base import build_head
+from emi_heads.heads.settings import head_config
+from emi_heads.training.config import InputSpec, TrainConfig, input_spec
+from emi_heads.training.data import BUCKET_BATCHES, batch_order, load_inputs
+from emi_heads.training.losses import parse_loss
+from emi_heads.training.optim import Ema, ema_decay_for
+from emi_heads.training.rundir import save_predictions
+from emi_heads.training.sgd import train_step
+from emi_heads.training.train import train
 
 
 def build_cache(path: Path, lengths: list[float], dim: int) -> None:
@@ -85,10 +87,10 @@ def lstm_epoch_seconds(
     does), scale to an epoch. Returns seconds per epoch, the padded share, and FLOP/s."""
     train_config = TrainConfig()
     pool = ids[: train_config.batch_size * BUCKET_BATCHES]
-    head_config = HeadConfig("lstm", hidden=1027)
+    lstm_config = head_config("lstm", hidden=1027)
     with open_cache(cache_path) as cache:
-        inputs = load_inputs(cache, pool, input_spec(head_config, train_config))
-    model = build_head(replace(head_config, dims=inputs.dims)).to(device)
+        inputs = load_inputs(cache, pool, input_spec(lstm_config, train_config))
+    model = build_head(replace(lstm_config, dims=inputs.dims)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, foreach=True)
     options = {
         "loss_fn": parse_loss(train_config.loss),
@@ -149,13 +151,13 @@ def main() -> None:
         load_seconds[state] = time.perf_counter() - started
 
     rows = []
-    for head in () if args.only_lstm else ("linear", "concat"):
+    for head in () if args.only_lstm else ("ridge", "concat"):
         result = train(
             work / "cache.h5",
             [write_labels(work / "train.csv", train_ids)],
             valid_csv,
             work / head,
-            HeadConfig(head),
+            head_config(head),
             TrainConfig(patience=100),
             device=args.device,
             progress=False,
@@ -209,7 +211,7 @@ def main() -> None:
             [write_labels(work / "sub.csv", subset)],
             valid_csv,
             work / f"concat-{fraction}",
-            HeadConfig("concat"),
+            head_config("concat"),
             TrainConfig(patience=100),
             device=args.device,
             progress=False,

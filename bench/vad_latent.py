@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from common import report
 
-from emi_features.writer import CacheWriter, ClipFeatures
-from emi_heads.heads import HeadConfig
-from emi_heads.rundir import save_predictions
-from emi_heads.train import TrainConfig, train
+from emi_features.cache.schema import ClipFeatures
+from emi_features.cache.writer import CacheWriter
+from emi_heads.heads.settings import head_config
+from emi_heads.training.rundir import save_predictions
+from emi_heads.training.train import TrainConfig, train
 
 
 def synthetic_cache(path: Path, latents: np.ndarray, vad_informative: bool) -> None:
@@ -76,7 +77,7 @@ def main() -> None:
                     [train_csv],
                     valid_csv,
                     work / f"{informative}-{mode}-{seed}",
-                    HeadConfig("concat", vad_latent=mode),
+                    head_config("concat", vad_latent=mode),
                     TrainConfig(lr=1e-3, epochs=40, seed=seed),
                     progress=False,
                 ).valid_r

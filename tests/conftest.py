@@ -9,8 +9,8 @@ import pytest
 import soundfile
 import torch
 
-from emi_features.backbones import VadWav2Vec2, default_feature_extractor, tiny_config
-from emi_features.sample_data import generate_sample
+from emi_features.audio.backbones import VadWav2Vec2, default_feature_extractor, tiny_config
+from emi_features.sample.generate import generate_sample
 
 # One thread in the test process: the in-process tests' tiny models gain nothing from more, and
 # on a busy 2-core machine oversubscribed threads slowed them 26-fold. Subprocesses (torchrun,
@@ -99,7 +99,8 @@ def write_synthetic_cache(
 ) -> Path:
     """A cache written through the real writer whose frames carry `latents` (N, 6): each frame
     is noise plus latents @ P, so every head can learn the labels that latents define."""
-    from emi_features.writer import CacheWriter, ClipFeatures
+    from emi_features.cache.schema import ClipFeatures
+    from emi_features.cache.writer import CacheWriter
 
     rng = np.random.default_rng(seed)
     projection = np.random.default_rng(99).standard_normal((latents.shape[1], dim))
@@ -126,7 +127,7 @@ def write_synthetic_cache(
 
 
 def write_labels(path: Path, ids: list[str], values: np.ndarray) -> Path:
-    from emi_features.dataset import EMOTIONS
+    from emi_features.core.task import EMOTIONS
 
     lines = ["Filename," + ",".join(EMOTIONS)]
     lines += [
@@ -153,3 +154,15 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "shuffled": write_labels(root / "shuffled.csv", ids[:240], shuffled),
         "root": root,
     }
+
+
+def run_extract_cli(*args: object, ok: bool = True):
+    """`emi extract ARGS` in-process; asserts success unless `ok` is False."""
+    from click.testing import CliRunner
+
+    from emi_features.cli.extract import main as extract_command
+
+    result = CliRunner().invoke(extract_command, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result

@@ -8,8 +8,8 @@ import soundfile
 import soxr
 from conftest import write_wav
 
-from emi_features.audio import SAMPLE_RATE, DecodeError, load_audio, probe_seconds
-from emi_features.sample_data import write_mp4
+from emi_features.audio.decode import SAMPLE_RATE, DecodeError, load_audio, probe_seconds
+from emi_features.sample.generate import write_mp4
 
 
 def test_wav_at_44k_stereo_is_downmixed_and_resampled(tmp_path):

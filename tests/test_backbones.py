@@ -17,10 +17,10 @@ from transformers import (
 )
 from transformers.audio_utils import hertz_to_mel
 
-from emi_features.backbones import default_feature_extractor, load_backbone
-from emi_features.cli import main as extract_command
-from emi_features.frames import frame_count
-from emi_features.reader import open_cache
+from emi_features.audio.backbones import default_feature_extractor, load_backbone
+from emi_features.cache.reader import open_cache
+from emi_features.cli.extract import main as extract_command
+from emi_features.extraction.frames import frame_count
 
 SMALL = {
     "hidden_size": 32,

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 from conftest import extract_args, write_wav_folder
 
-from emi_features.reader import open_cache
+from emi_features.cache.reader import open_cache
 
 GROUPS = ("offsets", "frames", "frame_vad", "mean", "vad", "num_samples")
 

@@ -19,10 +19,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import extract_args, write_synthetic_cache, write_wav, write_wav_folder
 
-from emi_features.atomic import process_alive
-from emi_features.cli import main as extract_command
-from emi_features.reader import CacheError, open_cache
-from emi_features.writer import CacheWriter, ClipFeatures
+from emi_features.cache.atomic import process_alive
+from emi_features.cache.reader import CacheError, open_cache
+from emi_features.cache.schema import ClipFeatures
+from emi_features.cache.writer import CacheWriter
+from emi_features.cli.extract import main as extract_command
 
 
 def start_extraction(folder: Path, model: Path, out: Path, *extra: str) -> subprocess.Popen:

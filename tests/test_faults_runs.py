@@ -20,13 +20,13 @@ from click.testing import CliRunner
 from conftest import write_labels
 from safetensors.torch import load_file, save_file
 
-from emi_heads.cli import predict_command, train_command
-from emi_heads.rundir import RunWriter
+from emi_heads.cli.train import predict_command, train_command
+from emi_heads.training.rundir import RunWriter
 
 HEADER = "Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,Joy"
 
 
-def train(synthetic, out, *extra, head="linear", ok=True):
+def train(synthetic, out, *extra, head="ridge", ok=True):
     args = [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--valid",
             str(synthetic["valid"]), "--head", head, "--out", str(out), "--quiet",
             *extra]  # fmt: skip
@@ -38,7 +38,7 @@ def train(synthetic, out, *extra, head="linear", ok=True):
 
 @pytest.fixture(scope="module")
 def run(synthetic, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "linear"
+    out = tmp_path_factory.mktemp("runs") / "ridge"
     train(synthetic, out)
     return out
 
@@ -151,7 +151,7 @@ def test_a_finished_run_is_refused_and_overwrite_replaces_it_whole(synthetic, tm
     assert (out / "weights.safetensors").read_bytes() == before
     train(synthetic, out, "--overwrite")
     config = json.loads((out / "config.json").read_text())
-    assert config["head"]["head"] == "linear" and not (out / "old_only.png").exists()
+    assert config["head"]["head"] == "ridge" and not (out / "old_only.png").exists()
     for path in out.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.") and p.is_dir()]
@@ -167,7 +167,9 @@ def test_an_overwrite_that_dies_before_its_first_weights_leaves_the_old_run(
     def dies(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("emi_heads.train.train_sgd", dies)  # Ctrl-C before the first epoch ends
+    monkeypatch.setattr(
+        "emi_heads.training.train.train_sgd", dies
+    )  # Ctrl-C before the first epoch ends
     result = CliRunner().invoke(
         train_command,
         [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--head", "concat",
@@ -187,7 +189,7 @@ def test_leftovers_of_a_killed_training_are_cleaned_or_restored(synthetic, run, 
     (tmp_path / f".run.staging-{dead}").mkdir()  # killed before its first weights
     with RunWriter(out, overwrite=True):  # a new run that ends before its first weights
         pass
-    assert json.loads((out / "config.json").read_text())["head"]["head"] == "linear"
+    assert json.loads((out / "config.json").read_text())["head"]["head"] == "ridge"
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run"]
 
 
@@ -196,7 +198,7 @@ def test_two_trainings_into_one_folder_the_second_is_refused(synthetic, tmp_path
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from emi_heads.rundir import RunWriter
+            from emi_heads.training.rundir import RunWriter
             with RunWriter({str(out)!r}):
                 print("held", flush=True)
                 time.sleep(60)
@@ -289,7 +291,7 @@ def test_validation_overlapping_training_is_warned(synthetic, tmp_path, caplog):
     result = CliRunner().invoke(
         train_command,
         [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--valid", str(overlap),
-         "--head", "linear", "--out", str(tmp_path / "r")],
+         "--head", "ridge", "--out", str(tmp_path / "r")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert any(m.startswith("10 id(s) are in both --train and --valid") for m in caplog.messages)

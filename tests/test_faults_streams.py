@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from conftest import write_labels, write_synthetic_cache
 from test_text import invoke, tiny_whisper, transcripts_of, wav_cache  # noqa: F401
 
-from emi_features.cli import add_features_command
-from emi_features.reader import CacheError, open_cache
-from emi_features.text_cli import transcribe_command
-from emi_heads.cli import predict_command, train_command
+from emi_features.cache.reader import CacheError, open_cache
+from emi_features.cli.extract import add_features_command
+from emi_features.cli.text import transcribe_command
+from emi_heads.cli.train import predict_command, train_command
 
 IDS = [f"{i:05d}" for i in range(40)]
 
@@ -109,7 +109,7 @@ def test_predict_weights_that_would_overflow_are_normalised_not_zeros(synthetic,
     for seed in (0, 1):
         runs.append(tmp_path / f"r{seed}")
         invoke(train_command, synthetic["cache"], "--train", synthetic["train"], "--head",
-               "linear", "--out", runs[-1], "--quiet")  # fmt: skip
+               "ridge", "--out", runs[-1], "--quiet")  # fmt: skip
     outputs = []
     for weights in ("1e308,1e308", "1,1"):
         out = tmp_path / f"{weights}.csv"
@@ -203,7 +203,7 @@ def test_a_received_cache_with_a_broken_stream_is_refused_on_open(cache, tmp_pat
     with pytest.raises(CacheError, match=message):
         open_cache(cache)
     labels = write_labels(tmp_path / "l.csv", IDS[:20], np.zeros((20, 6)))
-    args = [str(cache), "--train", str(labels), "--head", "linear", "--out", str(tmp_path / "r")]
+    args = [str(cache), "--train", str(labels), "--head", "ridge", "--out", str(tmp_path / "r")]
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
 
@@ -219,7 +219,7 @@ def test_stream_names_that_inputs_cannot_select_are_refused(cache, tmp_path):
 
 
 def test_repeated_seeds_are_refused_before_training(synthetic, tmp_path):
-    args = [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--head", "linear",
+    args = [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--head", "ridge",
             "--seeds", "0,0,1", "--out", str(tmp_path / "r")]  # fmt: skip
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 2 and "--seeds: 0 appears twice" in result.output
@@ -234,7 +234,7 @@ def test_a_read_only_cache_is_refused_and_a_rewrite_keeps_the_mode(cache, tmp_pa
     os.chmod(cache, 0o444)
     result = add(cache, "--stream", "b", "--from", tmp_path / "f.npz")
     assert result.exit_code == 1 and "read-only" in result.output
-    from emi_features.text_cli import embed_text_command
+    from emi_features.cli.text import embed_text_command
 
     embedded = CliRunner().invoke(embed_text_command, [str(cache)])  # refused before any work
     assert embedded.exit_code == 1 and "read-only" in embedded.output
@@ -246,7 +246,7 @@ def test_a_read_only_cache_is_refused_and_a_rewrite_keeps_the_mode(cache, tmp_pa
 def test_a_transcript_longer_than_the_encoders_positions_is_truncated(wav_cache, tmp_path,  # noqa: F811
                                                                          monkeypatch):  # fmt: skip
     """The tiny encoder has 64 positions; a 200-word transcript is cut to fit, not a crash."""
-    from emi_features.text_cli import embed_text_command
+    from emi_features.cli.text import embed_text_command
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     folder, cache = wav_cache
@@ -273,14 +273,15 @@ def test_a_csv_too_wide_to_import_is_one_line_before_it_is_read(cache, tmp_path)
 
 
 def test_a_held_cache_is_refused_before_any_work(sample_root, tmp_path):
-    from emi_features.cli import main as extract_command
+    from emi_features.cli.extract import main as extract_command
 
     cache = tmp_path / "c.h5"
     invoke(extract_command, sample_root, "--model", "fbank", "--out", cache, "--quiet",
            "--workers", 0)  # fmt: skip
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from emi_features.locks import ExclusiveLock; "
-         "held = ExclusiveLock(sys.argv[1], 'c').acquire(); print('held', flush=True); "
+        [sys.executable, "-c", "import sys, time;"
+         " from emi_features.cache.locks import ExclusiveLock;"
+         " held = ExclusiveLock(sys.argv[1], 'c').acquire(); print('held', flush=True); "
          "time.sleep(120)",
          str(cache)], stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -299,7 +300,7 @@ def test_a_held_cache_is_refused_before_any_work(sample_root, tmp_path):
 def test_a_full_disk_at_the_lock_is_one_line(cache, tmp_path, monkeypatch):
     import errno
 
-    import emi_features.locks as locks
+    import emi_features.cache.locks as locks
 
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -317,11 +318,11 @@ def test_training_options_that_would_mislead_are_refused(synthetic, tmp_path):
                                               "--out", str(tmp_path / "a")])  # fmt: skip
     assert lstm.exit_code == 2 and "the lstm head reads the frames" in lstm.output
     folds = CliRunner().invoke(train_command, [*base, "--valid", str(synthetic["valid"]), "--head",
-                                               "linear", "--folds", "100", "--out",
+                                               "ridge", "--folds", "100", "--out",
                                                str(tmp_path / "b")])  # fmt: skip
     assert folds.exit_code != 0 and "folds of at least 10 clips" in folds.output
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    dangling = CliRunner().invoke(train_command, [*base, "--head", "linear", "--out",
+    dangling = CliRunner().invoke(train_command, [*base, "--head", "ridge", "--out",
                                                   str(tmp_path / "dangling")])  # fmt: skip
     assert dangling.exit_code == 2 and "is a link to nothing" in dangling.output
 
@@ -329,12 +330,11 @@ def test_training_options_that_would_mislead_are_refused(synthetic, tmp_path):
 def test_from_says_when_a_label_file_changed_since_the_run(synthetic, tmp_path, caplog):
     labels = tmp_path / "train.csv"
     labels.write_text(synthetic["train"].read_text())
-    invoke(train_command, synthetic["cache"], "--train", labels, "--head", "linear", "--out",
+    invoke(train_command, synthetic["cache"], "--train", labels, "--head", "ridge", "--out",
            tmp_path / "first", "--quiet")  # fmt: skip
     labels.write_text(labels.read_text().replace("0.1250", "0.2500", 5))
     invoke(train_command, "--from", tmp_path / "first", "--out", tmp_path / "again", "--quiet")
     assert any("changed since that run" in m for m in caplog.messages)
-
 
 
 @pytest.mark.parametrize(

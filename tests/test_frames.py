@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from emi_features.backbones import load_backbone
-from emi_features.frames import frame_count, plan_batches, plan_windows, split_by_cost
+from emi_features.audio.backbones import load_backbone
+from emi_features.extraction.frames import frame_count, plan_batches, plan_windows, split_by_cost
 
 
 @pytest.mark.parametrize("num_samples", [400, 719, 720, 721, 16_000, 16_001, 33_333])

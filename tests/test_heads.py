@@ -12,16 +12,18 @@ from click.testing import CliRunner
 from conftest import write_labels
 from safetensors.torch import load_file
 
-from emi_heads.cli import train_command
-from emi_heads.heads import HeadConfig, branch_inputs, build_head
-from emi_heads.losses import parse_loss, parse_loss_terms
-from emi_heads.metrics import mean_pearson
-from emi_heads.optim import Ema
+from emi_heads.cli.train import train_command
+from emi_heads.heads.base import build_head
+from emi_heads.heads.reads import branch_inputs
+from emi_heads.heads.settings import head_config
+from emi_heads.training.losses import parse_loss, parse_loss_terms
+from emi_heads.training.metrics import mean_pearson
+from emi_heads.training.optim import Ema
 
 # Short runs (no step floor) for the tests of mechanisms; the defaults are measured in
 # bench/learning.py and tested in test_defaults.py
 FAST = {
-    "linear": [],
+    "ridge": [],
     "concat": ["--lr", "3e-3", "--epochs", "40", "--min-steps", "0"],
     "lstm": ["--lr", "3e-3", "--epochs", "12", "--hidden", "32", "--min-steps", "0"],
 }
@@ -52,7 +54,7 @@ def metrics(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("head", ["linear", "concat", "lstm"])
+@pytest.mark.parametrize("head", ["ridge", "concat", "lstm"])
 def test_each_head_learns_and_beats_a_shuffled_label_control(synthetic, tmp_path, head):
     run_train(synthetic, head, tmp_path / "real")
     run_train(synthetic, head, tmp_path / "control", train="shuffled")
@@ -112,13 +114,13 @@ def test_ema_follows_its_formula_and_is_what_is_saved(synthetic, tmp_path):
 
 def test_ablation_switches_remove_inputs(synthetic, tmp_path):
     dims = {"frame_stats": 32, "mean": 16, "vad": 3, "frame_vad_stats": 6}
-    assert branch_inputs(HeadConfig("concat", dims)) == [
+    assert branch_inputs(head_config("concat", dims)) == [
         "frame_stats",
         "mean",
         "vad",
         "frame_vad_stats",
     ]
-    assert branch_inputs(HeadConfig("concat", dims, use_vad=False, use_mean=False)) == [
+    assert branch_inputs(head_config("concat", dims, use_vad=False, use_mean=False)) == [
         "frame_stats"
     ]
     run_train(synthetic, "lstm", tmp_path / "novad", "--no-vad", "--no-mean", "--epochs", "2")
@@ -128,11 +130,11 @@ def test_ablation_switches_remove_inputs(synthetic, tmp_path):
 
 
 def test_vad_latent_supervised_free_and_off(synthetic, tmp_path):
-    from emi_features.reader import open_cache
-    from emi_heads.config import HeadConfig as Config
-    from emi_heads.config import TrainConfig, input_spec
-    from emi_heads.data import load_inputs
-    from emi_heads.rundir import load_run
+    from emi_features.cache.reader import open_cache
+    from emi_heads.heads.settings import HeadConfig as Config
+    from emi_heads.training.config import TrainConfig, input_spec
+    from emi_heads.training.data import load_inputs
+    from emi_heads.training.rundir import load_run
 
     ids = [f"{i:05d}" for i in range(240, 360)]
     latent_error = {}
@@ -200,7 +202,7 @@ def test_final_model_on_train_plus_valid_without_validation(synthetic, tmp_path)
 def test_bad_labels_are_one_clear_line(synthetic, tmp_path, content, message):
     (tmp_path / "bad.csv").write_text(content)
     synthetic = {**synthetic, "bad": tmp_path / "bad.csv"}
-    result = run_train(synthetic, "linear", tmp_path / "run", train="bad", ok=False)
+    result = run_train(synthetic, "ridge", tmp_path / "run", train="bad", ok=False)
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -220,7 +222,7 @@ def test_ids_the_cache_skipped_are_left_out_with_a_warning(tmp_path, caplog):
     labels = write_labels(tmp_path / "l.csv", ids, latents)
     result = CliRunner().invoke(
         train_command,
-        [str(cache), "--train", str(labels), "--head", "linear", "--out", str(tmp_path / "run")],
+        [str(cache), "--train", str(labels), "--head", "ridge", "--out", str(tmp_path / "run")],
     )
     assert result.exit_code == 0, result.output
     assert any(
@@ -284,8 +286,7 @@ def test_heads_adapt_to_a_cache_without_vad(tmp_path, caplog):
                 str(tmp_path / head),
                 "--epochs",
                 "2",
-                "--hidden",
-                "16",
+                *(["--hidden", "16"] if head == "lstm" else []),  # a setting of lstm only
                 "--quiet",
             ],
         )
@@ -301,8 +302,8 @@ def test_heads_adapt_to_a_cache_without_vad(tmp_path, caplog):
 
 
 def test_frame_statistics_are_exact_and_kept_beside_the_cache(synthetic, tmp_path):
-    from emi_features.reader import open_cache
-    from emi_heads.pooling import cache_frame_stats
+    from emi_features.cache.reader import open_cache
+    from emi_heads.heads.pooling import cache_frame_stats
 
     cache_path = tmp_path / "copy.h5"
     cache_path.write_bytes(synthetic["cache"].read_bytes())
@@ -321,7 +322,7 @@ def test_frame_statistics_are_exact_and_kept_beside_the_cache(synthetic, tmp_pat
 
 def test_lstm_padded_path_equals_packed_sequences():
     torch.manual_seed(0)
-    head = build_head(HeadConfig("lstm", {"frames": 8, "mean": 8, "frame_stats": 16}, hidden=12))
+    head = build_head(head_config("lstm", {"frames": 8, "mean": 8, "frame_stats": 16}, hidden=12))
     head.eval()  # no dropout between the layers: both paths see the same network
     frames = torch.randn(4, 30, 8, requires_grad=True)
     lengths = torch.tensor([30, 1, 17, 9])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from emi_features.cli import main as extract_command
-from emi_features.reader import open_cache
-from emi_features.text_cli import embed_text_command, transcribe_command
+from emi_features.cache.reader import open_cache
+from emi_features.cli.extract import main as extract_command
+from emi_features.cli.text import embed_text_command, transcribe_command
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 pytestmark = pytest.mark.hub

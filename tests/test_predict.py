@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from conftest import write_labels, write_synthetic_cache
 from scipy.stats import pearsonr
 
-from emi_features.dataset import EMOTIONS
-from emi_heads.cli import predict_command, train_command
-from emi_heads.metrics import mean_pearson, pearson_columns
-from emi_heads.submission import SubmissionError, check_submission
+from emi_features.core.task import EMOTIONS
+from emi_heads.cli.train import predict_command, train_command
+from emi_heads.training.metrics import mean_pearson, pearson_columns
+from emi_heads.use.submission import SubmissionError, check_submission
 
 HEADER = ["Filename", *EMOTIONS]
 
@@ -33,7 +33,7 @@ def test_metric_equals_scipy_and_constant_columns_give_zero(caplog):
 @pytest.fixture(scope="module")
 def two_runs(synthetic, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    for head, extra in (("linear", []), ("concat", ["--epochs", "5", "--lr", "3e-3"])):
+    for head, extra in (("ridge", []), ("concat", ["--epochs", "5", "--lr", "3e-3"])):
         result = CliRunner().invoke(
             train_command,
             [
@@ -51,7 +51,7 @@ def two_runs(synthetic, tmp_path_factory):
             ],
         )
         assert result.exit_code == 0, result.output
-    return root / "linear", root / "concat"
+    return root / "ridge", root / "concat"
 
 
 def run_predict(*args, ok=True):
@@ -170,7 +170,7 @@ def test_train_ids_missing_from_the_cache_name_the_rows(synthetic, tmp_path):
             "--train",
             str(labels),
             "--head",
-            "linear",
+            "ridge",
             "--out",
             str(tmp_path / "r"),
         ],

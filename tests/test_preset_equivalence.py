@@ -20,12 +20,13 @@ from published_reference import (
     train_concat_fusion,
 )
 
-import emi_heads.sgd as sgd
-import emi_heads.train as training
-from emi_features.dataset import EMOTIONS
-from emi_features.reader import open_cache
-from emi_heads.config import HeadConfig, TrainConfig
-from emi_heads.presets import PRESETS
+import emi_heads.training.sgd as sgd
+import emi_heads.training.train as training
+from emi_features.cache.reader import open_cache
+from emi_features.core.task import EMOTIONS
+from emi_heads.heads.settings import head_config
+from emi_heads.training.config import TrainConfig
+from emi_heads.training.presets import PRESETS
 
 EPOCHS = 3
 
@@ -79,7 +80,7 @@ def train_preset(synthetic, tmp_path, monkeypatch, name: str, **head_overrides):
     monkeypatch.setattr(sgd, "batch_order", spy_order)
     monkeypatch.setattr(sgd, "train_step", spy_step)
     preset = PRESETS[name]
-    head = HeadConfig(**{**preset.head, "dropout": 0.0, **head_overrides})
+    head = head_config(**{**preset.head, "dropout": 0.0, **head_overrides})
     train = TrainConfig(**{**preset.train, "epochs": EPOCHS, "seed": 5})
     result = training.train(
         synthetic["cache"], [synthetic["train"]], synthetic["valid"], tmp_path / name, head,

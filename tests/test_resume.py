@@ -13,7 +13,7 @@ import time
 import numpy as np
 from conftest import extract_args, write_wav_folder
 
-from emi_features.reader import open_cache
+from emi_features.cache.reader import open_cache
 
 
 def extract_process(folder, model_dir, out):

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from emi_features.audio import load_audio
-from emi_features.dataset import EMOTIONS
-from emi_features.sample_data import VIDEO_RATE, Voice, intensities, quantise, render
+from emi_features.audio.decode import load_audio
+from emi_features.core.task import EMOTIONS
+from emi_features.sample.generate import VIDEO_RATE, Voice, intensities, quantise, render
 
 
 def test_sample_layout_matches_the_challenge(sample_root):
@@ -77,7 +77,7 @@ def test_demo_end_to_end_beats_the_shuffled_control(tmp_path):
     the check; the text stream carries Admiration (the spoken word), the vision stream Joy (the
     image), and all streams fused beat each alone."""
     completed = subprocess.run(
-        [sys.executable, "-m", "emi_heads.demo", "--out", str(tmp_path), "--fast"],
+        [sys.executable, "-m", "emi_heads.cli.demo", "--out", str(tmp_path), "--fast"],
         capture_output=True,
         text=True,
         check=False,
@@ -86,7 +86,7 @@ def test_demo_end_to_end_beats_the_shuffled_control(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     control = summary["valid"]["control"]["mean_r"]
     assert abs(control) < 0.2
-    for head in ("linear", "concat", "lstm"):
+    for head in ("ridge", "concat", "lstm"):
         assert summary["valid"][head]["mean_r"] > max(0.4, control + 0.3), summary["valid"]
     assert "valid submission, 60 rows" in completed.stdout + completed.stderr
     assert "control*" in completed.stdout and "submission" in completed.stdout
@@ -106,7 +106,7 @@ def test_the_sample_says_a_word_and_shows_an_image_that_carry_labels(sample_root
     to hold it says nothing), Joy the size of the disc its video shows."""
     import av
 
-    from emi_features.sample_layers import WORDS, Layers
+    from emi_features.sample.layers import WORDS, Layers
 
     rows = list(csv.DictReader((sample_root / "transcripts.csv").open()))
     labels = {r["Filename"]: r for r in csv.DictReader((sample_root / "train_split.csv").open())}

@@ -13,18 +13,19 @@ import torch
 from click.testing import CliRunner
 from conftest import write_wav
 
-from emi_features.backbones import BACKBONES, load_backbone
-from emi_features.cli import main as extract_command
-from emi_features.frames import WAV2VEC2_GRID, FrameGrid
-from emi_features.reader import open_cache
-from emi_heads.app import main as emi
-from emi_heads.config import HeadConfig, InputSpec, TrainConfig
-from emi_heads.data import batch_order, load_inputs
+from emi_features.audio.backbones import BACKBONES, load_backbone
+from emi_features.cache.reader import open_cache
+from emi_features.cli.extract import main as extract_command
+from emi_features.extraction.frames import WAV2VEC2_GRID, FrameGrid
+from emi_heads.cli.app import main as emi
+from emi_heads.heads.settings import HEADS, HeadConfig, head_config
+from emi_heads.training.config import InputSpec, TrainConfig
+from emi_heads.training.data import batch_order, load_inputs
 
 RUN_AND_REPORT = textwrap.dedent(
     """
     import sys
-    from emi_heads.app import main
+    from emi_heads.cli.app import main
     try:
         main(sys.argv[1:], prog_name="emi")
     except SystemExit as done:
@@ -55,7 +56,8 @@ def loaded(result: subprocess.CompletedProcess) -> set[str]:
 
 def test_importing_stage_two_never_loads_transformers():
     code = (
-        "import sys, emi_heads.cli, emi_heads.train, emi_heads.predict, emi_heads.app;"
+        "import sys, emi_heads.cli.train, emi_heads.training.train, emi_heads.use.predict,"
+        " emi_heads.cli.app;"
         "print('transformers' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -102,7 +104,7 @@ def test_every_config_field_is_an_option_and_checked_before_the_cache(synthetic,
     from dataclasses import fields
 
     help_text = CliRunner().invoke(emi, ["train", "--help"]).output
-    for config in (HeadConfig, TrainConfig):
+    for config in (*HEADS.values(), TrainConfig):  # every head's own settings too
         for item in fields(config):
             if item.name in ("head", "dims"):
                 continue
@@ -114,7 +116,7 @@ def test_every_config_field_is_an_option_and_checked_before_the_cache(synthetic,
     for extra, message in (
         (["--lr", "0"], "lr must be a positive number"),
         (["--loss", "mse+huber"], "unknown loss 'huber'"),
-        (["--ridge-alphas", "1,-2"], "ridge_alphas must be positive numbers"),
+        (["--ridge-alphas", "1,-2", "--head", "ridge"], "ridge_alphas must be positive numbers"),
         (["--mlp-hidden", "100000000"], "mlp_hidden must be in 1..65536"),
     ):
         result = CliRunner().invoke(emi, [*args, "--out", str(tmp_path / "r"), *extra])
@@ -207,9 +209,9 @@ def test_bucketed_batches_cover_every_clip_and_pad_less():
     assert [b.tolist() for b in again] != [b.tolist() for b in bucketed]
 
 
-@pytest.mark.parametrize("head", ["lstm", "concat", "linear"])
+@pytest.mark.parametrize("head", ["lstm", "concat", "ridge"])
 def test_head_configs_round_trip_and_refuse_edits(head):
-    config = HeadConfig(head, {"frames": 16, "mean": 16, "frame_stats": 32})
+    config = head_config(head, {"frames": 16, "mean": 16, "frame_stats": 32})
     assert HeadConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown field"):
         HeadConfig.from_dict({**config.to_dict(), "surprise": 1})
@@ -222,8 +224,8 @@ def test_every_command_shares_quiet_and_verbose_and_streams_are_one_word():
     that writes a stream calls it --stream."""
     from click.testing import CliRunner
 
-    from emi_heads.app import SUBCOMMANDS
-    from emi_heads.app import main as emi
+    from emi_heads.cli.app import SUBCOMMANDS
+    from emi_heads.cli.app import main as emi
 
     for name in SUBCOMMANDS:
         shown = CliRunner().invoke(emi, [name, "--help"]).output

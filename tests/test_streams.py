@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_labels, write_synthetic_cache
 
-from emi_features.cli import add_features_command
-from emi_features.cli import main as extract_command
-from emi_features.reader import open_cache
-from emi_heads.cli import predict_command, train_command
-from emi_heads.config import InputSpec
-from emi_heads.data import load_inputs
+from emi_features.cache.reader import open_cache
+from emi_features.cli.extract import add_features_command
+from emi_features.cli.extract import main as extract_command
+from emi_heads.cli.train import predict_command, train_command
+from emi_heads.training.config import InputSpec
+from emi_heads.training.data import load_inputs
 
 IDS = [f"{i:05d}" for i in range(60)]
 
@@ -162,7 +162,7 @@ def test_inputs_choose_streams_and_predict_checks_their_fingerprint(cache, tmp_p
     train = write_labels(tmp_path / "t.csv", IDS[:40], latents[:40])
     valid = write_labels(tmp_path / "v.csv", IDS[40:], latents[40:])
     run = tmp_path / "run"
-    args = [str(path), "--train", str(train), "--valid", str(valid), "--head", "linear"]
+    args = [str(path), "--train", str(train), "--valid", str(valid), "--head", "ridge"]
     result = CliRunner().invoke(
         train_command, [*args, "--inputs", "features/latent", "--out", str(run)]
     )
@@ -182,7 +182,7 @@ def test_inputs_choose_streams_and_predict_checks_their_fingerprint(cache, tmp_p
 
 
 def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_path, caplog):
-    from emi_features.backbones import load_backbone
+    from emi_features.audio.backbones import load_backbone
 
     caplog.set_level("INFO")
     out = tmp_path / "c.h5"
@@ -251,7 +251,7 @@ def test_one_lstm_per_frame_stream(cache, tmp_path):
 def test_modality_dropout_blanks_streams_as_missing_clips_do():
     import torch
 
-    from emi_heads.data import drop_streams
+    from emi_heads.training.data import drop_streams
 
     batch = {
         "mean": torch.ones(400, 2),
@@ -294,7 +294,7 @@ def test_a_head_trained_with_modality_dropout_predicts_clips_that_lack_a_stream(
 
 
 def test_predict_and_runs_use_only_the_inputs_a_run_reads(cache, tmp_path):
-    from emi_heads.runs import compare_runs
+    from emi_heads.experiments.compare import compare_runs
 
     path, latents = cache
     plain = tmp_path / "plain.h5"
@@ -304,7 +304,7 @@ def test_predict_and_runs_use_only_the_inputs_a_run_reads(cache, tmp_path):
     train = write_labels(tmp_path / "t.csv", IDS[:40], latents[:40])
     valid = write_labels(tmp_path / "v.csv", IDS[40:], latents[40:])
     args = [str(path), "--train", str(train), "--valid", str(valid), "--quiet"]
-    for head, inputs in (("concat", ["--inputs", "frame_stats,mean"]), ("linear", [])):
+    for head, inputs in (("concat", ["--inputs", "frame_stats,mean"]), ("ridge", [])):
         result = CliRunner().invoke(
             train_command, [*args, "--head", head, *inputs, "--epochs", "2", "--min-steps", "0",
                             "--out", str(tmp_path / "runs" / head)],
@@ -318,13 +318,13 @@ def test_predict_and_runs_use_only_the_inputs_a_run_reads(cache, tmp_path):
     assert predicted.exit_code == 0, predicted.output
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 21
     refused = CliRunner().invoke(
-        predict_command, [str(tmp_path / "runs" / "linear"), "--cache", str(plain), "--ids",
+        predict_command, [str(tmp_path / "runs" / "ridge"), "--cache", str(plain), "--ids",
                           str(ids), "--out", str(tmp_path / "q.csv")],
     )  # fmt: skip
     assert refused.exit_code == 1 and "reads the stream features/latent" in refused.output
     inputs = {row["head"]: row["inputs"] for row in compare_runs([tmp_path / "runs"])}
     assert inputs["concat"] == "frame_stats,mean"
-    assert "features/latent" in inputs["linear"].split(",")
+    assert "features/latent" in inputs["ridge"].split(",")
 
 
 def test_stream_is_the_one_word_and_the_old_names_still_work_and_say_so(cache, tmp_path):

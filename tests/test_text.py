@@ -14,10 +14,10 @@ import torch
 from click.testing import CliRunner
 from conftest import write_wav
 
-from emi_features.cli import main as extract_command
-from emi_features.reader import open_cache
-from emi_features.text_cli import embed_text_command, transcribe_command
-from emi_features.tiny_models import save_tiny_text_encoder
+from emi_features.cache.reader import open_cache
+from emi_features.cli.extract import main as extract_command
+from emi_features.cli.text import embed_text_command, transcribe_command
+from emi_features.sample.tiny_models import save_tiny_text_encoder
 
 WORDS = ["hello", "world", "bright", "dark", "voice", "tone", "high", "low"]
 
@@ -322,7 +322,7 @@ def test_tiny_random_is_an_encoder_everywhere_and_offline_never_asks_the_hub(
     """`--model tiny-random` builds the offline fixture encoder once in the user's cache; with
     HF_HUB_OFFLINE an unknown model fails at once, naming the built-ins of its own kind; a
     folder with its own code is refused in one line, its code never run."""
-    from emi_features.hub import resolve_model
+    from emi_features.core.hub import resolve_model
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from emi_features.cli import add_features_command
-from emi_features.cli import main as extract_command
-from emi_features.dataset import EMOTIONS
-from emi_heads.cli import export_command, predict_command, train_command
+from emi_features.cli.extract import add_features_command
+from emi_features.cli.extract import main as extract_command
+from emi_features.core.task import EMOTIONS
+from emi_heads.cli.train import export_command, predict_command, train_command
 
 
 def invoke(command, *args, ok=True):
@@ -40,7 +40,7 @@ def trained(sample_root, tmp_path_factory):
            "mean", "--out", cache, "--quiet", "--workers", 0)  # fmt: skip
     splits = sample_root / "train_split.csv", sample_root / "valid_split.csv"
     labels = ["--train", splits[0], "--valid", splits[1]]
-    invoke(train_command, cache, *labels, "--head", "linear", "--out", work / "ridge", "--quiet")
+    invoke(train_command, cache, *labels, "--head", "ridge", "--out", work / "ridge", "--quiet")
     invoke(train_command, cache, *labels, "--head", "concat", "--inputs", "frame_stats,mean",
            "--epochs", "3", "--min-steps", "0", "--out", work / "concat", "--quiet")  # fmt: skip
     return {"cache": cache, "ridge": work / "ridge", "concat": work / "concat", "work": work}
@@ -179,7 +179,7 @@ def test_media_that_cannot_be_predicted_is_one_line(trained, tmp_path):
     labels = trained["ridge"].parent  # the sample's CSVs are recorded in the run's config
     config = json.loads((trained["ridge"] / "config.json").read_text())
     invoke(train_command, cache, "--train", config["train_csvs"][0], "--valid",
-           config["valid_csv"], "--head", "linear", "--out", tmp_path / "face")  # fmt: skip
+           config["valid_csv"], "--head", "ridge", "--out", tmp_path / "face")  # fmt: skip
     wav = next(Path(config["train_csvs"][0]).parent.glob("audio/*.mp3"))
     refused = invoke(predict_command, tmp_path / "face", "--media", wav, "--out",
                      tmp_path / "y.csv", ok=False)  # fmt: skip

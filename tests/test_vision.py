@@ -10,25 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run_extract_cli as run
 from conftest import write_wav
 
-from emi_features.cli import main as extract_command
-from emi_features.reader import open_cache
-from emi_features.sample_data import write_mp4
-from emi_features.tiny_models import save_tiny_image_encoder
+from emi_features.cache.reader import open_cache
+from emi_features.sample.generate import write_mp4
+from emi_features.sample.tiny_models import save_tiny_image_encoder
 
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory) -> Path:
     return save_tiny_image_encoder(tmp_path_factory.mktemp("tiny-vit"), width=24)
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(extract_command, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def decoded_frames(path: Path) -> list[np.ndarray]:
@@ -39,8 +31,8 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
 
 
 def test_video_frames_become_a_stream_at_the_chosen_rate(tmp_path, tiny_vit, caplog):
-    from emi_features.devices import resolve_device
-    from emi_features.vision import ImageEncoder
+    from emi_features.core.devices import resolve_device
+    from emi_features.vision.encode import ImageEncoder
 
     caplog.set_level("INFO")
     folder = tmp_path / "clips"
@@ -83,11 +75,12 @@ def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tin
     side = tmp_path / "c.h5.streams" / "face.h5"
     side.parent.mkdir()
     vision = ["--modality", "vision", "--model", tiny_vit, "--fps", "2"]
-    from emi_features.config import ExtractConfig
-    from emi_features.vision import extract_vision
+    from emi_features.extraction.config import ExtractConfig
+    from emi_features.extraction.modality import get_modality
+    from emi_features.vision.encode import VisionSettings
 
-    config = ExtractConfig(model=str(tiny_vit), modality="vision", fps=2)
-    extract_vision(folder / "00001.mp4", out=side, config=config, progress=False)  # a kill later
+    config = ExtractConfig(model=str(tiny_vit), modality="vision", settings=VisionSettings(fps=2))
+    get_modality("vision").run(folder / "00001.mp4", out=side, config=config, progress=False)
     run(folder, "--out", cache, "--quiet", *vision, "--stream", "face")
     assert any("3 clips, 1 already in" in m for m in caplog.messages)
     assert not side.parent.exists()
@@ -110,8 +103,8 @@ def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tin
 
 
 def test_face_crop_takes_the_largest_box_and_needs_opencv(monkeypatch):
-    from emi_features.backbones import BackboneError
-    from emi_features.vision import face_cropper, largest_box
+    from emi_features.audio.backbones import BackboneError
+    from emi_features.vision.encode import face_cropper, largest_box
 
     image = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
     cut, found = largest_box(image, [(1, 2, 3, 4), (5, 6, 10, 8)])
@@ -130,7 +123,7 @@ def test_a_portrait_phone_video_is_sampled_upright(tmp_path):
 
     import av
 
-    from emi_features.vision import sample_frames
+    from emi_features.vision.encode import sample_frames
 
     path = tmp_path / "sideways.mp4"
     with av.open(str(path), "w") as container:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_synthetic_cache
 
-from emi_heads.cli import predict_command, runs_command, train_command
+from emi_heads.cli.train import predict_command, runs_command, train_command
 
 
 def invoke(command, *args, ok=True):
@@ -60,7 +60,7 @@ def test_seeds_in_one_process_and_predict_ensembles_the_parent(synthetic, tmp_pa
     np.testing.assert_allclose(both[inside], ((one + two) / 2)[inside], atol=2e-6)
 
 
-@pytest.mark.parametrize("head", ["linear", "concat"])
+@pytest.mark.parametrize("head", ["ridge", "concat"])
 def test_folds_give_out_of_fold_predictions_and_a_refit_with_the_chosen_setting(
     synthetic, tmp_path, head
 ):
@@ -79,7 +79,7 @@ def test_folds_give_out_of_fold_predictions_and_a_refit_with_the_chosen_setting(
     refit = json.loads((parent / "refit" / "config.json").read_text())
     assert refit["valid_csv"] is None
     chosen = metrics["chosen"]
-    if head == "linear":  # the alpha most folds chose, not the middle one
+    if head == "ridge":  # the alpha most folds chose, not the middle one
         assert refit["head"]["ridge_alphas"] == [max(sorted(set(chosen)), key=chosen.count)]
         assert (
             json.loads((parent / "refit" / "metrics.json").read_text())["alpha"]
@@ -109,7 +109,7 @@ def test_a_sweep_runs_the_grid_and_compares(synthetic, tmp_path):
 
 def test_runs_table_sorts_groups_seeds_and_writes_csv_and_png(synthetic, tmp_path):
     invoke(train_command, *base(synthetic, tmp_path / "runs" / "c", *FAST, "--seeds", "0,1,2"))
-    invoke(train_command, *base(synthetic, tmp_path / "runs" / "ridge", head="linear"))
+    invoke(train_command, *base(synthetic, tmp_path / "runs" / "ridge", head="ridge"))
     result = invoke(runs_command, tmp_path / "runs", "--csv", tmp_path / "t.csv", "--png",
                     tmp_path / "t.png")  # fmt: skip
     lines = result.output.splitlines()
@@ -149,7 +149,7 @@ def two_caches(synthetic, tmp_path_factory):
                                 ("noise", synthetic["cache"], "shuffled")):  # fmt: skip
         runs[name] = root / name
         invoke(train_command, cache, "--train", synthetic[labels], "--valid", synthetic["valid"],
-               "--head", "linear", "--out", runs[name], "--quiet")  # fmt: skip
+               "--head", "ridge", "--out", runs[name], "--quiet")  # fmt: skip
     return {"other": other, **runs}
 
 
@@ -174,7 +174,7 @@ def test_ensembles_across_caches_with_fixed_and_fitted_weights(synthetic, two_ca
 
 
 def test_fitted_weights_favour_the_informative_run(synthetic, two_caches, caplog):
-    from emi_heads.ensemble import expand_members, fit_weights
+    from emi_heads.use.ensemble import expand_members, fit_weights
 
     members = expand_members([two_caches["a"], two_caches["noise"]])
     weights = fit_weights(members, synthetic["valid"])
@@ -201,7 +201,7 @@ def test_from_a_run_repeats_it_and_set_overrides(synthetic, tmp_path):
 
 def test_what_a_user_sees_ridge_undertraining_and_tensorboard(synthetic, tmp_path, caplog):
     caplog.set_level("INFO")
-    invoke(train_command, *base(synthetic, tmp_path / "ridge", head="linear"))
+    invoke(train_command, *base(synthetic, tmp_path / "ridge", head="ridge"))
     metrics = json.loads((tmp_path / "ridge" / "metrics.json").read_text())
     assert "alpha" in metrics and "best_epoch" not in metrics
     assert any("ridge coefficients" in m for m in caplog.messages)
@@ -227,14 +227,15 @@ def test_what_a_user_sees_ridge_undertraining_and_tensorboard(synthetic, tmp_pat
 def test_runs_groups_only_runs_that_differ_in_their_seed_and_writes_numbers_readably(tmp_path):
     from dataclasses import asdict
 
-    from emi_features.dataset import EMOTIONS
-    from emi_heads.config import HeadConfig, TrainConfig
-    from emi_heads.runs import compare_runs, format_table
+    from emi_features.core.task import EMOTIONS
+    from emi_heads.experiments.compare import compare_runs, format_table
+    from emi_heads.heads.settings import head_config
+    from emi_heads.training.config import TrainConfig
 
     def run(name: str, seed: int, r: float) -> None:
         folder = tmp_path / name
         folder.mkdir(parents=True)
-        head = HeadConfig("concat", dims={"frame_stats": 4, "mean": 2}).to_dict()
+        head = head_config("concat", dims={"frame_stats": 4, "mean": 2}).to_dict()
         config = {"head": head, "train": asdict(TrainConfig(lr=3e-4, seed=seed)), "preset": None}
         (folder / "config.json").write_text(json.dumps(config))
         metrics = {"best_epoch": 3, "valid_mean_r": r, "seconds": 1.0,

@@ -1,0 +1,1 @@
+"""Stage one's commands: `emi extract`, `emi add-features`, `emi transcribe`, `emi embed-text`."""

@@ -1,0 +1,82 @@
+"""How one extraction runs: a frozen config whose defaults the command line takes.
+
+No heavy imports: `emi-extract --help` and argument errors answer before torch loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from emi_features.extraction.modality import MODALITIES, modality_class
+
+VAD_MODEL_ID = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
+# The default models of the other modalities (emi transcribe, emi embed-text, --modality vision)
+ASR_MODEL_ID = "openai/whisper-large-v3"
+TEXT_MODEL_ID = "sentence-transformers/paraphrase-multilingual-mpnet-base-v2"
+IMAGE_MODEL_ID = "openai/clip-vit-base-patch32"
+# What the models emi names are licensed under (from their model cards); an exported model card
+# lists the licence of every model its features need.
+MODEL_LICENCES = {
+    VAD_MODEL_ID: "CC BY-NC-SA 4.0 (research only)",
+    ASR_MODEL_ID: "Apache 2.0",
+    TEXT_MODEL_ID: "Apache 2.0",
+    IMAGE_MODEL_ID: "MIT",
+    "fbank": "none: no weights (log-mel filter bank)",
+    "fbank-10ms": "none: no weights (log-mel filter bank)",
+    "tiny-random": "none: random weights built offline (a fixture, not a real encoder)",
+    "tiny-random-untrained": "none: random weights built offline (a fixture)",
+}
+Source = Literal["auto", "audio", "video"]
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Every setting of `emi-extract` but the input and output paths.
+
+    `device`, `dtype` and `batch_seconds` left as None are chosen for the device (cuda when
+    available; float32 and one clip per batch on a CPU, bfloat16 and 160 s batches on a GPU).
+    """
+
+    model: str = VAD_MODEL_ID
+    split: str | None = None
+    source: Source = "auto"
+    device: str | None = None
+    dtype: str | None = None
+    layer: int | None = None
+    batch_seconds: float | None = None
+    window_seconds: float = 30.0
+    overlap_seconds: float = 4.0
+    part_seconds: float = 120.0
+    workers: int = 2
+    overwrite: bool = False
+    retry_skipped: bool = False
+    offline: bool = False
+    modality: str = "audio"  # a name in `extraction.modality.MODALITIES`
+    settings: Any = None  # the modality's own settings dataclass (None: its defaults)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.window_seconds <= 0:
+            problems.append("--window-seconds must be > 0")
+        if not 0 <= self.overlap_seconds < self.window_seconds:
+            problems.append("--overlap-seconds must be >= 0 and less than --window-seconds")
+        if self.part_seconds <= 0:
+            problems.append("--part-seconds must be > 0")
+        if self.batch_seconds is not None and self.batch_seconds < 0:
+            problems.append("--batch-seconds must be >= 0")
+        if self.workers < 0:
+            problems.append("--workers must be >= 0")
+        if self.modality not in MODALITIES:
+            problems.append(f"--modality must be one of {', '.join(MODALITIES)}")
+        elif self.settings is None:
+            object.__setattr__(self, "settings", modality_class(self.modality).settings())
+        if self.dtype is not None and self.dtype not in DTYPE_NAMES:
+            problems.append(f"--dtype must be one of {', '.join(DTYPE_NAMES)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+EXTRACT_DEFAULTS = ExtractConfig()
+EXTRACT_FIELDS = tuple(f.name for f in fields(ExtractConfig))

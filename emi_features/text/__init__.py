@@ -1,0 +1,1 @@
+"""The words of each clip: Whisper transcription and text-encoder embeddings."""

@@ -1,0 +1,169 @@
+"""`emi embed-text CACHE.h5 [--model ENCODER] [--name text] [--tokens]`: the cache's transcripts
+embedded by a Hugging Face text encoder into `/features/NAME`.
+
+A sentence-transformers folder is pooled as it says (`1_Pooling/config.json`: CLS or mean, and
+L2-normalised when it has a Normalize module); any other encoder by the mean of its last hidden
+state over the attention mask. A clip with no transcript, or an empty one (silence,
+non-speech), is recorded as missing from the stream, never embedded from an empty string. With
+`tokens`, the per-token states also become the frame stream `NAME-tokens` (unit "token": one
+row per token, never cropped by seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emi_features.audio.backbones import state_fingerprint
+from emi_features.cache.attach import attach_streams, ready_to_rewrite, refuse_existing
+from emi_features.cache.reader import CacheError, open_cache
+from emi_features.cache.streams import check_stream_name, clip_stream, frame_stream
+from emi_features.core.hub import TINY_RANDOM, load_error, pretrained_options, resolve_model
+from emi_features.extraction.config import TEXT_MODEL_ID
+
+log = logging.getLogger(__name__)
+MAX_TOKENS = 512
+
+
+def sentence_pooling(model: str) -> tuple[str, bool]:
+    """("cls" or "mean", normalise?) from a sentence-transformers folder; ("mean", False)
+    for a plain encoder."""
+    folder = Path(model)
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return "mean", False
+    modules = json.loads(modules_file.read_text())
+    normalise = any(m.get("type", "").endswith("Normalize") for m in modules)
+    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+    mode = "mean"
+    if pooling is not None:
+        config = json.loads((folder / pooling["path"] / "config.json").read_text())
+        mode = "cls" if config.get("pooling_mode_cls_token") else "mean"
+    return mode, normalise
+
+
+# Encoders whose position ids start after the padding index (RoBERTa's scheme): they hold
+# max_position_embeddings - pad_token_id - 1 tokens.
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"}
+
+
+def token_limit(tokenizer_limit: int, config) -> int:
+    """The most tokens a text may keep: MAX_TOKENS, the tokenizer's own limit and the encoder's
+    positions, whichever is least (a text past it is truncated, never a crash)."""
+    limits = [MAX_TOKENS]
+    if 0 < tokenizer_limit < 1_000_000:  # tokenizers without a limit report a huge number
+        limits.append(int(tokenizer_limit))
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        offset = (config.pad_token_id or 0) + 1 if config.model_type in OFFSET_POSITIONS else 0
+        limits.append(int(positions) - offset)
+    return max(1, min(limits))
+
+
+class TextEncoder:
+    """Texts -> (N, D) sentence vectors and each text's (T_k, D) token states, float32."""
+
+    def __init__(self, model: str, *, device: torch.device, offline: bool = False):
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        transformers.utils.logging.disable_progress_bar()
+        model = resolve_model(model, "text")
+        options = pretrained_options(model, offline)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, **options)
+            self.network = AutoModel.from_pretrained(model, **options).eval().to(device)
+        except (OSError, ValueError) as error:
+            raise load_error(model, "text", offline, error, [TINY_RANDOM]) from error
+        if Path(model).is_dir():
+            self.pooling, self.normalise = sentence_pooling(model)
+        else:
+            self.pooling, self.normalise = "mean", False
+        self.device = device
+        self.max_tokens = token_limit(self.tokenizer.model_max_length, self.network.config)
+        self.hidden_size = int(self.network.config.hidden_size)
+        self.fingerprint = state_fingerprint(self.network, self.pooling, self.normalise)
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self.device)
+        states = self.network(**batch).last_hidden_state.float()
+        mask = batch["attention_mask"].bool()
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            weights = mask[..., None].float()
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        if self.normalise:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        tokens = [states[k, mask[k]].cpu().numpy() for k in range(len(texts))]
+        return pooled.cpu().numpy(), tokens
+
+
+def embed_text(
+    cache_path: str | Path,
+    *,
+    model: str = TEXT_MODEL_ID,
+    name: str = "text",
+    tokens: bool = False,
+    batch_size: int = 32,
+    device: str | None = None,
+    overwrite: bool = False,
+    offline: bool = False,
+) -> dict[str, int]:
+    """Embed /text into /features/NAME (and NAME-tokens); a summary of what was written."""
+    from emi_features.core.devices import default_device, resolve_device
+
+    cache_path = Path(cache_path)
+    check_stream_name(name)
+    ready_to_rewrite(cache_path)
+    with open_cache(cache_path) as cache:
+        transcripts = cache.transcripts()
+        ids = list(cache.ids)
+    if transcripts is None:
+        raise CacheError(f"{cache_path} has no transcripts: run `emi transcribe` first")
+    refuse_existing(cache_path, [name, f"{name}-tokens"] if tokens else [name], overwrite)
+    encoder = TextEncoder(model, device=resolve_device(device or default_device()), offline=offline)
+    rows = [
+        k
+        for k, (p, t) in enumerate(zip(transcripts.present, transcripts.text, strict=True))
+        if p and t.strip()
+    ]
+    values = np.zeros((len(ids), encoder.hidden_size), dtype=np.float32)
+    token_states: dict[int, np.ndarray] = {}
+    for first in range(0, len(rows), batch_size):
+        chunk = rows[first : first + batch_size]
+        pooled, states = encoder([transcripts.text[k] for k in chunk])
+        values[chunk] = pooled
+        token_states.update(zip(chunk, states, strict=True))
+    present = np.zeros(len(ids), dtype=bool)
+    present[rows] = True
+    empty = int(transcripts.present.sum()) - len(rows)
+    if empty:
+        log.info("%d clip(s) have an empty transcript: recorded as missing from %s", empty, name)
+    attrs = {
+        "source": f"emi embed-text --model {model}",
+        "fingerprint": encoder.fingerprint,
+        "pooling": encoder.pooling,
+        "transcripts": transcripts.attrs.get("source", ""),
+    }
+    pooled_rows = [values[k] if present[k] else None for k in range(len(ids))]
+    streams = {name: clip_stream(pooled_rows, encoder.hidden_size, attrs)}
+    if tokens:
+        blocks = [token_states.get(k) for k in range(len(ids))]
+        streams[f"{name}-tokens"] = frame_stream(blocks, encoder.hidden_size,
+                                                 {**attrs, "unit": "token"})  # fmt: skip
+    attach_streams(cache_path, streams, overwrite=overwrite)
+    return {
+        "present": len(rows),
+        "missing": len(ids) - len(rows),
+        "empty": empty,
+        "dim": encoder.hidden_size,
+    }
+

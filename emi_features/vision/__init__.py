@@ -1,0 +1,1 @@
+"""The face: per-frame image-encoder embeddings of a clip's video."""

@@ -1,0 +1,1 @@
+"""Every `emi` command and the `emi` group itself; each parses options and calls one function."""

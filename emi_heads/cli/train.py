@@ -1,0 +1,260 @@
+"""`emi-train` and `emi-predict` (= `emi train`, `emi predict`): parse options, call one library
+function each. Only light modules are imported here: `--help`, argument errors and
+`emi-predict --check` answer before torch loads.
+
+Every field of `HeadConfig` and `TrainConfig` is an option, generated from the dataclass with
+its default and help, so a new field is on the command line without touching this file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from emi_features.core.logs import setup_logging
+from emi_features.core.options import COMMAND_SETTINGS, device_option, logging_options
+from emi_heads.cli.errors import user_errors as _user_errors
+from emi_heads.cli.options import build_config, build_head_config, config_options, head_options
+from emi_heads.heads.settings import ALIASES, HEADS, ConfigError, HeadConfig
+from emi_heads.training.config import TrainConfig
+from emi_heads.training.presets import PRESETS
+
+_PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command(context_settings=COMMAND_SETTINGS)
+@click.argument("cache", type=_PATH, required=False)
+@click.option(
+    "--train",
+    "train_csvs",
+    type=_PATH,
+    multiple=True,
+    help="Split CSV(s) with labels; repeat to train on several (e.g. train + valid).",
+)
+@click.option(
+    "--valid",
+    "valid_csv",
+    type=_PATH,
+    default=None,
+    help="Validation CSV: early stopping and metrics. Omit to train a final model.",
+)
+@click.option(
+    "--head",
+    type=click.Choice([*HEADS, *ALIASES]),
+    default=None,
+    help="; ".join(f"{k}: {v.description}" for k, v in HEADS.items()),
+)
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default=None,
+    help="A published head with every setting as published; options given still override. "
+    + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run directory to write.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a run already in --out (kept intact until the new run has weights).",
+)
+@click.option(
+    "--from",
+    "from_run",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Re-run RUN_DIR: its cache, CSVs and every setting; options and --set override.",
+)
+@click.option(
+    "--seeds",
+    default=None,
+    help="Comma-separated seeds: one sub-run each in --out, the cache loaded once.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
+    help="K-fold cross-validation over "
+    "every labelled clip of --train and --valid: one sub-run per fold, out-of-fold predictions.",
+)
+@click.option(
+    "--refit",
+    is_flag=True,
+    help="With --folds: a final model on all clips with the epochs "
+    "(or ridge alpha) the folds chose.",
+)
+@click.option(
+    "--set",
+    "set_items",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Set any head or training field; several values make a grid (one sub-run each). "
+    "Tuples separate their numbers by '/'.",
+)
+@click.option(
+    "--log-to",
+    type=click.Choice(["tensorboard"]),
+    default=None,
+    help="Also log every epoch to TensorBoard in RUN_DIR/tensorboard (the tensorboard extra).",
+)
+@config_options(TrainConfig)
+@head_options
+@device_option
+@logging_options
+def train_command(
+    cache: Path | None,
+    train_csvs: tuple[Path, ...],
+    valid_csv: Path | None,
+    head: str | None,
+    preset: str | None,
+    out: Path,
+    overwrite: bool,
+    from_run: Path | None,
+    seeds: str | None,
+    folds: int | None,
+    refit: bool,
+    set_items: tuple[str, ...],
+    log_to: str | None,
+    device: str | None,
+    quiet: bool,
+    verbose: bool,
+    **options: Any,
+) -> None:
+    """Train a head on CACHE's features with labels from the split CSVs; or several: seeds,
+    folds, a grid of settings, all from one load of the cache.
+
+    \b
+    emi-train cache.h5 --train data/sample/train_split.csv \\
+        --valid data/sample/valid_split.csv --head concat --out runs/concat
+    emi-train cache.h5 --train ... --valid ... --preset concat-2026 --seeds 0,1,2 --out runs/c
+    emi-train cache.h5 --train ... --valid ... --head ridge --folds 5 --refit --out runs/cv
+    emi-train --from runs/concat --set lr=1e-3,3e-4 --out runs/concat-lr
+    """
+    setup_logging(verbose)
+    _check_paths(log_to, out)
+    base_head, base_train = {}, {}
+    if from_run is not None:
+        recorded = _recorded_run(from_run)
+        base_head, base_train = recorded["head"], recorded["train"]
+        preset = preset or recorded.get("preset")
+        cache, train_csvs, valid_csv = _recorded_data(recorded, cache, train_csvs, valid_csv)
+    elif preset is not None:
+        base_head, base_train = PRESETS[preset].head, PRESETS[preset].train
+    head = head or base_head.get("head")
+    if head is None:
+        raise click.UsageError("give --head NAME, --preset NAME or --from RUN_DIR")
+    if cache is None or not train_csvs:
+        raise click.UsageError("give CACHE and --train CSV (or --from RUN_DIR)")
+    head_config = build_head_config(head, options, base_head)
+    train_config = build_config(TrainConfig, options, base_train)
+    settings = _grid_settings(set_items, seeds, folds)
+    from emi_heads.experiments.grid import run_training
+
+    try:
+        run_training(
+            cache, list(train_csvs), valid_csv, out, head_config, train_config,
+            settings=settings, folds=folds, refit=refit, device=device, progress=not quiet,
+            overwrite=overwrite, preset=preset, command=_command_line("train"), log_to=log_to,
+        )  # fmt: skip
+    except _user_errors() as error:
+        raise click.ClickException(str(error)) from None
+    if not folds and any(len(values) > 1 for values in settings.values()):
+        _show_grid(out)
+
+
+def _show_grid(out: Path) -> None:
+    """A grid's runs side by side (`emi runs OUT`)."""
+    from emi_heads.experiments.compare import compare_runs, format_table
+
+    click.echo(format_table(compare_runs([out])))
+
+
+def _check_paths(log_to: str | None, out: Path) -> None:
+    if out.is_symlink() and not out.exists():
+        raise click.UsageError(f"--out {out} is a link to nothing ({os.readlink(out)})")
+    if log_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise click.UsageError(
+            "--log-to tensorboard needs it installed: pip install 'emi[tensorboard]'"
+        )
+
+
+def _grid_settings(set_items: tuple[str, ...], seeds: str | None, folds: int | None) -> dict:
+    """`--set` and `--seeds` as the grid's settings (one line for a bad one)."""
+    from emi_heads.experiments.grid import parse_settings
+
+    try:
+        settings = parse_settings(list(set_items))
+        if seeds:
+            settings["seed"] = [int(v) for v in seeds.split(",") if v.strip()]
+            repeated = sorted({v for v in settings["seed"] if settings["seed"].count(v) > 1})
+            if repeated:
+                raise ValueError(f"--seeds: {repeated[0]} appears twice")
+    except (ConfigError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+    if folds and any(len(v) > 1 for v in settings.values()):
+        raise click.UsageError("--folds runs one setting; use --set with single values")
+    return settings
+
+
+def _recorded_data(
+    recorded: dict[str, Any],
+    cache: Path | None,
+    train_csvs: tuple[Path, ...],
+    valid_csv: Path | None,
+) -> tuple[Path, tuple[Path, ...], Path | None]:
+    """`--from`: the run's cache and split CSVs where the command line gives none; a CSV that
+    changed since the run is said."""
+    cache = cache or Path(recorded["cache"]["path"])
+    train_csvs = train_csvs or tuple(Path(p) for p in recorded["train_csvs"])
+    valid_csv = valid_csv or (Path(recorded["valid_csv"]) if recorded["valid_csv"] else None)
+    _warn_changed_csvs(recorded, [*train_csvs, *([valid_csv] if valid_csv else [])])
+    return cache, train_csvs, valid_csv
+
+
+def _warn_changed_csvs(recorded: dict[str, Any], csvs: list[Path]) -> None:
+    """`--from`: a label file that changed since the run (its digest differs) is said."""
+    from emi_features.core.dataset import file_digest
+
+    digests = (recorded.get("provenance") or {}).get("csv_digests") or {}
+    for path in csvs:
+        before = digests.get(str(Path(path).resolve()))
+        if before is not None and Path(path).is_file() and file_digest(path) != before:
+            logging.getLogger("emi").warning(
+                "--from: %s changed since that run (its digest differs): this run trains on "
+                "other labels", path,
+            )  # fmt: skip
+
+
+def _command_line(name: str) -> list[str]:
+    """The command as typed: `emi NAME ...` or `emi-NAME ...`."""
+    arguments = sys.argv[1:]
+    return ["emi", *arguments] if arguments[:1] == [name] else [f"emi-{name}", *arguments]
+
+
+def _recorded_run(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json, its head and training settings checked (light: no torch)."""
+    try:
+        recorded = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        HeadConfig.from_dict(recorded["head"])
+        TrainConfig.from_dict(recorded["train"])
+        recorded["cache"]["path"], recorded["train_csvs"], recorded["valid_csv"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise click.UsageError(f"--from {run_dir}: not a usable run ({error})") from None
+    return recorded
+
+
+# The commands that use trained runs live in their own module; named here too, as before.
+from emi_heads.cli.use import export_command, predict_command, runs_command  # noqa: E402
+
+__all__ = ["train_command", "predict_command", "runs_command", "export_command"]

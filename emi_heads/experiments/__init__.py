@@ -1,0 +1,1 @@
+"""Many runs at once (seeds, folds, grids), comparing them, and their plots."""

@@ -1,0 +1,98 @@
+"""PNG plots of a run: training curves, and predicted against true per column on validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from emi_features.cache.atomic import atomic_path  # noqa: E402
+from emi_features.core.task import EMOTIONS  # noqa: E402
+from emi_heads.training.metrics import pearson_columns  # noqa: E402
+
+
+def plot_curves(path: Path, rows: list[dict[str, float]], best: float | None = None) -> None:
+    """Training and validation loss, and validation r, per epoch, with the best epoch marked
+    and labelled (or validation r per ridge alpha, the chosen alpha marked, in one panel).
+    Legends stand outside the axes, so that no curve is hidden."""
+    if not rows:
+        return
+    if "alpha" in rows[0]:
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        axis.semilogx([r["alpha"] for r in rows], [r["valid_r"] for r in rows], marker="o")
+        axis.set(xlabel="ridge alpha", ylabel="valid mean r", title="ridge: valid r per alpha")
+        if best is not None:
+            axis.axvline(best, color="tab:red", linestyle="--", label=f"chosen alpha {best:g}")
+            axis.legend(fontsize=8)
+        _save(figure, path)
+        return
+    with_r = "valid_r" in rows[0]
+    figure, axes = plt.subplots(1, 2 if with_r else 1, figsize=(13 if with_r else 6.5, 3.8),
+                                squeeze=False)  # fmt: skip
+    losses, scores = axes[0][0], axes[0][-1]
+    epochs = [r["epoch"] for r in rows]
+    losses.plot(epochs, [r["loss"] for r in rows], label="loss")
+    losses.plot(epochs, [r["aux_loss"] for r in rows], label="auxiliary")
+    if rows[0].get("valid_loss") not in (None, ""):
+        losses.plot(epochs, [r["valid_loss"] for r in rows], label="valid loss")
+    losses.set(xlabel="epoch", ylabel="loss")
+    if with_r:
+        scores.plot(epochs, [r["valid_r"] for r in rows], label="mean", color="black")
+        smoothed = [r.get("valid_r_smoothed") for r in rows]
+        if all(isinstance(v, float) for v in smoothed) and smoothed != [r["valid_r"] for r in rows]:
+            scores.plot(epochs, smoothed, label="mean, smoothed (selects)", color="black",
+                        linestyle=":")  # fmt: skip
+        for name in EMOTIONS:
+            scores.plot(epochs, [r[f"r_{name}"] for r in rows], label=name, alpha=0.6)
+        scores.set(xlabel="epoch", ylabel="valid Pearson r")
+    for axis in {id(a): a for a in (losses, scores)}.values():
+        if best is not None:
+            axis.axvline(best, color="tab:red", linestyle="--", linewidth=0.8,
+                         label=f"best epoch {best:g}")  # fmt: skip
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(figure, path)
+
+
+def plot_scatter(path: Path, predictions: np.ndarray, targets: np.ndarray) -> None:
+    """Predicted against true for each of the six columns, with r in each title."""
+    r = pearson_columns(predictions, targets)
+    figure, axes = plt.subplots(2, 3, figsize=(10, 6.5))
+    for k, (axis, name) in enumerate(zip(axes.ravel(), EMOTIONS, strict=True)):
+        axis.scatter(targets[:, k], predictions[:, k], s=6, alpha=0.5)
+        axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+        # predictions' own range: a head whose predictions collapse to a line shows it
+        low, high = float(predictions[:, k].min()), float(predictions[:, k].max())
+        margin = max(0.05 * (high - low), 0.005)
+        axis.set(
+            title=f"{name}  r={r[k]:.3f}\npredictions {low:.3f}..{high:.3f}",
+            xlabel="true",
+            ylabel="predicted",
+            xlim=(-0.02, 1.02),
+            ylim=(low - margin, high + margin),
+        )
+    _save(figure, path)
+
+
+def plot_over_time(path: Path, title: str, starts: list[float], values: np.ndarray) -> None:
+    """The six intensities of one recording's windows (`values` (W, 6)) against each window's
+    start in seconds: one line per emotion, on a 0..1 axis."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axis = plt.subplots(figsize=(10, 3.8))
+    for k, name in enumerate(EMOTIONS):
+        axis.plot(starts, values[:, k], marker="o", markersize=3, label=name)
+    axis.set(xlabel="window start (s)", ylabel="predicted intensity", ylim=(-0.02, 1.02),
+             title=title)  # fmt: skip
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(figure, path)
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=90, format="png")
+    plt.close(figure)

@@ -1,0 +1,85 @@
+"""What each head reads of a cache's inputs, as functions of its config alone (light: no
+torch): the heads build their branches from them, `emi predict` checks a cache for them, and
+`emi runs` shows them. Each head names its function in its settings class (`settings`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emi_heads.heads.settings import HeadConfig
+
+SUMMARIES = {"stats": "frame_stats", "cache": "mean"}  # mean_input -> the clip vector read
+
+
+def branch_inputs(config: HeadConfig) -> list[str]:
+    """The clip vectors a concat or ridge head reads: `inputs` when given, else every one the
+    cache has, after the ablation switches."""
+    if config.inputs:
+        return [name.strip() for name in config.inputs.split(",") if name.strip()]
+    names = ["frame_stats"]
+    if config.use_mean:
+        names.append("mean")
+    if config.use_vad:
+        names += [n for n in ("vad", "frame_vad_stats") if n in config.dims]
+    names += sorted(n for n in config.dims if n.startswith("features/"))
+    return names
+
+
+def sequence_streams(config: HeadConfig) -> list[str]:
+    """The frame-level streams `streams-lstm` reads: `frames` and `seq/features/NAME`, all of
+    them or those `inputs` names (`frames,features/face`)."""
+    chosen = [n.strip() for n in config.inputs.split(",") if n.strip()]
+    sequences = sorted(n for n in config.dims if n.startswith("seq/"))
+    streams = [n for n in sequences if not chosen or n.removeprefix("seq/") in chosen]
+    return ["frames", *streams] if not chosen or "frames" in chosen else streams
+
+
+def _recurrent_extras(config: HeadConfig, frames: bool = True) -> list[str]:
+    """The frame VAD beside the frames, and the clip summary joined to the last states."""
+    vad = ["frame_vad"] if frames and config.use_vad and "frame_vad" in config.dims else []
+    joined = config.use_mean and config.mean_input != "frames"
+    return [*vad, *([SUMMARIES.get(config.mean_input, "mean")] if joined else [])]
+
+
+def lstm_reads(config: HeadConfig) -> list[str]:
+    return ["frames", *_recurrent_extras(config)]
+
+
+def streams_lstm_reads(config: HeadConfig) -> list[str]:
+    streams = sequence_streams(config)
+    return [*streams, *_recurrent_extras(config, frames="frames" in streams)]
+
+
+def frames_reads(config: HeadConfig) -> list[str]:
+    return ["frames"]
+
+
+def inputs_read(config: HeadConfig) -> list[str]:
+    """The inputs (keys of `config.dims`) a head reads to predict: what a cache must hold for
+    it, whatever else the training cache held."""
+    return type(config).reads(config)
+
+
+def streams_read(config: HeadConfig) -> list[str]:
+    """The /features streams among `inputs_read`, by name (`fb10`, `text`)."""
+    names = (n.removeprefix("seq/") for n in inputs_read(config))
+    return list(dict.fromkeys(n.split("/", 1)[1] for n in names if n.startswith("features/")))
+
+
+def parse_stream_weights(spec: str) -> dict[str, float]:
+    """`frames=0.35,features/text=0.45` -> {"frames": 0.35, "features/text": 0.45}; one-line
+    error for a malformed pair or a weight that is not a number >= 0."""
+    weights: dict[str, float] = {}
+    for pair in filter(None, (p.strip() for p in spec.split(","))):
+        name, equals, value = pair.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not equals or not name.strip() or not weight >= 0 or not math.isfinite(weight):
+            raise ValueError(f"stream_aux_weights: {pair!r} is not NAME=WEIGHT with a weight >= 0")
+        weights[name.strip()] = weight
+    return weights

@@ -1,0 +1,323 @@
+"""Each head's own settings, a frozen dataclass per head that is also its registration: its
+name, what it is, the network class that it builds (`module:Class`, imported on use) and what it
+reads. `HEADS` lists them by name; `head_config(name, ...)` builds the right one.
+
+Light (no torch): `emi train --help` shows every head's settings, and a bad value is refused in
+one line, before torch loads. Settings several heads share are written once, in the base class
+they share (`NeuralConfig`, `RecurrentConfig`, `BranchConfig`). Each field's `help` is the one
+the command line shows.
+
+Adding a head: its network module (a `Head` subclass) and its settings class here, named in
+`HEADS` (see the README's "How to add").
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+from emi_features.core.dataclass_options import choice_problems
+from emi_heads.heads import reads
+
+MAX_WIDTH = 1 << 16  # the widest layer a config may ask for: 65,536 units
+MAX_LAYERS = 16
+ALIASES = {"linear": "ridge"}  # the names heads had before (runs saved with them still load)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be built; one line naming the field."""
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+def _inputs() -> Any:
+    """`inputs`: the one definition every head that chooses its inputs shares."""
+    return field(default="", metadata=_help(
+        "What the head reads, comma-separated; empty: all. concat, ridge: clip inputs and "
+        "streams (frame_stats, mean, vad, frame_vad_stats, features/NAME); streams-lstm: frame "
+        "streams (frames, features/NAME)."))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """What every head has: its name, the widths of what it reads (`dims`, from the cache),
+    and the ablation switches of the VAD inputs and the global mean."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    network: ClassVar[str] = ""  # module:Class of its `Head`
+    reads: ClassVar[Callable[[Any], list[str]]]
+    needs_frames: ClassVar[bool] = False  # sequence heads read every frame
+    trained_by_sgd: ClassVar[bool] = True
+
+    head: str
+    dims: dict[str, int] = field(default_factory=dict)
+    use_vad: bool = field(default=True, metadata=_help("Ablation: VAD inputs.", flag="vad"))
+    use_mean: bool = field(
+        default=True, metadata=_help("Ablation: global mean vector.", flag="mean")
+    )
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """A line per invalid setting (subclasses add their own)."""
+        problems = []
+        if self.head != self.name:
+            problems.append(f"head {self.head!r}: this config is the {self.name} head's")
+        bad_dims = [k for k, v in self.dims.items() if not 1 <= v <= 1 << 20]
+        if bad_dims:
+            problems.append(f"input widths out of range: {', '.join(bad_dims)}")
+        return [*problems, *choice_problems(self)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeadConfig:
+        """The config a run's config.json holds (see `config_json.head_from_dict`)."""
+        from emi_heads.training.config_json import head_from_dict
+
+        return head_from_dict(data)
+
+    @classmethod
+    def network_class(cls) -> type:
+        """The `Head` subclass this config builds (imports torch)."""
+        module, name = cls.network.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name not in ("head", "dims")]
+
+
+@dataclass(frozen=True)
+class NeuralConfig(HeadConfig):
+    """What every head trained by SGD has."""
+
+    mlp_hidden: int = field(default=256, metadata=_help("Hidden width of the output MLP."))
+    dropout: float = field(default=0.2, metadata=_help("Dropout in every head."))
+    output_activation: Literal["sigmoid", "none"] = field(
+        default="sigmoid",
+        metadata=_help(
+            "Output layer: sigmoid, or none (predictions clipped to [0, 1] only when written).",
+        ),
+    )
+    bias_at_label_mean: bool = field(
+        default=True, metadata=_help("Start the output bias at the training label mean.")
+    )
+    standardize: bool = field(
+        default=True,
+        metadata=_help(
+            "Standardise every input per dimension with the training set's mean and sd "
+            "(saved with the weights; ridge always standardises)."
+        ),
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not 1 <= self.mlp_hidden <= MAX_WIDTH:
+            problems.append(f"mlp_hidden must be in 1..{MAX_WIDTH}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append("dropout must be in [0, 1)")
+        return problems
+
+
+@dataclass(frozen=True)
+class RecurrentConfig(NeuralConfig):
+    """The LSTM heads: the LSTM's size and what joins its last state."""
+
+    needs_frames = True
+
+    hidden: int = field(default=256, metadata=_help("LSTM hidden size (the published: 1027)."))
+    layers: int = field(default=2, metadata=_help("LSTM layers."))
+    mean_input: Literal["stats", "cache", "frames"] = field(
+        default="stats",
+        metadata=_help(
+            "lstm, streams-lstm: what joins the last state — the frames' mean and sd over the "
+            "crop (what ridge reads), the cache's /mean, or the time-mean of the LSTM's input "
+            "frames (as published; lstm only).",
+        ),
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not 1 <= self.hidden <= MAX_WIDTH:
+            problems.append(f"hidden must be in 1..{MAX_WIDTH}")
+        if not 1 <= self.layers <= MAX_LAYERS:
+            problems.append(f"layers must be in 1..{MAX_LAYERS}")
+        return problems
+
+
+@dataclass(frozen=True)
+class LstmConfig(RecurrentConfig):
+    name = "lstm"
+    description = ("frames (+ frame VAD) -> 2-layer LSTM, last state + global mean -> MLP "
+                   "(audio-only system, 6th ABAW)")  # fmt: skip
+    network = "emi_heads.heads.lstm:LstmHead"
+    reads = staticmethod(reads.lstm_reads)
+
+    input_norm: bool = field(
+        default=True, metadata=_help("lstm: LayerNorm on the frames before the LSTM.")
+    )
+
+
+@dataclass(frozen=True)
+class StreamsLstmConfig(RecurrentConfig):
+    name = "streams-lstm"
+    description = ("one LSTM per frame-level stream (the cache's frames and every frame stream "
+                   "under /features), last states + global mean -> MLP (late fusion per "
+                   "modality, 8th ABAW)")  # fmt: skip
+    network = "emi_heads.heads.streams_lstm:StreamLstmHead"
+    reads = staticmethod(reads.streams_lstm_reads)
+
+    inputs: str = _inputs()
+
+
+@dataclass(frozen=True)
+class BranchConfig(NeuralConfig):
+    """The concatenation-fusion heads: a branch per input, auxiliary heads, a VAD latent."""
+
+    branch_dim: int = field(default=128, metadata=_help("concat: width of each branch."))
+    vad_latent: Literal["supervised", "free", "off"] = field(
+        default="supervised",
+        metadata=_help(
+            "concat: the 3-d VAD latent tied to the cached VAD, learned freely, or off.",
+        ),
+    )
+    aux_weight: float = field(
+        default=0.3, metadata=_help("concat: weight of each branch's auxiliary loss.")
+    )
+    vad_weight: float = field(
+        default=0.1, metadata=_help("concat: weight of the VAD latent's loss (supervised).")
+    )
+    aux_loss: Literal["main", "smooth_l1"] = field(
+        default="main",
+        metadata=_help("Loss of the auxiliary branch heads: the main loss, or Smooth-L1."),
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not 1 <= self.branch_dim <= MAX_WIDTH:
+            problems.append(f"branch_dim must be in 1..{MAX_WIDTH}")
+        if not (self.aux_weight >= 0 and self.vad_weight >= 0):
+            problems.append("aux_weight and vad_weight must be >= 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class ConcatConfig(BranchConfig):
+    name = "concat"
+    description = ("branches per clip input, concatenated, auxiliary heads, VAD latent "
+                   "(concatenation fusion, 10th ABAW)")  # fmt: skip
+    network = "emi_heads.heads.concat:ConcatHead"
+    reads = staticmethod(reads.branch_inputs)
+
+    inputs: str = _inputs()
+
+
+@dataclass(frozen=True)
+class FrameConcatConfig(BranchConfig):
+    name = "concat-frames"
+    description = ("per-frame branches (LayerNorm, Linear, GELU) mean-pooled over time, VAD "
+                   "latent on the acoustic frames, auxiliary heads (the published concat "
+                   "fusion, 10th ABAW)")  # fmt: skip
+    network = "emi_heads.heads.frame_concat:FrameConcatHead"
+    reads = staticmethod(reads.frames_reads)
+    needs_frames = True
+
+    stream_aux_weights: str = field(
+        default="",
+        metadata=_help(
+            "concat-frames: each stream's share of aux_weight, e.g. frames=0.35 (the published "
+            "shares: face 0.20, audio 0.35, text 0.45); streams not named share what is left "
+            "evenly; empty: even shares."
+        ),
+    )
+    pool_steps: int = field(
+        default=16,
+        metadata=_help(
+            "concat-frames: adaptive average pooling of each clip to N steps (0: off; the "
+            "published: 128)."
+        ),
+    )
+    vad_center_weight: float = field(
+        default=0.0,
+        metadata=_help("concat-frames: weight of mean((v - 0.5)^2) on the free VAD latent v."),
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        try:
+            reads.parse_stream_weights(self.stream_aux_weights)
+        except ValueError as error:
+            problems.append(str(error))
+        if not 0 <= self.pool_steps <= MAX_WIDTH:
+            problems.append(f"pool_steps must be in 0..{MAX_WIDTH}")
+        if not self.vad_center_weight >= 0:
+            problems.append("vad_center_weight must be >= 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class RidgeConfig(HeadConfig):
+    name = "ridge"
+    description = "ridge regression on clip vectors (the baseline; `linear` is its old name)"
+    network = "emi_heads.heads.ridge:RidgeHead"
+    reads = staticmethod(reads.branch_inputs)
+    trained_by_sgd = False
+
+    inputs: str = _inputs()
+    ridge_alphas: tuple[float, ...] = field(
+        default=(0.1, 1.0, 10.0, 100.0, 1000.0),
+        metadata=_help("ridge: ridge alphas tried on validation (comma-separated)."),
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not self.ridge_alphas or not all(math.isfinite(a) and a > 0 for a in self.ridge_alphas):
+            problems.append("ridge_alphas must be positive numbers")
+        return problems
+
+
+HEADS: dict[str, type[HeadConfig]] = {
+    config.name: config
+    for config in (LstmConfig, ConcatConfig, StreamsLstmConfig, FrameConcatConfig, RidgeConfig)
+}
+
+
+def head_class(name: str) -> type[HeadConfig]:
+    """The settings class of the head NAME (or of its old name); one line when unknown."""
+    name = ALIASES.get(name, name)
+    if name not in HEADS:
+        raise ConfigError(f"head {name!r} is unknown (known: {', '.join(HEADS)})")
+    return HEADS[name]
+
+
+def head_config(head: str, dims: dict[str, int] | None = None, **settings: Any) -> HeadConfig:
+    """The config of the head `head` (an old name is accepted) with these settings; a setting
+    that belongs to another head is refused by name."""
+    config_class = head_class(head)
+    own = set(config_class.setting_names())
+    foreign = sorted(set(settings) - own)
+    if foreign:
+        raise ConfigError(f"{', '.join(foreign)}: not a setting of the {config_class.name} head "
+                          f"(its settings: {', '.join(sorted(own))})")  # fmt: skip
+    return config_class(config_class.name, dict(dims or {}), **settings)
+
+
+def all_settings() -> dict[str, type[HeadConfig]]:
+    """Every head's settings by name, each once, with a settings class that has it (the command
+    line's head options, `--set` keys)."""
+    found: dict[str, type[HeadConfig]] = {}
+    for config_class in HEADS.values():
+        for name in config_class.setting_names():
+            found.setdefault(name, config_class)
+    return found

@@ -1,0 +1,1 @@
+"""Training one head: configs, data in memory, losses, the SGD loop, run folders."""

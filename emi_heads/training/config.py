@@ -1,0 +1,178 @@
+"""How a head is trained (`TrainConfig`) and what a run reads of a cache (`InputSpec`, the
+`reads` block of config.json). Frozen dataclasses, validated when built, saved in config.json
+beside the head's own settings (`heads.settings`).
+
+No heavy imports: `emi-train --help` and argument errors answer before torch loads. Each field's
+`help` is the one the command line shows; `emi-train` has an option for every field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from emi_features.core.dataclass_options import choice_problems
+from emi_heads.heads.settings import ConfigError, HeadConfig
+from emi_heads.training.losses import parse_loss_terms
+
+EMA_RUN_SHARE = 0.05  # an automatic EMA averages over the last 5 % of the run's steps
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a head is trained; saved in config.json beside the head's own config."""
+
+    epochs: int = field(default=30, metadata=_help("Training epochs."))
+    batch_size: int = field(default=32, metadata=_help("Clips per step."))
+    min_steps: int = field(
+        default=1500,
+        metadata=_help(
+            "Floor on the run's optimizer steps: on a small set each epoch repeats passes over "
+            "the training clips until epochs x steps reach it (0: one pass per epoch)."
+        ),
+    )
+    lr: float = field(default=1e-3, metadata=_help("AdamW learning rate."))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay."))
+    warmup_fraction: float = field(
+        default=0.05, metadata=_help("Share of the steps spent warming the rate up.")
+    )
+    warmup_epochs: float = field(
+        default=0.0,
+        metadata=_help(
+            "Warm-up length in epochs, whatever the number of epochs (0: warmup_fraction "
+            "decides; the published LSTM: 1)."
+        ),
+    )
+    grad_clip: float = field(default=1.0, metadata=_help("Gradient clipping threshold."))
+    clip_mode: Literal["norm", "value"] = field(
+        default="norm",
+        metadata=_help("Clip the gradients' total norm, or each value."),
+    )
+    lr_schedule: Literal["warmup-cosine", "cosine-epoch"] = field(
+        default="warmup-cosine",
+        metadata=_help(
+            "Linear warm-up then cosine decay stepped per batch, or cosine annealing stepped "
+            "per epoch without warm-up.",
+        ),
+    )
+    loss: str = field(default="mse+pearson", metadata=_help("e.g. mse, pearson, mse+0.1*ccc"))
+    ema: bool = field(default=True, metadata=_help("EMA of the weights (evaluated, saved)."))
+    ema_decay: float | None = field(
+        default=None,
+        metadata=_help(
+            "EMA decay per step (0: tied to the run's length, a time constant of "
+            f"{EMA_RUN_SHARE:.0%} of its steps, at least 10).",
+            zero_is_none=True,
+        ),
+    )
+    ema_warmup: bool = field(
+        default=True,
+        metadata=_help("EMA decay min(d, (1+t)/(10+t)) at first; off: d from the first step."),
+    )
+    corr_ramp_epochs: int = field(
+        default=0,
+        metadata=_help("Ramp the pearson/ccc terms' weight up over N epochs: min(1, epoch/N)."),
+    )
+    min_improvement: float = field(
+        default=0.0, metadata=_help("A better valid r must beat the best by more than this.")
+    )
+    patience: int = field(
+        default=10, metadata=_help("Early stopping: epochs without a better valid r.")
+    )
+    select_window: int = field(
+        default=3,
+        metadata=_help(
+            "Best epoch and early stopping on the mean valid r of the last N epochs (1: raw)."
+        ),
+    )
+    length_buckets: bool = field(
+        default=True,
+        metadata=_help(
+            "Sequence heads: batches of clips of similar length (little padding); off: "
+            "uniformly shuffled batches, as published."
+        ),
+    )
+    modality_dropout: float = field(
+        default=0.0,
+        metadata=_help(
+            "Training only: each clip's every /features stream is blanked with probability p, "
+            "as a clip the stream lacks, so that a clip missing a stream still predicts."
+        ),
+    )
+    max_seconds: float | None = field(
+        default=12.0,
+        metadata=_help("Use each clip's first seconds of frames (0: all).", zero_is_none=True),
+    )
+    seed: int = field(default=0, metadata=_help("Seed of initialisation and batch order."))
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            problems.append("epochs, batch_size and patience must be >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append("lr must be a positive number")
+        if not self.weight_decay >= 0:
+            problems.append("weight_decay must be >= 0")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            problems.append("modality_dropout must be in [0, 1)")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            problems.append("warmup_fraction must be in [0, 1)")
+        if not 0.0 <= self.warmup_epochs <= self.epochs:
+            problems.append("warmup_epochs must be in [0, epochs]")
+        if not self.grad_clip > 0:
+            problems.append("grad_clip must be > 0")
+        if self.corr_ramp_epochs < 0 or not self.min_improvement >= 0:
+            problems.append("corr_ramp_epochs and min_improvement must be >= 0")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            problems.append("ema_decay must be in (0, 1) (or None: tied to the run's length)")
+        if self.min_steps < 0 or self.select_window < 1:
+            problems.append("min_steps must be >= 0 and select_window >= 1")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            problems.append("max_seconds must be > 0 (or None: every frame)")
+        try:
+            parse_loss_terms(self.loss)
+        except ValueError as error:
+            problems.append(str(error))
+        problems += choice_problems(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        from emi_heads.training.config_json import from_dict
+
+        return from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a head reads from the cache: the same spec loads training and prediction inputs.
+    Saved as the `reads` block of config.json, so prediction needs no training config."""
+
+    need_frames: bool
+    use_vad: bool
+    max_seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.need_frames, "vad": self.use_vad, "max_seconds": self.max_seconds}
+
+    @classmethod
+    def from_run(cls, recorded: dict[str, Any]) -> InputSpec:
+        """The spec of a run's config.json: its `reads` block, or for a run saved before runs
+        had one, what its head and training config imply."""
+        if "reads" in recorded:
+            block = recorded["reads"]
+            return cls(bool(block["frames"]), bool(block["vad"]), block["max_seconds"])
+        from emi_heads.heads.settings import head_class
+
+        head = head_class(recorded["head"]["head"])
+        return cls(head.needs_frames, recorded["head"]["use_vad"], recorded["train"]["max_seconds"])
+
+
+def input_spec(head: HeadConfig, train: TrainConfig) -> InputSpec:
+    return InputSpec(head.needs_frames, head.use_vad, train.max_seconds)

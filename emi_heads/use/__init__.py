@@ -1,0 +1,1 @@
+"""Using trained runs: ensembles, submissions, new recordings, model folders, the Python API."""

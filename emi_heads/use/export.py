@@ -1,0 +1,186 @@
+"""`emi export RUN... --out DIR`: runs as a self-contained model folder that someone else can
+load (`emi predict --model DIR --media ...`, `load_model(DIR)`) or publish (`hf upload`).
+
+DIR holds `emi-model.json` (the members and their runs), one folder per run with its weights
+(safetensors), its config with no machine paths (file names and digests of the training CSVs,
+the stage-one recipe that makes its features) and metrics, and `README.md`: a model card with
+the Hugging Face metadata block, the task, the labels, the validation scores, the models it
+needs with their licences, and the commands that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from emi_features.core.task import EMOTIONS
+from emi_features.extraction.config import MODEL_LICENCES
+from emi_heads.heads.reads import streams_read
+from emi_heads.heads.settings import HeadConfig
+from emi_heads.training.rundir import CONFIG, METRICS, WEIGHTS, RunError, read_run_config
+from emi_heads.use.ensemble import MODEL_INDEX, expand_members
+
+
+def export_model(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the model folder `out` (built beside it and renamed: never half written)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise RunError(f"{out} exists; --overwrite replaces it")
+    members = expand_members(run_dirs)
+    staging = out.with_name(f".{out.name}.export")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    index: list[list[str]] = []
+    configs: dict[str, dict[str, Any]] = {}
+    for member in members:
+        index.append([])
+        for run in member.runs:
+            name = f"run-{len(configs)}"
+            (staging / name).mkdir()
+            shutil.copyfile(run / WEIGHTS, staging / name / WEIGHTS)
+            if (run / METRICS).is_file():
+                shutil.copyfile(run / METRICS, staging / name / METRICS)
+            configs[name] = portable_config(read_run_config(run))
+            (staging / name / CONFIG).write_text(json.dumps(configs[name], indent=2) + "\n")
+            index[-1].append(name)
+    (staging / MODEL_INDEX).write_text(json.dumps(
+        {"format": "emi-model", "format_version": 1, "labels": list(EMOTIONS), "members": index},
+        indent=2) + "\n")  # fmt: skip
+    (staging / "README.md").write_text(model_card(configs, staging))
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config with no path of the machine it was trained on: CSVs by file name (their
+    digests kept), no cache path, no working directory."""
+    portable = json.loads(json.dumps(config))
+    portable["cache"].pop("path", None)
+    recipe = portable["cache"].get("recipe")
+    if recipe is not None:  # only the streams the head reads: what a user must make again
+        read = streams_read(HeadConfig.from_dict(portable["head"]))
+        recipe["streams"] = {k: v for k, v in recipe["streams"].items() if k in read}
+        if not any("embed-text" in str(v.get("source")) for v in recipe["streams"].values()):
+            recipe["text"] = None
+    portable["train_csvs"] = [Path(p).name for p in portable.get("train_csvs") or []]
+    if portable.get("valid_csv"):
+        portable["valid_csv"] = Path(portable["valid_csv"]).name
+    provenance = portable.get("provenance") or {}
+    provenance.pop("cwd", None)
+    provenance["csv_digests"] = {
+        Path(k).name: v for k, v in (provenance.get("csv_digests") or {}).items()
+    }
+    if provenance.get("command"):
+        provenance["command"] = [_name_only(a) for a in provenance["command"]]
+    portable["provenance"] = provenance
+    return portable
+
+
+def _name_only(argument: str) -> str:
+    return Path(argument).name if argument.startswith("/") else argument
+
+
+def models_needed(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Every model the runs' features need (backbones, stream encoders, speech recognizer),
+    with its licence where known."""
+    names: list[str] = []
+    for config in configs.values():
+        recipe = config["cache"].get("recipe") or {}
+        names.append(
+            (recipe.get("extraction") or {}).get("backbone") or config["cache"]["backbone"]
+        )
+        for attrs in (recipe.get("streams") or {}).values():
+            source = str(attrs.get("source", ""))
+            if "--model " in source:
+                names.append(source.split("--model ", 1)[1].split()[0])
+        if (recipe.get("text") or {}).get("model"):
+            names.append(recipe["text"]["model"])
+    unknown = "see that model's own card"
+    return {name: MODEL_LICENCES.get(name, unknown) for name in dict.fromkeys(names)}
+
+
+def _score_rows(configs: dict[str, dict[str, Any]], folder: Path) -> list[str]:
+    """One Markdown row per run: its head, preset, valid mean r and per-column r."""
+    rows = []
+    for name, config in configs.items():
+        path = folder / name / METRICS
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        scores = metrics.get("valid_r") or {}
+        mean = metrics.get("valid_mean_r")
+        cells = [name, config["head"]["head"], config.get("preset") or "",
+                 "–" if mean is None else f"{mean:.3f}",
+                 *(f"{scores[e]:.3f}" if e in scores else "–" for e in EMOTIONS)]  # fmt: skip
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def model_card(configs: dict[str, dict[str, Any]], folder: Path) -> str:
+    """README.md: the Hugging Face metadata block, then what the model is and needs."""
+    needed = models_needed(configs)
+    research_only = any("NC" in licence for licence in needed.values())
+    rows = _score_rows(configs, folder)
+    first = next(iter(configs.values()))
+    digests = first.get("provenance", {}).get("csv_digests", {})
+    commands = [" ".join(c["provenance"]["command"]) for c in configs.values()
+                if c.get("provenance", {}).get("command")]  # fmt: skip
+    return "\n".join([
+        "---",
+        "library_name: emi",
+        f"license: {'cc-by-nc-sa-4.0' if research_only else 'mit'}",
+        "pipeline_tag: audio-classification",
+        "tags: [emotion, emotional-mimicry-intensity, abaw, affective-computing]",
+        "metrics: [pearsonr]",
+        "---",
+        "",
+        "# Emotional Mimicry Intensity model (EMI)",
+        "",
+        "Predicts six intensities in [0, 1] of a person imitating an emotional video (the ABAW "
+        "challenge's EMI task): " + ", ".join(EMOTIONS) + ". Scored by the mean Pearson r over "
+        "the six. Made with emi " + str(first.get("emi_version", "")) + ".",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "emi predict --model THIS_FOLDER --media recordings/ --out intensities.csv",
+        "emi predict --model THIS_FOLDER --media long.wav --window 10 --hop 5 --out over_time.csv",
+        "```",
+        "",
+        "```python",
+        "from emi_heads import load_model",
+        'result = load_model("THIS_FOLDER").predict(["recordings/"])',
+        "```",
+        "",
+        "## Validation (the runs, averaged as listed in emi-model.json)",
+        "",
+        "| run | head | preset | mean r | " + " | ".join(EMOTIONS) + " |",
+        "|" + " --- |" * (4 + len(EMOTIONS)),
+        *rows,
+        "",
+        "## What it needs (its features are made again from your media with these)",
+        "",
+        *(f"- `{name}`: {licence}" for name, licence in needed.items()),
+        "",
+        *(["**Research use only**: a model it needs is licensed CC BY-NC-SA 4.0 (audeering's "
+           "VAD model), so this model is too.", ""] if research_only else []),
+        "## Training data",
+        "",
+        *(f"- `{name}`: `{digest}`" for name, digest in digests.items()),
+        "",
+        "## How it was made",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+    ])  # fmt: skip
+
+
+def export_command_main(run_dirs: tuple[str, ...], out: Path, overwrite: bool) -> str:
+    """What `emi export` does and says (the click command in cli.py parses, this acts)."""
+    folder = export_model(list(run_dirs), out, overwrite=overwrite)
+    runs = sum(1 for p in folder.iterdir() if (p / CONFIG).is_file())
+    return f"{folder}: a model of {runs} run(s); load it with `emi predict --model {folder}`"
