@@ -3,11 +3,18 @@ model card (feature extractor, then one clip at a time through the model, fp32, 
 on the same clips, with the full-size architecture (random weights), outputs checked equal.
 
 python bench/extraction.py [--seconds 90] [--device cpu|cuda] [--dtype float32|bfloat16]
+    [--runtimes torch:int8,onnxruntime:fp32,onnxruntime:int8,openvino:fp32] [--budgets ...]
+
+Each `--runtimes` row (`emi extract --runtime R --precision P`, one clip per call) is timed
+after a warm-up run that exports its graph, and its drift is measured against the reference's
+fp32 frames: the largest relative error of the frames and of the clip means (error over the
+largest magnitude of the reference, per clip).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -57,8 +64,9 @@ def reference(model_dir: Path, folder: Path, device: torch.device) -> tuple[dict
 
 
 def ours(
-    model_dir: Path, folder: Path, out: Path, device: str, dtype: str, batch_seconds: float
-) -> float:
+    model_dir: Path, folder: Path, out: Path, device: str, dtype: str, batch_seconds: float,
+    runtime: str = "torch", precision: str = "fp32",
+) -> float:  # fmt: skip
     out.unlink(missing_ok=True)
     result = extract(
         folder,
@@ -70,8 +78,51 @@ def ours(
         workers=2,
         progress=False,
         overwrite=True,
+        runtime=runtime,
+        precision=precision,
     )
     return result.wall_seconds
+
+
+def drift(cache_path: Path, ref_outputs: dict) -> tuple[float, float]:
+    """The largest relative error, over the clips, of the frames and of the clip means against
+    the reference's fp32 frames (error / the reference's largest magnitude in that clip)."""
+    frames_error = mean_error = 0.0
+    with open_cache(cache_path) as cache:
+        for clip_id in cache.ids:
+            want = ref_outputs[clip_id][0]
+            got = cache.clip("frames", clip_id).astype(np.float32)
+            scale = float(np.abs(want).max())
+            frames_error = max(frames_error, float(np.abs(got - want).max()) / scale)
+            mean_scale = float(np.abs(want.mean(axis=0)).max())
+            got_mean = cache.read("mean")[cache.index(clip_id)]
+            error = float(np.abs(got_mean - want.mean(axis=0)).max())
+            mean_error = max(mean_error, error / mean_scale)
+    return frames_error, mean_error
+
+
+def runtime_rows(args, model_dir, folder, work, dtype, ref, audio, flops, rate) -> list[dict]:
+    """One row per `--runtimes` entry, timed (best of the rounds, after a warm-up that exports
+    the graph) against the reference measured in the same run, with its drift."""
+    ref_outputs, ref_seconds = ref
+    rows = []
+    for spec in filter(None, args.runtimes.split(",")):
+        runtime, precision = spec.split(":")
+        out = work / f"{runtime}-{precision}.h5"
+        ours(model_dir, folder, out, args.device, dtype, 0.0, runtime, precision)  # export
+        seconds = min(ours(model_dir, folder, out, args.device, dtype, 0.0, runtime, precision)
+                      for _ in range(args.rounds))  # fmt: skip
+        frames_error, mean_error = drift(out, ref_outputs)
+        rows.append({
+            "path": f"--runtime {runtime} --precision {precision}",
+            "seconds": seconds,
+            "audio_s_per_s": audio / seconds,
+            "x_reference": ref_seconds / seconds,
+            "matmul_fraction": flops / seconds / rate,
+            "frames_rel_error": frames_error,
+            "mean_rel_error": mean_error,
+        })  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -81,10 +132,12 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help="ours  [default: float32 CPU, bfloat16 GPU]")
     parser.add_argument("--budgets", default="0,10,20,40,80,160", help="--batch-seconds sweep")
     parser.add_argument("--rounds", type=int, default=2, help="best of N rounds per path")
+    parser.add_argument("--runtimes", default="", help="RUNTIME:PRECISION rows, comma-separated")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = args.dtype or ("float32" if device.type == "cpu" else "bfloat16")
     work = Path(tempfile.mkdtemp(prefix="emi-bench-"))
+    os.environ["XDG_CACHE_HOME"] = str(work / "user-cache")  # the exported graphs: not kept
     model_dir = save_full_size_model(work / "model")
     lengths = dataset_lengths(args.seconds)
     folder = write_clips(work / "clips", lengths)
@@ -143,8 +196,10 @@ def main() -> None:
             "matmul_fraction": flops / (our_seconds - load_seconds) / rate,
         },
     ]
+    rows += runtime_rows(args, model_dir, folder, work, dtype, (ref_outputs, ref_seconds), audio,
+                         flops, rate)  # fmt: skip
     sweep = []
-    for budget in (float(b) for b in args.budgets.split(",")):
+    for budget in (float(b) for b in filter(None, args.budgets.split(","))):
         seconds = ours(model_dir, folder, work / "sweep.h5", args.device, dtype, budget)
         sweep.append({"batch_seconds": budget, "audio_s_per_s": audio / (seconds - load_seconds)})
     print(
@@ -166,7 +221,8 @@ def main() -> None:
             "dtype": dtype,
         },
     )
-    _plot(sweep, device, dtype)
+    if sweep:
+        _plot(sweep, device, dtype)
 
 
 def _plot(sweep: list[dict], device: torch.device, dtype: str) -> None:

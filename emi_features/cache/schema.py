@@ -51,6 +51,8 @@ class Attr:
     FRAME_HOP = "frame_hop"
     FRAME_RATE = "frame_rate"  # a video stream's samples per second (no audio grid)
     CROP = "crop"
+    RUNTIME = "runtime"  # onnxruntime / openvino (absent: eager torch)
+    PRECISION = "precision"  # int8 (absent: fp32 weights)
     VAD_LABELS = "vad_labels"
     PACKAGE_VERSION = "package_version"
     COMPLETE = "complete"

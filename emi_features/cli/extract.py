@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from emi_features.core.dataclass_options import dataclass_options
+from emi_features.core.dataclass_options import choices, dataclass_options
 from emi_features.core.logs import setup_logging
 from emi_features.core.options import (
     COMMAND_SETTINGS,
@@ -42,8 +42,11 @@ def extract_config(options: dict[str, Any], stream: str | None) -> ExtractConfig
     """The `ExtractConfig` of the parsed options: the chosen modality's settings from their
     options (another modality's option given is refused), its default model unless --model."""
     context = click.get_current_context()
-    given = {name for name in options
-             if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    given = {
+        name
+        for name in options
+        if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    }
     modality = modality_class(options["modality"])
     own = {item.name for item in fields(modality.settings)}
     for name in reversed(MODALITIES):
@@ -87,7 +90,7 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
 @click.option("--split", default=D.split, help="Only the ids of INPUT/NAME_split.csv.")
 @click.option(
     "--source",
-    type=click.Choice(["auto", "audio", "video"]),
+    type=click.Choice(choices(ExtractConfig, "source")),
     default=D.source,
     help="Decode from raw/ videos, audio/ files, or the video when there is one.",
 )
@@ -97,6 +100,20 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
     type=click.Choice(DTYPE_NAMES),
     default=D.dtype,
     help="Backbone precision  [default: float32 on CPU, bfloat16 on GPU]",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(choices(ExtractConfig, "runtime")),
+    default=D.runtime,
+    help="CPU engine for a Hugging Face backbone: eager torch, or its graph exported once and "
+    "run by ONNX Runtime or OpenVINO (the onnxruntime / openvino extras).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(choices(ExtractConfig, "precision")),
+    default=D.precision,
+    help="int8: dynamic int8 weights in the transformer layers (CPU; torch or onnxruntime). "
+    "Faster, not exact: its cost on the real weights is unmeasured.",
 )
 @click.option(
     "--layer",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from emi_features.core.dataclass_options import choice_problems
 from emi_features.extraction.modality import MODALITIES, modality_class
 
 VAD_MODEL_ID = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
@@ -53,6 +54,8 @@ class ExtractConfig:
     overwrite: bool = False
     retry_skipped: bool = False
     offline: bool = False
+    runtime: Literal["torch", "onnxruntime", "openvino"] = "torch"  # see audio.compiled
+    precision: Literal["fp32", "int8"] = "fp32"
     modality: str = "audio"  # a name in `extraction.modality.MODALITIES`
     settings: Any = None  # the modality's own settings dataclass (None: its defaults)
 
@@ -74,6 +77,7 @@ class ExtractConfig:
             object.__setattr__(self, "settings", modality_class(self.modality).settings())
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
             problems.append(f"--dtype must be one of {', '.join(DTYPE_NAMES)}")
+        problems += [f"--{p.replace('_', '-')}" for p in choice_problems(self)]
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -43,8 +43,9 @@ def run_per_clip(
     clips = find_clips(Path(input_path), split=config.split, source=source)
     encoder = modality.open(config, ranks.device)
     writer = ranks.open_writer(
-        lambda **kw: CacheWriter(out, encoder.attrs, overwrite=config.overwrite,
-                                 retry_skipped=config.retry_skipped, **kw)  # fmt: skip
+        lambda **kw: CacheWriter(
+            out, encoder.attrs, overwrite=config.overwrite, retry_skipped=config.retry_skipped, **kw
+        )  # fmt: skip
     )
     processed, seconds = 0, 0.0
     with contextlib.closing(writer):

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from emi_features import __version__
 from emi_features.audio.backbones import Backbone, BackboneError, load_backbone
+from emi_features.audio.compiled import check_runtime, compiled_backbone
 from emi_features.audio.decode import DecodeError, probe_seconds
 from emi_features.cache.atomic import WriteError
 from emi_features.cache.locks import LockedError, check_unlocked
@@ -234,6 +235,8 @@ def cache_attrs(config: ExtractConfig, backbone: Backbone, dtype: str) -> dict[s
     }
     if backbone.has_vad:
         attrs[Attr.VAD_LABELS] = ",".join(VAD_LABELS)
+    if config.runtime != "torch" or config.precision != "fp32":  # absent: eager fp32, as ever
+        attrs.update({Attr.RUNTIME: config.runtime, Attr.PRECISION: config.precision})
     return attrs
 
 
@@ -299,12 +302,17 @@ def _plan(input_path: str | Path, out: Path, config: ExtractConfig, ranks: Ranks
     except LockedError as error:
         raise CacheError(str(error)) from None
     clips = find_clips(Path(input_path), split=config.split, source=config.source)
+    check_runtime(config.runtime, config.precision, device, batched=batch_seconds > 0)
+    if config.runtime != "torch" and dtype != "float32":
+        raise BackboneError(f"--runtime {config.runtime} computes in float32: leave --dtype")
     backbone = load_backbone(config.model, layer=config.layer, offline=config.offline)
     backbone.to(device=device, dtype=DTYPES[dtype])
+    backbone = compiled_backbone(backbone, config.runtime, config.precision)
     attrs = cache_attrs(config, backbone, dtype)
     writer = ranks.open_writer(
-        lambda **kw: CacheWriter(out, attrs, overwrite=config.overwrite,
-                                 retry_skipped=config.retry_skipped, **kw)  # fmt: skip
+        lambda **kw: CacheWriter(
+            out, attrs, overwrite=config.overwrite, retry_skipped=config.retry_skipped, **kw
+        )  # fmt: skip
     )
     try:
         by_id, lengths, todo, mine = _my_parts(clips, writer, backbone, batch_seconds, config,
@@ -360,8 +368,11 @@ def _run_parts(planned: Planned, workers: int, progress: bool) -> tuple[int, int
             for decoded in loader:
                 for clip_id, reason in decoded.skipped.items():
                     log.warning("skip %s: %s", clip_id, reason)
-                records = [record for batch in decoded.batches for record in
-                           encode_batch(planned.backbone, decoded, batch, **planned.options)]
+                records = [
+                    record
+                    for batch in decoded.batches
+                    for record in encode_batch(planned.backbone, decoded, batch, **planned.options)
+                ]
                 background.write_part(records, decoded.skipped)
                 clips += len(records)
                 samples += sum(decoded.num_samples)

@@ -166,4 +166,3 @@ def embed_text(
         "empty": empty,
         "dim": encoder.hidden_size,
     }
-
