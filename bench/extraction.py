@@ -101,6 +101,24 @@ def drift(cache_path: Path, ref_outputs: dict) -> tuple[float, float]:
     return frames_error, mean_error
 
 
+def inference_seconds(model_dir: Path, folder: Path, runtime: str, precision: str) -> float:
+    """The encoder alone on every clip, one at a time (no decoding, no writing, no loading):
+    where an engine's time goes, beside its end-to-end row."""
+    from emi_features.audio.compiled import compiled_backbone
+
+    backbone = compiled_backbone(load_backbone(str(model_dir)), runtime, precision)
+    waves = []
+    for path in sorted(folder.glob("*.wav")):
+        signal, rate = soundfile.read(path, dtype="float32")
+        waves.append(backbone.feature_extractor(signal, sampling_rate=rate,
+                                                return_tensors="pt")["input_values"])  # fmt: skip
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for values in waves:
+            backbone.encode(values, None)
+    return time.perf_counter() - started
+
+
 def runtime_rows(args, model_dir, folder, work, dtype, ref, audio, flops, rate) -> list[dict]:
     """One row per `--runtimes` entry, timed (best of the rounds, after a warm-up that exports
     the graph) against the reference measured in the same run, with its drift."""
@@ -113,12 +131,15 @@ def runtime_rows(args, model_dir, folder, work, dtype, ref, audio, flops, rate) 
         seconds = min(ours(model_dir, folder, out, args.device, dtype, 0.0, runtime, precision)
                       for _ in range(args.rounds))  # fmt: skip
         frames_error, mean_error = drift(out, ref_outputs)
+        encoder = inference_seconds(model_dir, folder, runtime, precision)
         rows.append({
             "path": f"--runtime {runtime} --precision {precision}",
             "seconds": seconds,
             "audio_s_per_s": audio / seconds,
             "x_reference": ref_seconds / seconds,
             "matmul_fraction": flops / seconds / rate,
+            "encoder_x_reference": ref_seconds / encoder,
+            "encoder_matmul_fraction": flops / encoder / rate,
             "frames_rel_error": frames_error,
             "mean_rel_error": mean_error,
         })  # fmt: skip

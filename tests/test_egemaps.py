@@ -93,3 +93,26 @@ def test_two_torchrun_ranks_write_the_stream_one_process_writes(folder_and_cache
     assert streams[2].present.tolist() == streams[1].present.tolist() == [True, True, False]
     np.testing.assert_array_equal(streams[2].offsets, streams[1].offsets)
     np.testing.assert_array_equal(streams[2].frames, streams[1].frames)
+
+
+def test_the_stream_records_how_to_make_it_again_for_new_media(folder_and_cache, tmp_path):
+    """`emi predict --media` re-runs each stream a model reads: the recorded modality and
+    settings give the command, and the command gives the same values."""
+    import shutil
+
+    from emi_heads.use.media import _stream_commands
+
+    folder, cache = folder_and_cache
+    run(folder, "--out", cache, "--quiet", "--modality", "egemaps", "--level", "functionals",
+        "--stream", "again")  # fmt: skip
+    with open_cache(cache) as opened:
+        stream = opened.stream("again")
+    assert stream.attrs["modality"] == "egemaps"
+    copy = shutil.copy(cache, tmp_path / "copy.h5")
+    (command,) = _stream_commands("again", stream.attrs, None, folder, copy)
+    assert command == ["extract", str(folder), "--modality", "egemaps", "--stream", "again",
+                       "--level", "functionals", "--feature-set", "eGeMAPSv02", "--out",
+                       str(copy), "--overwrite"]  # fmt: skip
+    run(*command[1:], "--quiet")
+    with open_cache(copy) as opened:
+        np.testing.assert_array_equal(opened.stream("again").values, stream.values)

@@ -144,6 +144,7 @@ class StreamView:
     values: Any = None
     frames: Any = None
     offsets: np.ndarray | None = None
+    present: Any = None  # (N,) bool dataset; None: every clip (an older plain array)
 
 
 def view_stream(handle: h5py.File, name: str) -> StreamView:
@@ -153,9 +154,10 @@ def view_stream(handle: h5py.File, name: str) -> StreamView:
     if isinstance(item, h5py.Dataset):
         return StreamView(CLIP, {"kind": CLIP}, values=item)
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in item.attrs.items()}
+    present = item.get("present")
     if attrs.get("kind", FRAME if "frames" in item else CLIP) == CLIP:
-        return StreamView(CLIP, attrs, values=item["values"])
-    return StreamView(FRAME, attrs, frames=item["frames"],
+        return StreamView(CLIP, attrs, values=item["values"], present=present)
+    return StreamView(FRAME, attrs, frames=item["frames"], present=present,
                       offsets=item["offsets"][()].astype(np.int64))  # fmt: skip
 
 

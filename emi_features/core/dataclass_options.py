@@ -6,7 +6,7 @@ settings)."""
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
 from typing import Any, Literal
 
@@ -36,7 +36,9 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
 
 
-def dataclass_options(*config_classes: type, skip: Iterable[str] = ()) -> Any:
+def dataclass_options(
+    *config_classes: type, skip: Iterable[str] = (), note: Callable[[str], str] | None = None
+) -> Any:
     """click options for every field of config dataclasses (but those in `skip`; a field several
     classes share, once): the field's default and `help` metadata; `flag` metadata renames the
     option; a `Literal` is a choice, a bool a --x/--no-x switch, a tuple of floats a
@@ -52,7 +54,8 @@ def dataclass_options(*config_classes: type, skip: Iterable[str] = ()) -> Any:
             meta, kind = item.metadata, typing.get_type_hints(config_class)[item.name]
             flag = meta.get("flag", item.name).replace("_", "-")
             default = item.default if item.default is not MISSING else item.default_factory()
-            options: dict[str, Any] = {"help": meta.get("help"), "show_default": True}
+            text = (meta.get("help") or "") + (note(item.name) if note else "")
+            options: dict[str, Any] = {"help": text, "show_default": True}
             if kind is bool:
                 names = [f"--{flag}/--no-{flag}", item.name]
                 options["default"] = default

@@ -11,7 +11,9 @@ atomic rename.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,8 @@ def stream_from_side(side: Path, ids: list[str], pool: str, config: ExtractConfi
             "backbone": extra.attrs.get(Attr.BACKBONE),
             "fingerprint": extra.fingerprint,
             "layer": extra.attrs.get(Attr.LAYER),
+            "modality": config.modality,  # with its settings: what `emi predict --media` re-runs
+            "settings": json.dumps(asdict(config.settings)),
         }
         grid = (Attr.FRAME_HOP, Attr.SAMPLE_RATE, Attr.CROP)  # those the side cache has
         attrs.update({key: extra.attrs[key] for key in grid if key in extra.attrs})

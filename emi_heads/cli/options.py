@@ -24,7 +24,13 @@ def config_options(*config_classes: type) -> Any:
     return dataclass_options(*config_classes, skip=NOT_OPTIONS)
 
 
-head_options = config_options(*HEADS.values())
+def _owners(name: str) -> str:
+    """`  [heads: lstm, streams-lstm]` for a setting only some heads have."""
+    owners = [k for k, v in HEADS.items() if name in v.setting_names()]
+    return "" if len(owners) == len(HEADS) else f"  [heads: {', '.join(owners)}]"
+
+
+head_options = dataclass_options(*HEADS.values(), skip=NOT_OPTIONS, note=_owners)
 
 
 def _given(name: str) -> bool:

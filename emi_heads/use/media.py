@@ -11,6 +11,7 @@ and kept in the work folder so that the next call reuses and extends it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import subprocess
 import sys
@@ -145,9 +146,8 @@ def _stream_is_current(cache: Path, name: str, attrs: dict[str, Any], ids: set[s
         with open_cache(cache) as opened:
             if opened.stream_fingerprints().get(name) != attrs.get("fingerprint"):
                 return False
-            group = opened.dataset(f"features/{name}")  # its mask only, not its frames
-            has_mask = hasattr(group, "keys") and "present" in group  # a plain array: every clip
-            present = group["present"][()] if has_mask else [True] * len(opened)
+            mask = opened.stream_view(name).present  # its mask only, not its frames
+            present = [True] * len(opened) if mask is None else mask[()]
             held = {i for i, kept in zip(opened.ids, present, strict=True) if kept}
             return ids <= held | set(opened.skipped)
     except (CacheError, KeyError, OSError):
@@ -164,7 +164,16 @@ def _stream_commands(name: str, attrs: dict, text: dict | None, source: Path,
     """The commands that make one stream again, or a MediaError naming why they cannot."""
     made_by = str(attrs.get("source", ""))
     common = ["--out", str(cache), "--overwrite"]
-    if made_by.startswith("emi-extract --modality vision"):
+    if "modality" in attrs:  # any registered modality, with its own settings
+        settings = json.loads(attrs.get("settings") or "{}")
+        flags = [part for key, value in settings.items()
+                 for part in (f"--{key.replace('_', '-')}", str(value))]  # fmt: skip
+        model = ["--model", attrs["backbone"]] if "--model" in made_by else []
+        pool = ["--pool", "mean"] if attrs.get("pooled") else []
+        layer = _layer(attrs) if attrs["modality"] == "audio" else []  # others name their own
+        return [["extract", str(source), "--modality", attrs["modality"], *model, "--stream",
+                 name, *flags, *layer, *pool, *common]]  # fmt: skip
+    if made_by.startswith("emi-extract --modality vision"):  # a stream written before 0.2
         return [["extract", str(source), "--modality", "vision", "--model", attrs["backbone"],
                  "--stream", name, "--fps", str(attrs["frame_rate"]),
                  "--crop", str(attrs.get("crop", "none")), *common]]  # fmt: skip
