@@ -331,3 +331,30 @@ def test_lstm_padded_path_equals_packed_sequences():
     torch.testing.assert_close(padded, packed, atol=1e-6, rtol=1e-5)
     (gradient,) = torch.autograd.grad(padded.sum(), frames)
     assert gradient[1, 1:].abs().max() == 0 and gradient[3, 9:].abs().max() == 0  # no padding
+
+
+def test_masked_attention_pooling_ignores_padding_and_learns(synthetic, tmp_path):
+    """`--frame-pool attention` (concat-frames): a clip's vector comes from its own frames only
+    — padding of any value changes nothing — and the head learns the synthetic labels."""
+    from emi_heads.heads.base import AttentionPool
+
+    torch.manual_seed(0)
+    pool = AttentionPool(4)
+    frames = torch.randn(2, 6, 4)
+    lengths = torch.tensor([3, 6])
+    garbage = frames.clone()
+    garbage[0, 3:] = 1e4  # what lies past clip 0's end
+    np.testing.assert_allclose(pool(frames, lengths).detach(), pool(garbage, lengths).detach(),
+                               atol=1e-6)  # fmt: skip
+    alone = pool(frames[:1, :3], torch.tensor([3]))
+    np.testing.assert_allclose(pool(frames, lengths)[0].detach(), alone[0].detach(), atol=1e-6)
+    out = tmp_path / "attention"
+    result = CliRunner().invoke(train_command, [
+        str(synthetic["cache"]), "--train", str(synthetic["train"]), "--valid",
+        str(synthetic["valid"]), "--head", "concat-frames", "--frame-pool", "attention",
+        "--epochs", "8", "--min-steps", "0", "--lr", "3e-3", "--out", str(out),
+        "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    weights = load_file(str(out / "weights.safetensors"))
+    assert "attention.frames.score.weight" in weights
+    assert json.loads((out / "metrics.json").read_text())["valid_mean_r"] > 0.5

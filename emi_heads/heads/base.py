@@ -105,6 +105,23 @@ def time_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return total / lengths.to(frames.device, frames.dtype).clamp(min=1)[:, None]
 
 
+class AttentionPool(nn.Module):
+    """Masked attention pooling (MimicMetrics, 10th ABAW): a learned score per frame, a softmax
+    over each clip's own frames (padding never weighs), their weighted sum: (B, T, d), (B,) ->
+    (B, d)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.score = nn.Linear(width, 1)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lengths = lengths.to(frames.device).clamp(min=1)
+        valid = torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]
+        scores = self.score(frames).squeeze(-1).float().masked_fill(~valid, float("-inf"))
+        weights = torch.softmax(scores, dim=1).to(frames.dtype)
+        return (weights[..., None] * frames.masked_fill(~valid[..., None], 0.0)).sum(dim=1)
+
+
 def without_absent_frame_vad(config: HeadConfig) -> HeadConfig:
     """A sequence head on a cache without frame VAD reads the frames alone."""
     if config.use_vad and config.dims and "frame_vad" not in config.dims:

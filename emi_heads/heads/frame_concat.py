@@ -18,6 +18,7 @@ from torch import nn
 from emi_features.cache.schema import VAD_DIM
 from emi_heads.heads.base import (
     OUTPUTS,
+    AttentionPool,
     Head,
     HeadOutput,
     latent_without_cached_vad,
@@ -128,6 +129,9 @@ class FrameConcatHead(Head):
         self.aux_heads = nn.ModuleDict(
             {name: _regressor(width, config.mlp_hidden, dropout) for name in self.streams}
         )
+        self.attention = None
+        if config.frame_pool == "attention":
+            self.attention = nn.ModuleDict({name: AttentionPool(width) for name in self.streams})
         self.fusion = _regressor(width * len(self.streams), config.mlp_hidden, dropout)
 
     def output_layers(self) -> list[nn.Linear]:
@@ -146,7 +150,9 @@ class FrameConcatHead(Head):
                 aux["vad_latent"] = latent
                 repeated = latent[:, None, :].expand(-1, projected.shape[1], -1)
                 projected = self.vad_fuse(torch.cat([projected, repeated], dim=-1))
-            vector = self.vector[name](time_mean(projected, lengths))
+            pooled = (time_mean(projected, lengths) if self.attention is None
+                      else self.attention[name](projected, lengths))  # fmt: skip
+            vector = self.vector[name](pooled)
             aux[f"branch/{name}"] = self.activate(self.aux_heads[name](vector))
             vectors.append(vector)
         return HeadOutput(self.activate(self.fusion(torch.cat(vectors, dim=-1))), aux)

@@ -252,6 +252,14 @@ class FrameConcatConfig(BranchConfig):
         default=0.0,
         metadata=_help("concat-frames: weight of mean((v - 0.5)^2) on the free VAD latent v."),
     )
+    frame_pool: Literal["mean", "attention"] = field(
+        default="mean",
+        metadata=_help(
+            "How each stream's projected frames become its vector: their mean (as published), "
+            "or masked attention pooling, a learned score per frame softmaxed over the clip's "
+            "own frames (MimicMetrics, 10th ABAW)."
+        ),
+    )
 
     def problems(self) -> list[str]:
         problems = super().problems()
