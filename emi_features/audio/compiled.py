@@ -19,6 +19,7 @@ A compiled backbone runs one clip per call without an attention mask, the CPU de
 
 from __future__ import annotations
 
+import abc
 import copy
 import hashlib
 import logging
@@ -87,35 +88,51 @@ def compiled_backbone(backbone: Backbone, runtime: str, precision: str) -> Backb
     return EngineBackbone(backbone, runtime, precision)
 
 
-class TorchInt8Backbone(Backbone):
-    """The encoder with dynamic int8 weights on every `nn.Linear` (torch's own CPU kernels)."""
+class CompiledBackbone(Backbone):
+    """A Hugging Face backbone whose encoder runs elsewhere than in eager fp32 torch: the
+    source's description (name, fingerprint, grid, ...) and its VAD head, kept in torch;
+    a subclass computes the frames."""
 
     def __init__(self, source: HFBackbone):
         super().__init__()
-        _copy_description(self, source)
-        with warnings.catch_warnings():  # deprecated for torchao, still torch's CPU int8 path
-            warnings.simplefilter("ignore")
-            self.encoder = torch.ao.quantization.quantize_dynamic(
-                copy.deepcopy(source.encoder), {nn.Linear}, dtype=torch.qint8
-            )
-        self.graph = EncoderGraph(self.encoder, source.layer).eval()
+        for name in ("name", "fingerprint", "hidden_size", "grid", "has_vad", "feature_extractor"):
+            setattr(self, name, getattr(source, name))
+        self.uses_attention_mask = False
         self.head = source.head
 
+    @abc.abstractmethod
+    def frames(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
+        """(B, N) fp32 normalised audio -> (B, T, D) frames."""
+
     def encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> Encoded:
-        frames = self.graph(input_values.float())
+        frames = self.frames(input_values.float(), attention_mask)
         return Encoded(frames, self.head(frames) if self.has_vad else None)
 
     def vad(self, vectors: torch.Tensor) -> torch.Tensor:
         return self.head(vectors.float())
 
 
-class EngineBackbone(Backbone):
-    """The encoder's exported graph on ONNX Runtime or OpenVINO; the VAD head in torch."""
+class TorchInt8Backbone(CompiledBackbone):
+    """The encoder with dynamic int8 weights on every `nn.Linear` (torch's own CPU kernels)."""
+
+    def __init__(self, source: HFBackbone):
+        super().__init__(source)
+        with warnings.catch_warnings():  # deprecated for torchao, still torch's CPU int8 path
+            warnings.simplefilter("ignore")
+            encoder = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(source.encoder), {nn.Linear}, dtype=torch.qint8
+            )
+        self.graph = EncoderGraph(encoder, source.layer).eval()
+
+    def frames(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
+        return self.graph(input_values)
+
+
+class EngineBackbone(CompiledBackbone):
+    """The encoder's exported graph on ONNX Runtime or OpenVINO."""
 
     def __init__(self, source: HFBackbone, runtime: str, precision: str):
-        super().__init__()
-        _copy_description(self, source)
-        self.head = source.head
+        super().__init__(source)
         path = exported_graph(source, precision)
         self.runtime = runtime
         self.run_graph = _onnxruntime(path) if runtime == "onnxruntime" else _openvino(path)
@@ -123,23 +140,13 @@ class EngineBackbone(Backbone):
         # one-frame input (0.16 max error on the tiny model, measured): those run eager
         self.eager = source if runtime == "openvino" else None
 
-    def encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> Encoded:
+    def frames(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         if attention_mask is not None:
             raise BackboneError(f"--runtime {self.runtime} runs one clip per call: "
                                 f"--batch-seconds 0")  # fmt: skip
         if self.eager is not None and self.grid.frame_count(input_values.shape[-1]) <= 1:
-            return self.eager.encode(input_values, None)
-        frames = torch.from_numpy(self.run_graph(input_values.float().cpu().numpy()))
-        return Encoded(frames, self.head(frames) if self.has_vad else None)
-
-    def vad(self, vectors: torch.Tensor) -> torch.Tensor:
-        return self.head(vectors.float())
-
-
-def _copy_description(target: Backbone, source: HFBackbone) -> None:
-    for name in ("name", "fingerprint", "hidden_size", "grid", "has_vad", "feature_extractor"):
-        setattr(target, name, getattr(source, name))
-    target.uses_attention_mask = False
+            return self.eager.encode(input_values, None).frames
+        return torch.from_numpy(self.run_graph(input_values.cpu().numpy()))
 
 
 def exported_graph(backbone: HFBackbone, precision: str) -> Path:

@@ -107,4 +107,4 @@ class EgemapsEncoder:
                             mean=frames.mean(axis=0), vad=None, num_samples=len(wave))  # fmt: skip
 
     def close(self) -> None:
-        pass
+        """Nothing to report: a clip openSMILE cannot measure is already a logged skip."""

@@ -34,14 +34,20 @@ def check_writable(cache_path: Path) -> int:
     return mode
 
 
-def ready_to_rewrite(cache_path: Path, extra: int = 0) -> None:
-    """Before any work on a cache that will be rewritten with a new stream or /text: it is
-    writable, no other process holds it, and its folder has room for the copy."""
-    check_writable(cache_path)
+def refuse_held(cache_path: Path) -> None:
+    """One line when another process holds the cache: asked before any work (a model load),
+    not when the work is done."""
     try:
         check_unlocked(cache_path, f"cache {cache_path}")
     except LockedError as error:
         raise CacheError(str(error)) from None
+
+
+def ready_to_rewrite(cache_path: Path, extra: int = 0) -> None:
+    """Before any work on a cache that will be rewritten with a new stream or /text: it is
+    writable, no other process holds it, and its folder has room for the copy."""
+    check_writable(cache_path)
+    refuse_held(cache_path)
     check_free_space(cache_path, cache_path.stat().st_size * 1.02 + extra + (16 << 20))
 
 

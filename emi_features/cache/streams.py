@@ -116,24 +116,6 @@ def check_stream_name(name: str) -> None:
         )
 
 
-def read_stream(handle: h5py.File, name: str, count: int) -> Stream:
-    """A stream as stored; a plain per-clip array under /features (older caches) counts as a
-    clip stream every clip has."""
-    item = handle[FEATURES][name]
-    if isinstance(item, h5py.Dataset):
-        values = item[()].astype(np.float32)
-        return Stream(CLIP, np.ones(count, dtype=bool), values=values, attrs={"kind": CLIP})
-    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in item.attrs.items()}
-    kind = attrs.get("kind", FRAME if "frames" in item else CLIP)
-    present = item["present"][()] if "present" in item else np.ones(count, dtype=bool)
-    if kind == CLIP:
-        return Stream(CLIP, present, values=item["values"][()], attrs=attrs)
-    offsets = item["offsets"][()].astype(np.int64)
-    frames = item["frames"][()]
-    mean = item["mean"][()] if "mean" in item else None
-    return Stream(FRAME, present, frames=frames, offsets=offsets, mean=mean, attrs=attrs)
-
-
 @dataclass
 class StreamView:
     """A stream as stored, not read: its kind and attributes, and what reads its rows — the
@@ -144,6 +126,7 @@ class StreamView:
     values: Any = None
     frames: Any = None
     offsets: np.ndarray | None = None
+    mean: Any = None  # frame streams: (N, D), each clip's mean frame (absent in old caches)
     present: Any = None  # (N,) bool dataset; None: every clip (an older plain array)
 
 
@@ -157,8 +140,21 @@ def view_stream(handle: h5py.File, name: str) -> StreamView:
     present = item.get("present")
     if attrs.get("kind", FRAME if "frames" in item else CLIP) == CLIP:
         return StreamView(CLIP, attrs, values=item["values"], present=present)
-    return StreamView(FRAME, attrs, frames=item["frames"], present=present,
+    return StreamView(FRAME, attrs, frames=item["frames"], present=present, mean=item.get("mean"),
                       offsets=item["offsets"][()].astype(np.int64))  # fmt: skip
+
+
+def read_stream(handle: h5py.File, name: str, count: int) -> Stream:
+    """A stream as stored, read whole (see `view_stream`); a clip without a `present` mask (an
+    older cache) counts as present."""
+    view = view_stream(handle, name)
+    present = np.ones(count, dtype=bool) if view.present is None else view.present[()]
+    if view.kind == CLIP:
+        values = np.asarray(view.values[()], dtype=np.float32)
+        return Stream(CLIP, present, values=values, attrs=view.attrs)
+    mean = None if view.mean is None else view.mean[()]
+    return Stream(FRAME, present, frames=view.frames[()], offsets=view.offsets, mean=mean,
+                  attrs=view.attrs)  # fmt: skip
 
 
 def stream_problems(handle: h5py.File, name: str, count: int) -> list[str]:

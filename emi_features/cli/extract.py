@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from emi_features.core.dataclass_options import choices, dataclass_options
+from emi_features.core.dataclass_options import choices, dataclass_options, given_on_command_line
 from emi_features.core.logs import setup_logging
 from emi_features.core.options import (
     COMMAND_SETTINGS,
@@ -41,15 +41,10 @@ def modality_settings_options(function: Any) -> Any:
 def extract_config(options: dict[str, Any], stream: str | None) -> ExtractConfig:
     """The `ExtractConfig` of the parsed options: the chosen modality's settings from their
     options (another modality's option given is refused), its default model unless --model."""
-    context = click.get_current_context()
-    given = {
-        name
-        for name in options
-        if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-    }
+    given = {name for name in options if given_on_command_line(name)}
     modality = modality_class(options["modality"])
     own = {item.name for item in fields(modality.settings)}
-    for name in reversed(MODALITIES):
+    for name in MODALITIES:
         for item in fields(modality_class(name).settings):
             if item.name in given and item.name not in own:
                 flag = item.name.replace("_", "-")

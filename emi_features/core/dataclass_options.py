@@ -77,3 +77,9 @@ def dataclass_options(
         return function
 
     return decorate
+
+
+def given_on_command_line(name: str) -> bool:
+    """Whether the option NAME of the running command was typed (not its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source == click.core.ParameterSource.COMMANDLINE

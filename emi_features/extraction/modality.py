@@ -66,7 +66,9 @@ class Modality:
     frame_unit: ClassVar[str] = "s"  # what the progress bar counts
 
     def open(self, config: ExtractConfig, device: Any) -> ClipEncoder:
-        raise NotImplementedError
+        """The per-clip encoder that the shared runner drives (a modality that overrides `run`
+        with a runner of its own, as audio does, has none)."""
+        raise NotImplementedError(f"--modality {self.name} runs its own runner, not per clip")
 
     def run(self, input_path: str | Path, *, out: str | Path, config: ExtractConfig,
             progress: bool = True) -> Any:  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from emi_features.cache.attach import refuse_held
 from emi_features.cache.schema import SAMPLE_RATE
 from emi_features.cache.writer import CacheWriter
 from emi_features.core.dataset import find_clips
@@ -41,6 +42,7 @@ def run_per_clip(
     ranks = Ranks.from_environment(config.device or default_device())
     source = "video" if modality.source == "video" else config.source  # audio: any track
     clips = find_clips(Path(input_path), split=config.split, source=source)
+    refuse_held(Path(out))  # before the model loads
     encoder = modality.open(config, ranks.device)
     writer = ranks.open_writer(
         lambda **kw: CacheWriter(

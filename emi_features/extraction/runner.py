@@ -25,7 +25,7 @@ from emi_features.audio.backbones import Backbone, BackboneError, load_backbone
 from emi_features.audio.compiled import check_runtime, compiled_backbone
 from emi_features.audio.decode import DecodeError, probe_seconds
 from emi_features.cache.atomic import WriteError
-from emi_features.cache.locks import LockedError, check_unlocked
+from emi_features.cache.attach import refuse_held
 from emi_features.cache.reader import CacheError
 from emi_features.cache.schema import SAMPLE_RATE, VAD_LABELS, Attr, ClipFeatures
 from emi_features.cache.writer import CacheWriter
@@ -297,10 +297,7 @@ def _plan(input_path: str | Path, out: Path, config: ExtractConfig, ranks: Ranks
         batch_seconds = default_batch_seconds(device)
     if device.type == "cpu" and dtype != "float32":
         log.warning("%s on a CPU is much slower than float32", dtype)
-    try:  # before the backbone loads: a held cache is refused at once
-        check_unlocked(out, f"cache {out}")
-    except LockedError as error:
-        raise CacheError(str(error)) from None
+    refuse_held(out)  # before the backbone loads
     clips = find_clips(Path(input_path), split=config.split, source=config.source)
     check_runtime(config.runtime, config.precision, device, batched=batch_seconds > 0)
     if config.runtime != "torch" and dtype != "float32":

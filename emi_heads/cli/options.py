@@ -12,8 +12,15 @@ from typing import Any
 
 import click
 
-from emi_features.core.dataclass_options import dataclass_options
-from emi_heads.heads.settings import HEADS, ConfigError, HeadConfig, all_settings, head_class
+from emi_features.core.dataclass_options import dataclass_options, given_on_command_line
+from emi_heads.heads.settings import (
+    HEADS,
+    ConfigError,
+    HeadConfig,
+    all_settings,
+    head_class,
+    setting_owners,
+)
 
 # Fields set by the command's own arguments, not by a generated option.
 NOT_OPTIONS = {"head", "dims"}
@@ -26,16 +33,11 @@ def config_options(*config_classes: type) -> Any:
 
 def _owners(name: str) -> str:
     """`  [heads: lstm, streams-lstm]` for a setting only some heads have."""
-    owners = [k for k, v in HEADS.items() if name in v.setting_names()]
+    owners = setting_owners(name)
     return "" if len(owners) == len(HEADS) else f"  [heads: {', '.join(owners)}]"
 
 
 head_options = dataclass_options(*HEADS.values(), skip=NOT_OPTIONS, note=_owners)
-
-
-def _given(name: str) -> bool:
-    source = click.get_current_context().get_parameter_source(name)
-    return source == click.core.ParameterSource.COMMANDLINE
 
 
 def build_head_config(head: str, values: dict[str, Any], base: dict[str, Any]) -> HeadConfig:
@@ -47,23 +49,20 @@ def build_head_config(head: str, values: dict[str, Any], base: dict[str, Any]) -
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     own = set(config_class.setting_names())
-    parsed = {name: values.pop(name) for name in all_settings() if name in values}
-    foreign = [name for name in parsed if _given(name) and name not in own]
-    if foreign:
-        flag = foreign[0].replace("_", "-")
-        owners = ", ".join(k for k, v in HEADS.items() if foreign[0] in v.setting_names())
-        if foreign[0] == "inputs":  # the heads without it read every frame
+    foreign = [name for name in all_settings() if name not in own and name in values]
+    given = [name for name in foreign if given_on_command_line(name)]
+    if given:
+        flag = given[0].replace("_", "-")
+        owners = ", ".join(setting_owners(given[0]))
+        if given[0] == "inputs":  # the heads without it read every frame
             raise click.UsageError(f"--inputs: the {config_class.name} head reads the frames; "
                                    f"inputs chooses what {owners} read")  # fmt: skip
         raise click.UsageError(
             f"--{flag} is a setting of the {owners} head(s), not of {config_class.name}"
         )
-    chosen = {name: (base[name] if name in base and not _given(name) else value)
-              for name, value in parsed.items() if name in own}  # fmt: skip
-    try:
-        return config_class(config_class.name, {}, **chosen)
-    except ConfigError as error:
-        raise click.UsageError(str(error)) from None
+    for name in foreign:  # other heads' defaults
+        values.pop(name)
+    return build_config(config_class, values, base, head=config_class.name, dims={})
 
 
 def build_config(
@@ -76,7 +75,7 @@ def build_config(
         if item.name not in values:
             continue
         value = values.pop(item.name)
-        if item.name in preset and not _given(item.name):
+        if item.name in preset and not given_on_command_line(item.name):
             own[item.name] = preset[item.name]
             continue
         if item.metadata.get("zero_is_none") and value == 0:

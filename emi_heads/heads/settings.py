@@ -321,6 +321,11 @@ def head_config(head: str, dims: dict[str, int] | None = None, **settings: Any) 
     return config_class(config_class.name, dict(dims or {}), **settings)
 
 
+def setting_owners(name: str) -> list[str]:
+    """The heads that have the setting NAME."""
+    return [head for head, config_class in HEADS.items() if name in config_class.setting_names()]
+
+
 def all_settings() -> dict[str, type[HeadConfig]]:
     """Every head's settings by name, each once, with a settings class that has it (the command
     line's head options, `--set` keys)."""

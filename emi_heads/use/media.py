@@ -159,28 +159,30 @@ def _layer(attrs: dict[str, Any]) -> list[str]:
     return [] if layer in ("last", None) else ["--layer", str(layer)]
 
 
+def _recorded_modality(attrs: dict[str, Any], made_by: str) -> tuple[str, dict[str, Any]]:
+    """The modality and settings a stream was extracted with; for a stream written before they
+    were recorded, vision's from its frame rate and crop, else audio's."""
+    if "modality" in attrs:
+        return attrs["modality"], json.loads(attrs.get("settings") or "{}")
+    if made_by.startswith("emi-extract --modality vision"):
+        return "vision", {"fps": attrs["frame_rate"], "crop": attrs.get("crop", "none")}
+    return "audio", {}
+
+
 def _stream_commands(name: str, attrs: dict, text: dict | None, source: Path,
                      cache: Path) -> list[list[str]]:  # fmt: skip
     """The commands that make one stream again, or a MediaError naming why they cannot."""
     made_by = str(attrs.get("source", ""))
     common = ["--out", str(cache), "--overwrite"]
-    if "modality" in attrs:  # any registered modality, with its own settings
-        settings = json.loads(attrs.get("settings") or "{}")
+    if made_by.startswith("emi-extract"):
+        modality, settings = _recorded_modality(attrs, made_by)
         flags = [part for key, value in settings.items()
                  for part in (f"--{key.replace('_', '-')}", str(value))]  # fmt: skip
         model = ["--model", attrs["backbone"]] if "--model" in made_by else []
         pool = ["--pool", "mean"] if attrs.get("pooled") else []
-        layer = _layer(attrs) if attrs["modality"] == "audio" else []  # others name their own
-        return [["extract", str(source), "--modality", attrs["modality"], *model, "--stream",
-                 name, *flags, *layer, *pool, *common]]  # fmt: skip
-    if made_by.startswith("emi-extract --modality vision"):  # a stream written before 0.2
-        return [["extract", str(source), "--modality", "vision", "--model", attrs["backbone"],
-                 "--stream", name, "--fps", str(attrs["frame_rate"]),
-                 "--crop", str(attrs.get("crop", "none")), *common]]  # fmt: skip
-    if made_by.startswith("emi-extract"):
-        pool = ["--pool", "mean"] if attrs.get("pooled") else []
-        return [["extract", str(source), "--model", attrs["backbone"], "--stream", name,
-                 *_layer(attrs), *pool, *common]]  # fmt: skip
+        layer = _layer(attrs) if modality == "audio" else []  # the others name their own
+        return [["extract", str(source), "--modality", modality, *model, "--stream", name,
+                 *flags, *layer, *pool, *common]]  # fmt: skip
     if made_by.startswith("emi embed-text") and text and text.get("model"):
         tokens = ["--tokens"] if name.endswith("-tokens") else []
         base = name.removesuffix("-tokens")
