@@ -148,12 +148,14 @@ def clip_summary(batch: dict[str, torch.Tensor], config: HeadConfig) -> torch.Te
 
 
 def readout(width: int, config: HeadConfig) -> nn.Sequential:
-    """The recurrent heads' MLP: Dropout -> Linear(width, mlp_hidden) -> tanh -> Linear(6)."""
+    """The recurrent heads' MLP: Dropout -> Linear(width, mlp_hidden) -> tanh -> Linear(6);
+    `mlp_hidden` 0 is `width` (as published)."""
+    hidden = config.mlp_hidden or width
     return nn.Sequential(
         nn.Dropout(config.dropout),
-        nn.Linear(width, config.mlp_hidden),
+        nn.Linear(width, hidden),
         nn.Tanh(),
-        nn.Linear(config.mlp_hidden, OUTPUTS),
+        nn.Linear(hidden, OUTPUTS),
     )
 
 

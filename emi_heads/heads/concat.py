@@ -11,7 +11,7 @@ from torch import nn
 
 from emi_features.cache.schema import VAD_DIM
 from emi_heads.heads.base import OUTPUTS, Head, HeadOutput, latent_without_cached_vad
-from emi_heads.heads.reads import branch_inputs
+from emi_heads.heads.reads import branch_inputs, layer_count
 from emi_heads.heads.settings import ConcatConfig
 from emi_heads.training.losses import mse
 
@@ -35,11 +35,21 @@ class ConcatHead(Head):
     def __init__(self, config: ConcatConfig):
         super().__init__(config)
         self.names = branch_inputs(config)
+        self.layer_logits = nn.ParameterDict(
+            {
+                name.replace("/", "__"): nn.Parameter(torch.zeros(layer_count(config, name)))
+                for name in self.names
+                if config.layer_weights and layer_count(config, name) > 1
+            }
+        )
+        summed = {name for name in self.names if name.replace("/", "__") in self.layer_logits}
+        width = {n: config.dims[n] // (layer_count(config, n) if n in summed else 1)
+                 for n in self.names}  # fmt: skip
         self.branches = nn.ModuleDict(
             {
                 name.replace("/", "__"): nn.Sequential(
-                    nn.LayerNorm(config.dims[name]),
-                    nn.Linear(config.dims[name], config.branch_dim),
+                    nn.LayerNorm(width[name]),
+                    nn.Linear(width[name], config.branch_dim),
                     nn.GELU(),
                     nn.Dropout(config.dropout),
                 )
@@ -63,9 +73,22 @@ class ConcatHead(Head):
     def output_layers(self) -> list[nn.Linear]:
         return [self.fusion[-1], *self.aux_heads.values()]
 
+    def layer_weights(self) -> dict[str, list[float]]:
+        """Each layered stream's softmax weight per hidden layer (0 = the CNN features)."""
+        return {key.replace("__", "/"): torch.softmax(logits.detach().float(), 0).tolist()
+                for key, logits in self.layer_logits.items()}  # fmt: skip
+
+    def branch_input(self, batch: dict[str, torch.Tensor], name: str, key: str) -> torch.Tensor:
+        """The input `name` (B, d); a layered one summed over its layers with their weights."""
+        if key not in self.layer_logits:
+            return batch[name]
+        logits = self.layer_logits[key]
+        layers = batch[name].reshape(len(batch[name]), len(logits), -1)
+        return (torch.softmax(logits, 0).to(layers.dtype)[None, :, None] * layers).sum(dim=1)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> HeadOutput:
         embedded = {
-            key: self.branches[key](batch[name])
+            key: self.branches[key](self.branch_input(batch, name, key))
             for name, key in zip(self.names, self.branches, strict=True)
         }
         aux = {

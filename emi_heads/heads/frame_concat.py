@@ -8,14 +8,22 @@ Linear(h, h/2) -> GELU -> Dropout -> Linear(h/2, 3) -> sigmoid), broadcast to ev
 re-projected with them (LayerNorm -> Linear(h+3, h) -> GELU -> Dropout) before the pooling. The
 streams' vectors are concatenated into the shared head (LayerNorm -> Linear -> GELU -> Dropout
 -> Linear(6)), and each stream has an auxiliary head of the same shape on its own z.
+
+The streams are `inputs`: the acoustic frames, frame streams (face, text tokens) and clip
+streams (a sentence vector, one step). Switches: masked attention pooling (`frame_pool`), the
+text-guided triplet term (`triplet_weight`), per-stream auxiliary shares, and two-stage training
+(`emi train --unimodal-epochs`: each stream's branch and auxiliary head first, then the fusion).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from emi_features.cache.schema import VAD_DIM
+from emi_heads.heads import reads
 from emi_heads.heads.base import (
     OUTPUTS,
     AttentionPool,
@@ -86,18 +94,20 @@ class FrameConcatHead(Head):
 
     @classmethod
     def resolve_config(cls, config: FrameConcatConfig) -> FrameConcatConfig:
+        if cls.ACOUSTIC not in reads.fused_streams(config):  # the latent is read off the audio
+            return replace(config, vad_latent="off")
         return latent_without_cached_vad(config)
 
     def __init__(self, config: FrameConcatConfig):
         super().__init__(config)
-        self.streams = [self.ACOUSTIC]
+        self.streams = reads.fused_streams(config)
         self.aux_shares = stream_shares(self.streams, config.stream_aux_weights)
         width, dropout = config.branch_dim, config.dropout
         self.project = nn.ModuleDict(
             {
-                name: nn.Sequential(
-                    nn.LayerNorm(config.dims[name]),
-                    nn.Linear(config.dims[name], width),
+                _key(name): nn.Sequential(
+                    nn.LayerNorm(self.width_of(name)),
+                    nn.Linear(self.width_of(name), width),
                     nn.GELU(),
                     nn.Dropout(dropout),
                 )
@@ -122,17 +132,35 @@ class FrameConcatHead(Head):
             )
         self.vector = nn.ModuleDict(
             {
-                name: nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
+                _key(name): nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
                 for name in self.streams
             }
         )
         self.aux_heads = nn.ModuleDict(
-            {name: _regressor(width, config.mlp_hidden, dropout) for name in self.streams}
+            {_key(name): _regressor(width, config.mlp_hidden, dropout) for name in self.streams}
         )
         self.attention = None
         if config.frame_pool == "attention":
-            self.attention = nn.ModuleDict({name: AttentionPool(width) for name in self.streams})
+            self.attention = nn.ModuleDict({_key(n): AttentionPool(width) for n in self.streams})
         self.fusion = _regressor(width * len(self.streams), config.mlp_hidden, dropout)
+
+    def width_of(self, name: str) -> int:
+        dims = self.config.dims
+        return dims[f"seq/{name}"] if f"seq/{name}" in dims else dims[name]
+
+    def sequence(self, batch: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, ...]:
+        """The stream `name` as (B, T, d) steps and (B,) lengths; a clip stream is one step."""
+        if name == self.ACOUSTIC:
+            return batch["frames"], batch["lengths"]
+        if f"seq/{name}" in batch:
+            return batch[f"seq/{name}"], batch[f"lengths/{name}"]
+        vectors = batch[name]
+        return vectors[:, None, :], torch.ones(len(vectors), dtype=torch.long)
+
+    def branch_modules(self) -> list[nn.Module]:
+        """What `--unimodal-epochs` trains first: each stream's projection, VAD latent,
+        pooling, vector and auxiliary head (everything but the fusion)."""
+        return [module for module in self.children() if module is not self.fusion]
 
     def output_layers(self) -> list[nn.Linear]:
         return [self.fusion[-1], *(head[-1] for head in self.aux_heads.values())]
@@ -140,22 +168,32 @@ class FrameConcatHead(Head):
     def forward(self, batch: dict[str, torch.Tensor]) -> HeadOutput:
         vectors, aux = [], {}
         for name in self.streams:
-            frames, lengths = batch[name], batch["lengths"]
-            if self.config.pool_steps:
+            frames, lengths = self.sequence(batch, name)
+            key = _key(name)
+            if self.config.pool_steps and frames.shape[1] > 1:
                 frames = adaptive_average(frames, lengths, self.config.pool_steps)
                 lengths = torch.full_like(lengths, self.config.pool_steps)
-            projected = self.project[name](frames)
+            projected = self.project[key](frames)
             if name == self.ACOUSTIC and self.vad_head is not None:
                 latent = self.vad_head(time_mean(projected, lengths))
                 aux["vad_latent"] = latent
                 repeated = latent[:, None, :].expand(-1, projected.shape[1], -1)
                 projected = self.vad_fuse(torch.cat([projected, repeated], dim=-1))
             pooled = (time_mean(projected, lengths) if self.attention is None
-                      else self.attention[name](projected, lengths))  # fmt: skip
-            vector = self.vector[name](pooled)
-            aux[f"branch/{name}"] = self.activate(self.aux_heads[name](vector))
+                      else self.attention[key](projected, lengths))  # fmt: skip
+            vector = self.vector[key](pooled)
+            aux[f"branch/{name}"] = self.activate(self.aux_heads[key](vector))
             vectors.append(vector)
-        return HeadOutput(self.activate(self.fusion(torch.cat(vectors, dim=-1))), aux)
+        fused = torch.cat(vectors, dim=-1)
+        if self.config.triplet_weight:
+            aux["fused"] = fused
+        return HeadOutput(self.activate(self.fusion(fused)), aux)
+
+    def unimodal_loss(self, output: HeadOutput, target: torch.Tensor, main_loss) -> torch.Tensor:
+        """Stage one of two-stage training: each stream's auxiliary head on the main loss, every
+        stream weighted alike (the streams' parameters are disjoint, so each learns alone)."""
+        values = [main_loss(output.aux[f"branch/{n}"].float(), target) for n in self.streams]
+        return torch.stack(values).sum()
 
     def auxiliary_loss(self, output, batch, target, main_loss) -> torch.Tensor:
         """`aux_weight` times each stream's share (`stream_aux_weights`; the published shares
@@ -167,9 +205,44 @@ class FrameConcatHead(Head):
         for name, share in self.aux_shares.items():
             value = output.aux[f"branch/{name}"]
             total = total + self.config.aux_weight * share * branch_loss(value, target)
+        if self.config.triplet_weight and self.training:
+            guide, lengths = self.sequence(batch, self.config.triplet_stream)
+            total = total + self.config.triplet_weight * guided_triplet_loss(
+                output.aux["fused"].float(), time_mean(guide.float(), lengths),
+                self.config.triplet_margin)  # fmt: skip
         latent = output.aux.get("vad_latent")
         if latent is not None and self.config.vad_latent == "supervised":
             total = total + self.config.vad_weight * mse(latent.float(), batch["vad"])
         elif latent is not None:
             total = total + self.config.vad_center_weight * ((latent.float() - 0.5) ** 2).mean()
         return total
+
+
+def _key(name: str) -> str:
+    return name.replace("/", "__")
+
+
+TRIPLET_DRAWS = 32  # triplets drawn per batch (the published n_triplets)
+
+
+def guided_triplet_loss(fused: torch.Tensor, guide: torch.Tensor, margin: float) -> torch.Tensor:
+    """The text-guided triplet term (CASIA, 10th ABAW; `shared/reference/seed2_head.py`
+    lines 153-175 after their A:200-242): draw TRIPLET_DRAWS triplets of clips; of each, the
+    pair closest in the guide space (B, g) is anchor and positive, the third the negative; the
+    fused vectors (B, f) are pushed so that the anchor is nearer its positive than the negative
+    by `margin` (squared distances, both ends of the pair). Zero for a batch under 3 clips."""
+    count = fused.shape[0]
+    if count < 3:
+        return fused.new_zeros(())
+    draws = torch.stack([torch.randperm(count)[:3] for _ in range(min(TRIPLET_DRAWS, count))])
+    i, j, k = draws.to(fused.device).unbind(1)
+    with torch.no_grad():
+        gap = lambda a, b: ((guide[a] - guide[b]) ** 2).sum(-1)  # noqa: E731
+        closest = torch.stack([gap(i, j), gap(i, k), gap(j, k)], dim=1).argmin(dim=1)
+    roles = torch.stack([torch.stack([i, j, k], 1), torch.stack([i, k, j], 1),
+                         torch.stack([j, k, i], 1)], 1)  # fmt: skip
+    anchor, positive, negative = roles[torch.arange(len(closest)), closest].unbind(1)
+    distance = lambda a, b: ((fused[a] - fused[b]) ** 2).sum(-1)  # noqa: E731
+    near = distance(anchor, positive)
+    return (torch.relu(near - distance(anchor, negative) + margin)
+            + torch.relu(near - distance(positive, negative) + margin)).mean()  # fmt: skip

@@ -41,15 +41,16 @@ class LstmHead(Head):
         # Frames of different backbones differ in scale (log-mel vs. layer-normed hidden
         # states); a LayerNorm keeps the LSTM's gates out of saturation for all of them.
         self.input_norm = nn.LayerNorm(width) if config.input_norm else nn.Identity()
+        hidden = config.hidden or width
         self.lstm = nn.LSTM(
             width,
-            config.hidden,
+            hidden,
             num_layers=config.layers,
             batch_first=True,
             dropout=config.dropout if config.layers > 1 else 0.0,
         )
         mean_width = width if config.mean_input == "frames" else summary_width(config)
-        self.mlp = readout(config.hidden + (mean_width if self.use_mean else 0), config)
+        self.mlp = readout(hidden + (mean_width if self.use_mean else 0), config)
 
     def output_layers(self) -> list[nn.Linear]:
         return [self.mlp[-1]]

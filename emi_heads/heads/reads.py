@@ -12,6 +12,13 @@ if TYPE_CHECKING:
     from emi_heads.heads.settings import HeadConfig
 
 SUMMARIES = {"stats": "frame_stats", "cache": "mean"}  # mean_input -> the clip vector read
+LAYERS = "layers"  # dims["layers/features/NAME"]: the hidden layers a layered stream holds
+
+
+def layer_count(config: HeadConfig, name: str) -> int:
+    """How many hidden layers the clip vector `name` holds (`emi extract --layers all`): its
+    width is that many times each layer's mean ⊕ sd; 1 for any other input."""
+    return int(config.dims.get(f"{LAYERS}/{name}", 1))
 
 
 def branch_inputs(config: HeadConfig) -> list[str]:
@@ -53,8 +60,19 @@ def streams_lstm_reads(config: HeadConfig) -> list[str]:
     return [*streams, *_recurrent_extras(config, frames="frames" in streams)]
 
 
+def fused_streams(config: HeadConfig) -> list[str]:
+    """The streams `concat-frames` fuses, a branch each: `inputs` (`frames,features/text`)."""
+    return [n.strip() for n in config.inputs.split(",") if n.strip()] or ["frames"]
+
+
 def frames_reads(config: HeadConfig) -> list[str]:
-    return ["frames"]
+    """What `concat-frames` reads: each fused stream, and the triplet term's guide, as the
+    batch holds it — `frames`, a frame stream as `seq/features/NAME`, a clip stream as
+    `features/NAME`."""
+    names = fused_streams(config)
+    if config.triplet_weight and config.triplet_stream not in names:
+        names = [*names, config.triplet_stream]
+    return [f"seq/{n}" if n != "frames" and f"seq/{n}" in config.dims else n for n in names]
 
 
 def inputs_read(config: HeadConfig) -> list[str]:

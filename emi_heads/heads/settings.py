@@ -102,7 +102,12 @@ class HeadConfig:
 class NeuralConfig(HeadConfig):
     """What every head trained by SGD has."""
 
-    mlp_hidden: int = field(default=256, metadata=_help("Hidden width of the output MLP."))
+    mlp_hidden_zero: ClassVar[bool] = False  # may mlp_hidden be 0 (see RecurrentConfig)
+
+    mlp_hidden: int = field(
+        default=256,
+        metadata=_help("Hidden width of the output MLP (lstm, streams-lstm: 0 is its input's)."),
+    )
     dropout: float = field(default=0.2, metadata=_help("Dropout in every head."))
     output_activation: Literal["sigmoid", "none"] = field(
         default="sigmoid",
@@ -123,8 +128,8 @@ class NeuralConfig(HeadConfig):
 
     def problems(self) -> list[str]:
         problems = super().problems()
-        if not 1 <= self.mlp_hidden <= MAX_WIDTH:
-            problems.append(f"mlp_hidden must be in 1..{MAX_WIDTH}")
+        if not int(not self.mlp_hidden_zero) <= self.mlp_hidden <= MAX_WIDTH:
+            problems.append(f"mlp_hidden must be in {int(not self.mlp_hidden_zero)}..{MAX_WIDTH}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must be in [0, 1)")
         return problems
@@ -135,22 +140,29 @@ class RecurrentConfig(NeuralConfig):
     """The LSTM heads: the LSTM's size and what joins its last state."""
 
     needs_frames = True
+    mlp_hidden_zero = True  # mlp_hidden 0: the fused width, as published (Linear(2054, 2054))
 
-    hidden: int = field(default=256, metadata=_help("LSTM hidden size (the published: 1027)."))
+    hidden: int = field(
+        default=256,
+        metadata=_help("LSTM hidden size (0: its input's width, as published: LSTM(1027, 1027))."),
+    )
     layers: int = field(default=2, metadata=_help("LSTM layers."))
     mean_input: Literal["stats", "cache", "frames"] = field(
         default="stats",
         metadata=_help(
             "lstm, streams-lstm: what joins the last state — the frames' mean and sd over the "
-            "crop (what ridge reads), the cache's /mean, or the time-mean of the LSTM's input "
-            "frames (as published; lstm only).",
+            "crop (what ridge reads), the cache's /mean, or the time-mean of each LSTM's input "
+            "frames (as published).",
         ),
+    )
+    input_norm: bool = field(
+        default=True, metadata=_help("lstm, streams-lstm: LayerNorm on the frames before the LSTM.")
     )
 
     def problems(self) -> list[str]:
         problems = super().problems()
-        if not 1 <= self.hidden <= MAX_WIDTH:
-            problems.append(f"hidden must be in 1..{MAX_WIDTH}")
+        if not 0 <= self.hidden <= MAX_WIDTH:
+            problems.append(f"hidden must be in 0..{MAX_WIDTH}")
         if not 1 <= self.layers <= MAX_LAYERS:
             problems.append(f"layers must be in 1..{MAX_LAYERS}")
         return problems
@@ -163,10 +175,6 @@ class LstmConfig(RecurrentConfig):
                    "(audio-only system, 6th ABAW)")  # fmt: skip
     network = "emi_heads.heads.lstm:LstmHead"
     reads = staticmethod(reads.lstm_reads)
-
-    input_norm: bool = field(
-        default=True, metadata=_help("lstm: LayerNorm on the frames before the LSTM.")
-    )
 
 
 @dataclass(frozen=True)
@@ -221,6 +229,14 @@ class ConcatConfig(BranchConfig):
     reads = staticmethod(reads.branch_inputs)
 
     inputs: str = _inputs()
+    layer_weights: bool = field(
+        default=False,
+        metadata=_help(
+            "concat: a stream of every hidden layer (`emi extract --layers all`) enters as a "
+            "learned softmax-weighted sum of its layers (SUPERB's weighted sum), the weights "
+            "saved and plotted in the run; off: all layers side by side."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -233,6 +249,9 @@ class FrameConcatConfig(BranchConfig):
     reads = staticmethod(reads.frames_reads)
     needs_frames = True
 
+    inputs: str = field(default="frames", metadata=_help(
+        "concat-frames: the streams fused, comma-separated: frames, and frame or clip streams "
+        "(features/NAME); a clip stream is one step."))  # fmt: skip
     stream_aux_weights: str = field(
         default="",
         metadata=_help(
@@ -260,6 +279,21 @@ class FrameConcatConfig(BranchConfig):
             "own frames (MimicMetrics, 10th ABAW)."
         ),
     )
+    triplet_weight: float = field(
+        default=0.0,
+        metadata=_help(
+            "concat-frames: weight of the text-guided triplet term (CASIA, 10th ABAW): clips "
+            "close in the guide stream are pulled together in the fused vector (0: off; the "
+            "published: 0.05, switched off in their final run)."
+        ),
+    )
+    triplet_margin: float = field(
+        default=0.1, metadata=_help("concat-frames: margin of the triplet term.")
+    )
+    triplet_stream: str = field(
+        default="features/text",
+        metadata=_help("concat-frames: the stream whose distances guide the triplet term."),
+    )
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -271,6 +305,8 @@ class FrameConcatConfig(BranchConfig):
             problems.append(f"pool_steps must be in 0..{MAX_WIDTH}")
         if not self.vad_center_weight >= 0:
             problems.append("vad_center_weight must be >= 0")
+        if not (self.triplet_weight >= 0 and self.triplet_margin >= 0):
+            problems.append("triplet_weight and triplet_margin must be >= 0")
         return problems
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emi_heads.heads.reads import LAYERS
+
 MIN_SD = 1e-6  # a dimension that never varies in training is centred, not scaled
 CHUNK_ROWS = 1 << 18  # frames summed at once in float64 (2 MiB a column)
 
@@ -48,7 +50,7 @@ class Standardizer(nn.Module):
 
     def __init__(self, dims: dict[str, int]):
         super().__init__()
-        self.names = sorted(dims)
+        self.names = sorted(n for n in dims if not n.startswith(f"{LAYERS}/"))  # not inputs
         for name in self.names:
             self.register_buffer(f"mean__{_key(name)}", torch.zeros(dims[name]))
             self.register_buffer(f"sd__{_key(name)}", torch.ones(dims[name]))

@@ -12,6 +12,7 @@ from emi_heads.heads.base import (
     clip_summary,
     readout,
     summary_width,
+    time_mean,
     without_absent_frame_vad,
 )
 from emi_heads.heads.lstm import LstmHead
@@ -23,7 +24,12 @@ class StreamLstmHead(Head):
     """`streams-lstm`: one LSTM per frame-level stream — the cache's frames (⊕ frame VAD) and
     every frame stream under /features — each read at its clips' own last frame, the last
     states concatenated with the global mean vector -> MLP -> 6 (one recurrent encoder per
-    modality, fused late, as the 8th ABAW EMI winner). Each stream keeps its own frame rate."""
+    modality, fused late, as the 8th ABAW EMI winner). Each stream keeps its own frame rate.
+
+    With `mean_input="frames"` each stream's time-mean joins its own last state,
+    [mean, last] per stream, in the order the published code concatenates them
+    (github.com/Skyy93/CVPR2024_abaw, branch blackimgs, abaw/model.py line 65); `hidden` 0
+    gives each LSTM its input's width (lines 35-36: LSTM(1027, 1027), LSTM(775, 775))."""
 
     config_class = StreamsLstmConfig
 
@@ -40,10 +46,10 @@ class StreamLstmHead(Head):
             {
                 _key(name): nn.ModuleDict(
                     {
-                        "norm": nn.LayerNorm(widths[name]),
+                        "norm": nn.LayerNorm(widths[name]) if config.input_norm else nn.Identity(),
                         "lstm": nn.LSTM(
                             widths[name],
-                            config.hidden,
+                            config.hidden or widths[name],
                             num_layers=config.layers,
                             batch_first=True,
                             dropout=config.dropout if config.layers > 1 else 0.0,
@@ -53,9 +59,11 @@ class StreamLstmHead(Head):
                 for name in self.streams
             }
         )
-        fused = config.hidden * len(self.streams) + (
-            summary_width(config) if config.use_mean else 0
-        )
+        self.per_stream_mean = config.use_mean and config.mean_input == "frames"
+        fused = sum(
+            (config.hidden or widths[n]) + (widths[n] if self.per_stream_mean else 0)
+            for n in self.streams
+        ) + (summary_width(config) if config.use_mean and not self.per_stream_mean else 0)
         self.mlp = readout(fused, config)
 
     def output_layers(self) -> list[nn.Linear]:
@@ -72,8 +80,10 @@ class StreamLstmHead(Head):
                 stream = name.removeprefix("seq/")
                 frames, lengths = batch[name], batch[f"lengths/{stream}"]
             encoder = self.encoders[_key(name)]
+            if self.per_stream_mean:
+                states.append(time_mean(frames, lengths))
             states.append(LstmHead.read_last(encoder["lstm"], encoder["norm"](frames), lengths))
-        if self.config.use_mean:
+        if self.config.use_mean and not self.per_stream_mean:
             states.append(clip_summary(batch, self.config).to(states[0].dtype))
         return HeadOutput(self.activate(self.mlp(torch.cat(states, dim=-1))))
 

@@ -104,6 +104,21 @@ class TrainConfig:
             "as a clip the stream lacks, so that a clip missing a stream still predicts."
         ),
     )
+    unimodal_epochs: int = field(
+        default=0,
+        metadata=_help(
+            "Two-stage training (MimicMetrics, 10th ABAW): first N epochs of each stream's "
+            "branch alone on its own auxiliary head (the best epoch by their mean valid r kept), "
+            "then the fusion over them (concat-frames; 0: one stage)."
+        ),
+    )
+    encoder_lr_scale: float = field(
+        default=0.0,
+        metadata=_help(
+            "Two-stage training: the branches' learning rate in the fusion stage, times --lr "
+            "(0: frozen; MimicMetrics fine-tunes them at 0.05)."
+        ),
+    )
     max_seconds: float | None = field(
         default=12.0,
         metadata=_help("Use each clip's first seconds of frames (0: all).", zero_is_none=True),
@@ -120,6 +135,8 @@ class TrainConfig:
             problems.append("weight_decay must be >= 0")
         if not 0.0 <= self.modality_dropout < 1.0:
             problems.append("modality_dropout must be in [0, 1)")
+        if self.unimodal_epochs < 0 or not 0.0 <= self.encoder_lr_scale <= 1.0:
+            problems.append("unimodal_epochs must be >= 0 and encoder_lr_scale in [0, 1]")
         if not 0.0 <= self.warmup_fraction < 1.0:
             problems.append("warmup_fraction must be in [0, 1)")
         if not 0.0 <= self.warmup_epochs <= self.epochs:

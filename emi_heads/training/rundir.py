@@ -276,14 +276,23 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module, inputs: Any, *, device: torch.device, batch_size: int = 256
+    model: nn.Module,
+    inputs: Any,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    output: str | None = None,
 ) -> np.ndarray:
-    """(N, 6) float32 predictions of a head for loaded inputs, in their order."""
+    """(N, 6) float32 predictions of a head for loaded inputs, in their order (`output`: one of
+    its auxiliary outputs instead, such as `branch/frames`)."""
     model.to(device).eval()
     outputs = []
     for first in range(0, len(inputs), batch_size):
         index = torch.arange(first, min(first + batch_size, len(inputs)))
-        outputs.append(model(inputs.batch(index, device)).prediction.float().cpu())
+        with torch.no_grad():
+            result = model(inputs.batch(index, device))
+        values = result.prediction if output is None else result.aux[output]
+        outputs.append(values.float().cpu())
     if not outputs:
         return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
     return torch.cat(outputs).numpy()

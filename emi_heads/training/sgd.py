@@ -65,7 +65,12 @@ def train_sgd(job: Job) -> Outcome:
     """Train the head for `config.epochs`; the best epoch's weights go to the run as they
     improve (the trainer of every head but ridge, `training.ridge_fit`)."""
     model, valid, config, run, device = job.model, job.valid, job.config, job.run, job.device
-    plan = StepPlan.build(model, job.train, config, device)
+    groups = None
+    if config.unimodal_epochs:
+        from emi_heads.training.stages import train_branches_first
+
+        groups = train_branches_first(job)
+    plan = StepPlan.build(model, job.train, config, device, groups)
     epoch_log = EpochLog(run.path / LOG, EPOCH_COLUMNS, job.log_to, lambda: run.path)
     selection = Selection(config)
     bar = tqdm(total=plan.steps_per_epoch * config.epochs, desc="training", unit="step",
@@ -110,13 +115,18 @@ def train_step(
     grad_clip: float,
     clip_mode: str = "norm",
     autocast: torch.autocast,
+    unimodal: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step: forward, the main loss plus the head's own auxiliary terms, backward,
-    clipping, AdamW, the schedule, EMA. Returns the (main, auxiliary) losses, detached."""
+    clipping, AdamW, the schedule, EMA. Returns the (main, auxiliary) losses, detached.
+    `unimodal`: stage one of two-stage training, the branches' own losses alone."""
     with autocast:
         output = model(batch)
-    loss = loss_fn(output.prediction.float(), target)
-    aux = model.auxiliary_loss(output, batch, target, loss_fn)
+    if unimodal:
+        loss, aux = model.unimodal_loss(output, target, loss_fn), target.new_zeros(())
+    else:
+        loss = loss_fn(output.prediction.float(), target)
+        aux = model.auxiliary_loss(output, batch, target, loss_fn)
     optimizer.zero_grad(set_to_none=True)
     (loss + aux).backward()
     if clip_mode == "value":
@@ -146,7 +156,9 @@ class StepPlan:
 
     @classmethod
     def build(cls, model: Head, train: tuple[Labels, Inputs], config: TrainConfig,
-              device: torch.device) -> StepPlan:  # fmt: skip
+              device: torch.device, groups: list[dict] | None = None,
+              unimodal: bool = False) -> StepPlan:  # fmt: skip
+        """`groups`: AdamW parameter groups (each with its `lr`); default: every parameter."""
         labels, inputs = train
         batches_per_pass = math.ceil(len(inputs) / config.batch_size)
         passes = passes_per_epoch(config, batches_per_pass)
@@ -158,8 +170,9 @@ class StepPlan:
                 len(inputs), passes, steps, config.epochs, config.min_steps,
             )  # fmt: skip
         optimizer = torch.optim.AdamW(  # foreach: one fused update, also on a CPU
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
-        )
+            groups or model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+            foreach=True,
+        )  # fmt: skip
         options = {
             "loss_fn": parse_loss(config.loss),
             "optimizer": optimizer,
@@ -171,6 +184,7 @@ class StepPlan:
             else None,
             "grad_clip": config.grad_clip,
             "clip_mode": config.clip_mode,
+            "unimodal": unimodal,
             "autocast": torch.autocast(
                 device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
             ),
