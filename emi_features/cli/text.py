@@ -82,6 +82,12 @@ def transcribe_command(input_path: str, out: str, verbose: bool, quiet: bool, **
 @click.option("--model", default=TEXT_MODEL_ID, help="A text encoder: hub id or local folder.")
 @stream_option(old="--name", default="text", help="The stream: /features/NAME.")
 @click.option("--tokens", is_flag=True, help="Also the per-token states as NAME-tokens.")
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Truncate each transcript to N tokens  [default: the encoder's own limit]",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Texts per batch.")
 @device_option
 @click.option("--overwrite", is_flag=True, help="Replace streams of that name.")

@@ -67,7 +67,14 @@ def token_limit(tokenizer_limit: int, config) -> int:
 class TextEncoder:
     """Texts -> (N, D) sentence vectors and each text's (T_k, D) token states, float32."""
 
-    def __init__(self, model: str, *, device: torch.device, offline: bool = False):
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: torch.device,
+        offline: bool = False,
+        max_tokens: int | None = None,
+    ):
         import transformers
         from transformers import AutoModel, AutoTokenizer
 
@@ -85,6 +92,8 @@ class TextEncoder:
             self.pooling, self.normalise = "mean", False
         self.device = device
         self.max_tokens = token_limit(self.tokenizer.model_max_length, self.network.config)
+        if max_tokens is not None:  # a recipe's own limit (the 8th ABAW winner: 128)
+            self.max_tokens = min(self.max_tokens, max_tokens)
         self.hidden_size = int(self.network.config.hidden_size)
         self.fingerprint = state_fingerprint(self.network, self.pooling, self.normalise)
 
@@ -116,8 +125,10 @@ def embed_text(
     device: str | None = None,
     overwrite: bool = False,
     offline: bool = False,
+    max_tokens: int | None = None,
 ) -> dict[str, int]:
-    """Embed /text into /features/NAME (and NAME-tokens); a summary of what was written."""
+    """Embed /text into /features/NAME (and NAME-tokens); a summary of what was written.
+    `max_tokens`: truncate each transcript to that many tokens (default: the encoder's limit)."""
     from emi_features.core.devices import default_device, resolve_device
 
     cache_path = Path(cache_path)
@@ -129,7 +140,8 @@ def embed_text(
     if transcripts is None:
         raise CacheError(f"{cache_path} has no transcripts: run `emi transcribe` first")
     refuse_existing(cache_path, [name, f"{name}-tokens"] if tokens else [name], overwrite)
-    encoder = TextEncoder(model, device=resolve_device(device or default_device()), offline=offline)
+    encoder = TextEncoder(model, device=resolve_device(device or default_device()),
+                          offline=offline, max_tokens=max_tokens)  # fmt: skip
     rows = [
         k
         for k, (p, t) in enumerate(zip(transcripts.present, transcripts.text, strict=True))
@@ -151,6 +163,7 @@ def embed_text(
         "source": f"emi embed-text --model {model}",
         "fingerprint": encoder.fingerprint,
         "pooling": encoder.pooling,
+        "max_tokens": encoder.max_tokens,
         "transcripts": transcripts.attrs.get("source", ""),
     }
     pooled_rows = [values[k] if present[k] else None for k in range(len(ids))]
