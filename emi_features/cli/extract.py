@@ -153,10 +153,17 @@ def _list_models(context: click.Context, _: click.Parameter, value: bool) -> Non
 )
 @click.option(
     "--pool",
-    type=click.Choice(["frames", "mean"]),
+    type=click.Choice(["frames", "mean", "stats"]),
     default="frames",
     help="With --stream: keep the frames (own frame rate) and clip mean, or only each clip's "
-    "mean and std (small; for sweeping layers).",
+    "mean and std (small; for sweeping layers); stats: with --layers all.",
+)
+@click.option(
+    "--layers",
+    type=click.Choice(["all"]),
+    default=None,
+    help="With --stream and --pool stats: every hidden layer's clip mean and sd (a small clip "
+    "stream; `emi train --head concat --layer-weights` learns a weight per layer).",
 )
 @click.option(
     "--modality",
@@ -180,6 +187,7 @@ def main(
     out: str,
     stream: str | None,
     pool: str,
+    layers: str | None,
     verbose: bool,
     quiet: bool,
     **options: object,
@@ -199,6 +207,10 @@ def main(
     emi-extract /data/vidmimic2 --modality egemaps --stream egemaps --out vad.h5
     """
     setup_logging(verbose)
+    if (layers is None) != (pool != "stats"):
+        raise click.UsageError("--layers all and --pool stats go together (with --stream)")
+    if layers is not None:  # the spelling of the issue, and of SUPERB: a modality of its own
+        options["modality"] = "layers"
     config = extract_config(options, stream)
     from emi_features.extraction.modality import get_modality
     from emi_features.extraction.processes import sigterm_as_interrupt

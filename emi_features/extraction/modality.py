@@ -30,6 +30,7 @@ MODALITIES: dict[str, str] = {
     "audio": "emi_features.audio.modality:AudioModality",
     "vision": "emi_features.vision.encode:VisionModality",
     "egemaps": "emi_features.audio.egemaps:EgemapsModality",
+    "layers": "emi_features.audio.layers:LayersModality",
 }
 
 

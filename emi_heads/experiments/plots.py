@@ -91,6 +91,18 @@ def plot_over_time(path: Path, title: str, starts: list[float], values: np.ndarr
     _save(figure, path)
 
 
+def plot_layer_weights(path: Path, weights: dict[str, list[float]]) -> None:
+    """The learned softmax weight of each hidden layer (0 = the CNN features), a panel per
+    layered stream, the uniform weight as a dashed line."""
+    figure, axes = plt.subplots(1, len(weights), figsize=(5 * len(weights), 3.4), squeeze=False)
+    for axis, (name, values) in zip(axes[0], weights.items(), strict=True):
+        axis.bar(range(len(values)), values, color="tab:blue")
+        axis.axhline(1 / len(values), color="grey", linestyle="--", linewidth=0.8)
+        axis.set(title=f"{name}: weight per layer", xlabel="hidden layer", ylabel="weight")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    _save(figure, path)
+
+
 def _save(figure, path: Path) -> None:
     figure.tight_layout()
     with atomic_path(path) as temporary:

@@ -21,6 +21,7 @@ from emi_features.cache.reader import FeatureCache
 from emi_features.cache.schema import FEATURES, FRAME_VAD, FRAMES, MEAN, VAD, VAD_DIM
 from emi_features.cache.streams import CLIP
 from emi_heads.heads.pooling import cache_frame_stats, pooled_stats
+from emi_heads.heads.reads import LAYERS
 from emi_heads.training.config import InputSpec
 
 
@@ -78,6 +79,7 @@ class Inputs:
     frame_vad: torch.Tensor | None = None
     offsets: torch.Tensor | None = None
     sequences: dict[str, Sequences] = field(default_factory=dict)  # frame streams, by name
+    layers: dict[str, int] = field(default_factory=dict)  # hidden layers of a layered vector
 
     @property
     def dims(self) -> dict[str, int]:
@@ -88,6 +90,7 @@ class Inputs:
         if self.frame_vad is not None:
             dims["frame_vad"] = VAD_DIM
         dims.update({f"seq/{n}": int(q.frames.shape[1]) for n, q in self.sequences.items()})
+        dims.update({f"{LAYERS}/{n}": count for n, count in self.layers.items()})
         return dims
 
     @property
@@ -114,6 +117,7 @@ class Inputs:
             None if frame_vad is None else frame_vad.frames,
             None if frames is None else frames.offsets,
             sequences,
+            self.layers,
         )
 
     def join(self, other: Inputs) -> Inputs:
@@ -200,10 +204,13 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
                 cache.dataset(FRAME_VAD), cache.offsets, rows, max_frames
             )
     sequences: dict[str, Sequences] = {}
+    layers: dict[str, int] = {}
     for name in cache.streams():  # /features/NAME: pooled with the stream's own frame rate
         stream = cache.stream_view(name)
         if stream.kind == CLIP:  # missing clips are zero rows
             values = stream.values[()][rows]
+            if int(stream.attrs.get("layers", 0)) > 1:  # every hidden layer's mean and sd
+                layers[f"{FEATURES}/{name}"] = int(stream.attrs["layers"])
         else:  # a frame stream with its own offsets and frame rate
             rate = float(stream.attrs.get("frame_rate", cache.frames_per_second))
             crop = None if spec.max_seconds is None else max(1, int(spec.max_seconds * rate))
@@ -221,6 +228,7 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
         frame_vad=None if frame_vad is None else torch.from_numpy(frame_vad),
         offsets=None if offsets is None else torch.from_numpy(offsets),
         sequences=sequences,
+        layers=layers,
     )
 
 

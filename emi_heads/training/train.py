@@ -192,15 +192,22 @@ def _warn_if_collapsed(predictions: np.ndarray, targets: np.ndarray) -> None:
         )
 
 
+LAYER_WEIGHTS = "layer_weights.json"
+
+
 def _finish(
     run_dir: Path, model, valid, outcome: Outcome, device: torch.device, started: float
 ) -> TrainResult:
     from safetensors.torch import load_file
 
-    from emi_heads.experiments.plots import plot_curves, plot_scatter
+    from emi_heads.experiments.plots import plot_curves, plot_layer_weights, plot_scatter
 
     epoch_log, best_epoch, alpha = outcome.epoch_log, outcome.best_epoch, outcome.alpha
     model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
+    layer_weights = model.layer_weights() if hasattr(model, "layer_weights") else {}
+    if layer_weights:  # the best epoch's softmax weight per hidden layer, per layered stream
+        save_json(run_dir / LAYER_WEIGHTS, layer_weights)
+        plot_layer_weights(run_dir / "layer_weights.png", layer_weights)
     metrics: dict[str, Any] = {"seconds": time.perf_counter() - started}
     metrics.update({"best_epoch": best_epoch} if alpha is None else {"alpha": alpha})
     columns_r = predictions = None
