@@ -43,6 +43,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "emi_heads.cli.train:export_command",
         "Write runs as a self-contained model folder (model card, no machine paths).",
     ),
+    "recipe": (
+        "emi_heads.cli.recipe:recipe_command",
+        "A published system whole, from the media to a checked submission.",
+    ),
     "demo": ("emi_heads.cli.demo:main", "The whole pipeline on the bundled sample."),
     "make-sample": (
         "emi_features.sample.generate:main",

@@ -13,8 +13,6 @@ backbone libraries. With no hub, the text and image encoders are tiny random mod
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 
 from emi_features.core.options import logging_options
 from emi_features.core.task import EMOTIONS
+from emi_heads.cli.steps import run_command
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 STREAM, STREAM_MODEL = "fb10", "fbank-10ms"  # the second audio stream the demo adds and fuses
@@ -45,7 +44,6 @@ def budget_options(budget: str, head: str) -> list[str]:
     return BUDGETS[budget].get(head, BUDGETS[budget]["*"])
 
 
-IN_PROCESS = {"emi-train", "emi-predict"}  # stage two: run here, torch loaded once
 # Each stage's share of the demo's time as measured on a 2-core CPU (for the ETA).
 EXPECTED_SECONDS = {
     "extract": 12, "train": 6, "train lstm": 25, "extract fb10": 8, "transcripts": 2,
@@ -68,45 +66,12 @@ class Stages:
     def run(self, stage: str, what: str, command: str, args: list[str]) -> float:
         self.done += 1
         click.echo(f"\n[{self.done}/{len(self.planned)}] {what}", err=True)
-        seconds = _run(command, args)
+        seconds = run_command(command, args)
         self.expected_done += self.expected(stage)
         pace = (time.perf_counter() - self.started) / self.expected_done
         left = pace * sum(self.expected(s) for s in self.planned[self.done :])
         click.echo(f"    done in {seconds:.0f} s; about {left:.0f} s left", err=True)
         return seconds
-
-
-def _run(stage: str, args: list[str]) -> float:
-    """Run one stage as the command a user would type; its log lines pass through. Stage two
-    runs in this process (the same click command), stage one as a subprocess, so that this
-    process never imports the backbone libraries. Returns seconds taken."""
-    started = time.perf_counter()
-    click.echo(f"$ {stage} {' '.join(args)}", err=True)
-    if stage in IN_PROCESS:
-        _run_here(stage, args)
-    else:
-        command = [sys.executable, "-m", "emi_heads", stage.removeprefix("emi-")]
-        completed = subprocess.run([*command, *args], check=False)
-        if completed.returncode != 0:
-            raise click.ClickException(f"{stage} failed (exit {completed.returncode}); see above")
-    return time.perf_counter() - started
-
-
-def _run_here(stage: str, args: list[str]) -> None:
-    from emi_heads.cli.app import main as emi
-
-    command = emi.get_command(click.Context(emi), stage.removeprefix("emi-"))
-    argv = sys.argv
-    sys.argv = [stage, *args]  # what the run records as its command
-    try:
-        command.main(args, prog_name=stage, standalone_mode=False)
-    except click.ClickException as error:
-        raise click.ClickException(f"{stage} failed: {error.format_message()}") from None
-    except SystemExit as exit_:
-        if exit_.code:
-            raise click.ClickException(f"{stage} failed (exit {exit_.code}); see above") from None
-    finally:
-        sys.argv = argv
 
 
 def _shuffled_labels(source: Path, target: Path, seed: int = 0) -> Path:

@@ -1,0 +1,1 @@
+"""Recipes: each published EMI system whole, from the media to the submission (`emi recipe`)."""

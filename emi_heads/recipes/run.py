@@ -1,0 +1,175 @@
+"""Running a recipe: its steps planned against what the output folder already holds, then each
+run as the `emi` command it prints (stage one in its own process: this one never imports the
+backbone libraries), with a ledger of finished steps so that a killed recipe re-run continues.
+
+Layout of `--out DIR`: `cache.h5` (every stream), `run/` (the trained head), `submission.csv`,
+`recipe.json` (the ledger: each finished step's exact command).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from emi_heads.cli.steps import run_command
+from emi_heads.recipes.book import RECIPES, Recipe, Step
+
+LEDGER = "recipe.json"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run as asked; one line."""
+
+
+@dataclass
+class Planned:
+    """A step as it will run: its `emi` arguments, and whether it is already done."""
+
+    step: Step
+    argv: list[str]
+    done: bool = False
+
+    def shell(self) -> str:
+        return shlex.join(["emi", *self.argv])
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise RecipeError(f"recipe {name!r} is unknown (known: {', '.join(RECIPES)})")
+    return RECIPES[name]
+
+
+def parse_sets(recipe: Recipe, pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--set KEY=VALUE` pairs checked against the recipe's settings; one line when a key is
+    not one of them."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise RecipeError(f"--set {pair!r}: expected KEY=VALUE")
+        if key.strip() not in recipe.settings:
+            raise RecipeError(f"--set {key.strip()}: not a setting of {recipe.name} (its "
+                              f"settings: {', '.join(recipe.settings)})")  # fmt: skip
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def plan(
+    recipe: Recipe,
+    data: str,
+    out: Path,
+    overrides: dict[str, str],
+    trust_remote_code: bool = False,
+) -> list[Planned]:
+    """The recipe's steps with every `{key}` filled in, each marked done when the ledger holds
+    that exact command and what it makes is still there."""
+    places = {"data": data.rstrip("/"), "cache": str(out / "cache.h5"), "run": str(out / "run"),
+              "submission": str(out / "submission.csv")}  # fmt: skip
+    settings = {**recipe.settings, **overrides, **places}
+    remote = [key for key in recipe.remote_code if settings[key] == recipe.settings[key]]
+    if remote and not trust_remote_code:
+        models = ", ".join(settings[key] for key in remote)
+        raise RecipeError(
+            f"{recipe.name} loads {models}, which runs its own code: read that code, then pass "
+            f"--trust-remote-code (or --set {remote[0]}=ANOTHER_MODEL)"
+        )
+    ledger = read_ledger(out)
+    planned = []
+    for step in recipe.steps:
+        if step.when and not _runs(step, settings):
+            continue
+        argv = [part.format(**settings) for part in step.command]
+        if trust_remote_code and any(f"{{{key}}}" in step.command for key in recipe.remote_code):
+            argv.append("--trust-remote-code")
+        planned.append(Planned(step, argv, done=_done(step, argv, out, ledger)))
+    return planned
+
+
+def _runs(step: Step, settings: dict[str, str]) -> bool:
+    """Whether a step with a `when` condition runs: `key` (the setting is set), `!key` (not)."""
+    wanted = not step.when.startswith("!")
+    return bool(settings[step.when.lstrip("!")]) == wanted
+
+
+def _done(step: Step, argv: list[str], out: Path, ledger: dict[str, list[str]]) -> bool:
+    same = ledger.get(step.name) == argv
+    product = makes(step, out)
+    if product is False and step.makes.startswith(("stream:", "transcripts")):
+        return False
+    if product and not same and step.makes.startswith(("stream:", "transcripts")):
+        raise RecipeError(
+            f"{out / 'cache.h5'} already holds the {step.name} step's output from another "
+            f"command; use another --out (or remove {out})"
+        )
+    return same and bool(product)
+
+
+def makes(step: Step, out: Path) -> bool:
+    """Whether what `step` makes is in `out` (read with h5py alone: light)."""
+    cache = out / "cache.h5"
+    if step.makes in ("run", "submission"):
+        target = out / ("run" if step.makes == "run" else "submission.csv")
+        return (target / "config.json").exists() if step.makes == "run" else target.exists()
+    if not cache.exists():
+        return False
+    if step.makes == "cache":
+        return True
+    import h5py
+
+    try:
+        with h5py.File(cache, "r", locking=False) as handle:
+            if step.makes == "transcripts":
+                return "text" in handle
+            return f"features/{step.makes.removeprefix('stream:')}" in handle
+    except OSError:
+        return False
+
+
+def read_ledger(out: Path) -> dict[str, list[str]]:
+    path = out / LEDGER
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())["steps"]
+    except (ValueError, KeyError) as error:
+        raise RecipeError(f"{path} is not a recipe ledger ({error}); remove it") from None
+
+
+def record(out: Path, recipe: Recipe, step: Step, argv: list[str]) -> None:
+    """Add a finished step to the ledger, written beside and renamed (never half a file)."""
+    steps = read_ledger(out)
+    steps[step.name] = argv
+    staging = out / f".{LEDGER}.tmp"
+    staging.write_text(json.dumps({"recipe": recipe.name, "steps": steps}, indent=1))
+    os.replace(staging, out / LEDGER)
+
+
+def run_recipe(
+    recipe: Recipe, planned: list[Planned], out: Path, echo, quiet: bool = False
+) -> Path:
+    """Run the steps not done (stage one each in its own process, stage two in this one); a
+    step that fails stops the recipe with one line (the finished steps stay, a re-run
+    continues). `quiet`: the steps without progress bars."""
+    quiet = ["--quiet"] if quiet else []
+    out.mkdir(parents=True, exist_ok=True)
+    for number, item in enumerate(planned, 1):
+        head = f"[{number}/{len(planned)}] {item.step.name}"
+        if item.done:
+            echo(f"{head}: done before, skipped")
+            continue
+        argv = list(item.argv)
+        if item.step.makes == "run" and makes(item.step, out):  # settings changed: retrain
+            argv.append("--overwrite")
+        echo(f"{head}: {shlex.join(['emi', *argv])}")
+        try:
+            run_command(f"emi-{argv[0]}", [*argv[1:], *quiet], show=False)
+        except click.ClickException as error:
+            raise RecipeError(f"step {item.step.name}: {error.format_message()}; the steps "
+                              "before it are kept: re-run to continue") from None  # fmt: skip
+        record(out, recipe, item.step, item.argv)
+    return out / "submission.csv"

@@ -1,0 +1,155 @@
+"""`emi recipe`: each published system from the media to a checked submission on the generated
+sample with tiny offline encoders; the dry run, the ledger that makes a re-run continue, the
+remote-code guard; and the recipes' heads against modules built as the public code builds them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from emi_heads.cli.app import main as emi
+from emi_heads.heads.base import build_head
+from emi_heads.heads.settings import head_config
+from emi_heads.recipes.book import RECIPES
+
+TINY = ["--set", "audio_model=fbank", "--set", "text_model=tiny-random",
+        "--set", "image_model=tiny-random", "--set", "crop=none", "--set", "epochs=2"]  # fmt: skip
+
+
+def recipe(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emi_heads", "recipe", *args],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+
+
+def tiny(sample_root: Path) -> list[str]:
+    return [*TINY, "--set", f"transcripts={sample_root / 'transcripts.csv'}"]
+
+
+def test_list_names_every_recipe_and_what_it_downloads():
+    result = CliRunner().invoke(emi, ["recipe", "--list"])
+    assert result.exit_code == 0
+    for name in RECIPES:
+        assert name in result.output
+    assert "text_model=THUDM/chatglm3-6b" in result.output
+    assert "image_model=facebook/dinov2-base" in result.output
+
+
+def test_dry_run_prints_the_commands_for_the_real_models_without_loading_torch():
+    code = ("import sys; from emi_heads.cli.app import main; "
+            "main(['recipe', 'casia-2026', '--dry-run', '--out', 'c'], standalone_mode=False); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("emi ")]
+    assert lines[0] == "emi extract DATA --model microsoft/wavlm-large --out c/cache.h5"
+    assert lines[1] == "emi transcribe DATA --model openai/whisper-large-v3 --out c/cache.h5"
+    assert lines[2] == ("emi embed-text c/cache.h5 --model THUDM/chatglm3-6b --stream text "
+                        "--tokens --max-tokens 256 --trust-remote-code")  # fmt: skip
+    assert "--stream face --fps 5 --crop face" in lines[3]
+    assert "--preset concat-2026" in lines[4] and "features/face=0.20" in lines[4]
+    assert lines[5].startswith("emi predict c/run --cache c/cache.h5 --ids DATA/test_split.csv")
+    assert "code_all/extract_chatglm3_feats.py" in result.stdout  # the settings are cited
+
+
+def test_a_model_with_its_own_code_needs_the_flag(sample_root, tmp_path):
+    result = recipe("casia-2026", str(sample_root), "--out", str(tmp_path / "c"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: casia-2026 loads THUDM/chatglm3-6b, which runs its own code: read that code, "
+        "then pass --trust-remote-code (or --set text_model=ANOTHER_MODEL)")  # fmt: skip
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_unknown_setting_is_refused_in_one_line(sample_root, tmp_path):
+    result = recipe("hallmen-2025", str(sample_root), "--set", "txt_model=x")
+    assert result.returncode != 0
+    assert "Error: --set txt_model: not a setting of hallmen-2025" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "head"),
+    [
+        ("casia-2026", ["--set", "triplet_weight=0.05"], "concat-frames"),
+        ("mimicmetrics-2026", ["--set", "unimodal_epochs=2"], "concat-frames"),
+    ],
+)
+def test_a_recipe_runs_from_the_media_to_a_checked_submission(sample_root, tmp_path, name,
+                                                               extra, head):  # fmt: skip
+    out = tmp_path / name
+    result = recipe(name, str(sample_root), "--out", str(out), *tiny(sample_root), *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{out / 'submission.csv'}: 3 clips, checked" in result.stderr
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["head"]["head"] == head
+    assert set(config["head"]["dims"]) >= {"frames", "seq/features/face"}
+    ledger = json.loads((out / "recipe.json").read_text())["steps"]
+    assert list(ledger) == ["audio", "transcripts", "text", "face", "train", "submission"]
+    if name == "mimicmetrics-2026":
+        assert "branches alone, epoch 2/2" in result.stderr
+        assert config["train"]["unimodal_epochs"] == 2
+    if name == "casia-2026":
+        assert config["head"]["triplet_weight"] == 0.05
+
+
+def test_a_failed_step_resumes_and_a_re_run_skips_what_is_done(sample_root, tmp_path):
+    """hallmen-2025 end to end, its training failing first (0 epochs) and then resumed."""
+    out = tmp_path / "h"
+    failed = recipe("hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root),
+                    "--set", "epochs=0")  # fmt: skip
+    assert failed.returncode != 0
+    assert (
+        "Error: step train: emi-train failed: epochs, batch_size and patience must be"
+        in failed.stderr
+    )
+    assert "the steps before it are kept: re-run to continue" in failed.stderr
+    assert list(json.loads((out / "recipe.json").read_text())["steps"]) == [
+        "audio", "transcripts", "text", "face"]  # fmt: skip
+    resumed = recipe("hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for step in ("audio", "transcripts", "text", "face"):
+        assert f"{step}: done before, skipped" in resumed.stderr
+    assert f"{out / 'submission.csv'}: 3 clips, checked" in resumed.stderr
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["head"]["head"] == "streams-lstm" and config["head"]["hidden"] == 0
+    assert {"frames", "seq/features/face", "seq/features/text-tokens"} <= set(
+        config["head"]["dims"]
+    )
+    again = recipe("hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root),
+                   "--dry-run")  # fmt: skip
+    assert all(line.startswith("# ") for line in again.stdout.splitlines())  # all done
+
+
+def test_the_hallmen_head_has_the_published_shapes():
+    """An LSTM per stream as wide as its input, 2 layers, the last states into Linear(W, W) ->
+    tanh -> Linear(W, 6), as github.com/Skyy93/CVPR2024_abaw (branch blackimgs) abaw/model.py
+    lines 30-36 builds them: the VAD model's frames + VAD (1027), GTE-large tokens (1024) and
+    ViT-H frames (1280)."""
+    dims = {"frames": 1024, "frame_vad": 3, "mean": 1024, "seq/features/text-tokens": 1024,
+            "seq/features/face": 1280}  # fmt: skip
+    config = head_config("streams-lstm", dims, inputs="frames,features/text-tokens,features/face",
+                         hidden=0, layers=2, dropout=0.0, mlp_hidden=0, use_mean=False,
+                         input_norm=False, standardize=False)  # fmt: skip
+    ours = build_head(config)
+    widths = [1027, 1024, 1280]
+    reference = nn.ModuleList([nn.LSTM(w, w, num_layers=2, batch_first=True) for w in widths])
+    fused = sum(widths)
+    fusion = nn.Sequential(nn.Linear(fused, fused), nn.Tanh(), nn.Linear(fused, 6))
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(ours) == count(reference) + count(fusion)
+    lstms = [m for m in ours.modules() if isinstance(m, nn.LSTM)]
+    assert sorted((m.input_size, m.hidden_size, m.num_layers) for m in lstms) == sorted(
+        (w, w, 2) for w in widths)  # fmt: skip
+    batch = {"frames": torch.randn(2, 7, 1024), "frame_vad": torch.rand(2, 7, 3),
+             "lengths": torch.tensor([7, 4]), "seq/features/text-tokens": torch.randn(2, 5, 1024),
+             "lengths/features/text-tokens": torch.tensor([5, 2]),
+             "seq/features/face": torch.randn(2, 3, 1280),
+             "lengths/features/face": torch.tensor([3, 3])}  # fmt: skip
+    assert ours(batch).prediction.shape == (2, 6)
