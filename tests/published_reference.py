@@ -235,3 +235,29 @@ def train_concat_fusion(
         ema.swap(model)
         record["valid_r"].append(pearson_mean(valid_labels, predictions))
     return record
+
+
+# ----------------------------------------------------------------------------- MimicMetrics
+# github.com/Dinithipurna/MimicMetrics @f8e24a2, src/staged_fusion_training.py
+def mimicmetrics_branch(input_dim: int, hidden: int, dropout: float, attention: bool) -> nn.Module:
+    """TextMLPEncoder (lines 303-331) without attention; Audio/VisionAttentionEncoder (lines
+    333-397) with it: attn Linear(input, 1); LayerNorm -> Linear -> GELU -> Dropout -> LayerNorm;
+    head Dropout -> Linear(hidden, 6)."""
+    branch = nn.Module()
+    if attention:
+        branch.attn = nn.Linear(input_dim, 1)
+    branch.proj = nn.Sequential(
+        nn.LayerNorm(input_dim), nn.Linear(input_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+        nn.LayerNorm(hidden),
+    )  # fmt: skip
+    branch.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 6))
+    return branch
+
+
+def mimicmetrics_fusion(width: int, hidden: int, dropout: float) -> nn.Sequential:
+    """FusionRegressor (lines 438-456): LayerNorm -> Dropout -> Linear -> GELU -> Dropout ->
+    Linear(6)."""
+    return nn.Sequential(
+        nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(),
+        nn.Dropout(dropout), nn.Linear(hidden, 6),
+    )  # fmt: skip

@@ -153,3 +153,56 @@ def test_the_hallmen_head_has_the_published_shapes():
              "seq/features/face": torch.randn(2, 3, 1280),
              "lengths/features/face": torch.tensor([3, 3])}  # fmt: skip
     assert ours(batch).prediction.shape == (2, 6)
+
+
+def parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_the_casia_head_over_three_streams_has_the_published_shapes():
+    """concat-2026 over face (768), WavLM frames (1024) and ChatGLM3 tokens (4096): the audio
+    branch with its VAD module and two plain branches, each with its auxiliary head, and the
+    shared head over 3 x 256, as the public code builds them (tests/published_reference.py,
+    A:394-487, A:490-562, A:615-622)."""
+    from published_reference import AudioVadConcatFusion, regression_head
+
+    from emi_heads.training.presets import PRESETS
+
+    dims = {"frames": 1024, "seq/features/face": 768, "seq/features/text-tokens": 4096}
+    settings = {k: v for k, v in PRESETS["concat-2026"].head.items() if k != "head"}
+    shares = "features/face=0.20,frames=0.35,features/text-tokens=0.45"
+    settings.update(inputs="features/face,frames,features/text-tokens", stream_aux_weights=shares)
+    ours = build_head(head_config("concat-frames", dims, **settings))
+    audio = AudioVadConcatFusion(1024)
+    audio_branch = parameters(audio) - parameters(audio.fusion_head)
+
+    def plain(width: int) -> int:  # A:409-431: projection, feat_fc, auxiliary head
+        return parameters(nn.Sequential(
+            nn.LayerNorm(width), nn.Linear(width, 256), nn.LayerNorm(256), nn.Linear(256, 256),
+            regression_head(256, 256, 0.2)))  # fmt: skip
+
+    fusion = parameters(regression_head(3 * 256, 256, 0.2))
+    assert parameters(ours) == audio_branch + plain(768) + plain(4096) + fusion
+    assert ours.aux_shares == {"features/face": 0.2, "frames": 0.35, "features/text-tokens": 0.45}
+
+
+def test_the_mimicmetrics_head_has_the_published_shapes():
+    """concat-frames as the mimicmetrics-2026 recipe sets it against MimicMetrics' own modules
+    (tests/published_reference.py): GTE text 768 (a clip vector), wav2vec2 1024 and DINOv2 768
+    frames, branches 384, fusion 128."""
+    from published_reference import mimicmetrics_branch, mimicmetrics_fusion
+
+    dims = {"frames": 1024, "features/text": 768, "seq/features/face": 768}
+    config = head_config("concat-frames", dims, inputs="features/text,frames,features/face",
+                         frame_pool="attention", branch_layout="pool-project", pool_steps=0,
+                         branch_dim=384, mlp_hidden=128, dropout=0.45, vad_latent="off",
+                         standardize=False)  # fmt: skip
+    ours = build_head(config)
+    reference = nn.ModuleList([mimicmetrics_branch(768, 384, 0.45, attention=False),
+                               mimicmetrics_branch(1024, 384, 0.45, attention=True),
+                               mimicmetrics_branch(768, 384, 0.45, attention=True),
+                               mimicmetrics_fusion(3 * 384, 128, 0.45)])  # fmt: skip
+    assert parameters(ours) == parameters(reference)
+    shapes = lambda m: sorted(tuple(p.shape) for p in m.parameters())  # noqa: E731
+    assert shapes(ours) == shapes(reference)
+    assert [type(m).__name__ for m in ours.fusion] == [type(m).__name__ for m in reference[3]]

@@ -10,9 +10,15 @@ streams' vectors are concatenated into the shared head (LayerNorm -> Linear -> G
 -> Linear(6)), and each stream has an auxiliary head of the same shape on its own z.
 
 The streams are `inputs`: the acoustic frames, frame streams (face, text tokens) and clip
-streams (a sentence vector, one step). Switches: masked attention pooling (`frame_pool`), the
-text-guided triplet term (`triplet_weight`), per-stream auxiliary shares, and two-stage training
-(`emi train --unimodal-epochs`: each stream's branch and auxiliary head first, then the fusion).
+streams (a sentence vector, one step). `branch_layout="pool-project"` builds MimicMetrics'
+branches instead (github.com/Dinithipurna/MimicMetrics src/staged_fusion_training.py lines
+303-456): each stream pooled first (attention scored on its raw frames), then LayerNorm ->
+Linear -> GELU -> Dropout -> LayerNorm; auxiliary heads Dropout -> Linear(6); the fusion
+LayerNorm -> Dropout -> Linear -> GELU -> Dropout -> Linear(6); no VAD latent.
+
+Switches: masked attention pooling (`frame_pool`), the text-guided triplet term
+(`triplet_weight`), per-stream auxiliary shares, and two-stage training (`emi train
+--unimodal-epochs`: each stream's branch and auxiliary head first, then the fusion).
 """
 
 from __future__ import annotations
@@ -94,7 +100,8 @@ class FrameConcatHead(Head):
 
     @classmethod
     def resolve_config(cls, config: FrameConcatConfig) -> FrameConcatConfig:
-        if cls.ACOUSTIC not in reads.fused_streams(config):  # the latent is read off the audio
+        projected_frames = config.branch_layout == "project-pool"  # what the latent reads
+        if cls.ACOUSTIC not in reads.fused_streams(config) or not projected_frames:
             return replace(config, vad_latent="off")
         return latent_without_cached_vad(config)
 
@@ -103,6 +110,7 @@ class FrameConcatHead(Head):
         self.streams = reads.fused_streams(config)
         self.aux_shares = stream_shares(self.streams, config.stream_aux_weights)
         width, dropout = config.branch_dim, config.dropout
+        self.pool_first = config.branch_layout == "pool-project"
         self.project = nn.ModuleDict(
             {
                 _key(name): nn.Sequential(
@@ -110,6 +118,7 @@ class FrameConcatHead(Head):
                     nn.Linear(self.width_of(name), width),
                     nn.GELU(),
                     nn.Dropout(dropout),
+                    *([nn.LayerNorm(width)] if self.pool_first else []),
                 )
                 for name in self.streams
             }
@@ -132,17 +141,33 @@ class FrameConcatHead(Head):
             )
         self.vector = nn.ModuleDict(
             {
-                _key(name): nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
+                _key(name): nn.Identity()
+                if self.pool_first
+                else nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
                 for name in self.streams
             }
         )
         self.aux_heads = nn.ModuleDict(
-            {_key(name): _regressor(width, config.mlp_hidden, dropout) for name in self.streams}
+            {
+                _key(name): nn.Sequential(nn.Dropout(dropout), nn.Linear(width, OUTPUTS))
+                if self.pool_first
+                else _regressor(width, config.mlp_hidden, dropout)
+                for name in self.streams
+            }
         )
         self.attention = None
-        if config.frame_pool == "attention":
-            self.attention = nn.ModuleDict({_key(n): AttentionPool(width) for n in self.streams})
-        self.fusion = _regressor(width * len(self.streams), config.mlp_hidden, dropout)
+        if config.frame_pool == "attention":  # a clip stream's one step needs none
+            self.attention = nn.ModuleDict(
+                {
+                    _key(n): AttentionPool(self.width_of(n) if self.pool_first else width)
+                    for n in self.streams
+                    if n == self.ACOUSTIC or f"seq/{n}" in config.dims
+                }
+            )
+        fused = width * len(self.streams)
+        self.fusion = _regressor(fused, config.mlp_hidden, dropout)
+        if self.pool_first:  # MimicMetrics' FusionRegressor: a Dropout after the LayerNorm
+            self.fusion.insert(1, nn.Dropout(dropout))
 
     def width_of(self, name: str) -> int:
         dims = self.config.dims
@@ -173,21 +198,30 @@ class FrameConcatHead(Head):
             if self.config.pool_steps and frames.shape[1] > 1:
                 frames = adaptive_average(frames, lengths, self.config.pool_steps)
                 lengths = torch.full_like(lengths, self.config.pool_steps)
+            if self.pool_first:
+                vector = self.project[key](self.pool(frames, lengths, key))
+                aux[f"branch/{name}"] = self.activate(self.aux_heads[key](vector))
+                vectors.append(vector)
+                continue
             projected = self.project[key](frames)
             if name == self.ACOUSTIC and self.vad_head is not None:
                 latent = self.vad_head(time_mean(projected, lengths))
                 aux["vad_latent"] = latent
                 repeated = latent[:, None, :].expand(-1, projected.shape[1], -1)
                 projected = self.vad_fuse(torch.cat([projected, repeated], dim=-1))
-            pooled = (time_mean(projected, lengths) if self.attention is None
-                      else self.attention[key](projected, lengths))  # fmt: skip
-            vector = self.vector[key](pooled)
+            vector = self.vector[key](self.pool(projected, lengths, key))
             aux[f"branch/{name}"] = self.activate(self.aux_heads[key](vector))
             vectors.append(vector)
         fused = torch.cat(vectors, dim=-1)
         if self.config.triplet_weight:
             aux["fused"] = fused
         return HeadOutput(self.activate(self.fusion(fused)), aux)
+
+    def pool(self, frames: torch.Tensor, lengths: torch.Tensor, key: str) -> torch.Tensor:
+        """Each clip's steps (B, T, d) to one vector (B, d): their mean, or attention."""
+        if self.attention is None or key not in self.attention:
+            return time_mean(frames, lengths)
+        return self.attention[key](frames, lengths)
 
     def unimodal_loss(self, output: HeadOutput, target: torch.Tensor, main_loss) -> torch.Tensor:
         """Stage one of two-stage training: each stream's auxiliary head on the main loss, every

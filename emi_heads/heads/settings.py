@@ -279,6 +279,14 @@ class FrameConcatConfig(BranchConfig):
             "own frames (MimicMetrics, 10th ABAW)."
         ),
     )
+    branch_layout: Literal["project-pool", "pool-project"] = field(
+        default="project-pool",
+        metadata=_help(
+            "concat-frames: project each frame then pool and LayerNorm -> Linear (CASIA, 10th "
+            "ABAW), or pool the raw frames then project, ending in a LayerNorm, with linear "
+            "auxiliary heads (MimicMetrics, 10th ABAW; no VAD latent)."
+        ),
+    )
     triplet_weight: float = field(
         default=0.0,
         metadata=_help(

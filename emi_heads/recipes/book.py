@@ -69,6 +69,19 @@ def train_step(*options: str) -> Step:
     return Step("train", (*TRAIN, *options, "--epochs", "{epochs}"), "run")
 
 
+def media_steps(*text_options: str) -> tuple[Step, ...]:
+    """The stage one of a system that reads the voice, the words and the face: the audio
+    backbone, the transcripts (imported with `--set transcripts=FILE`, else Whisper), the text
+    encoder (with `text_options`) and the image encoder on the face."""
+    return (EXTRACT_AUDIO, IMPORT_TRANSCRIPTS, TRANSCRIBE, text_step(*text_options), FACE)
+
+
+def media_settings(**models: str) -> dict[str, str]:
+    """The settings every multimodal recipe has, its own models and knobs over them."""
+    return {"audio_model": VAD_MODEL_ID, "asr_model": ASR_MODEL_ID, "transcripts": "",
+            "fps": "5", "crop": "face", "epochs": "30", "seed": "0", **models}  # fmt: skip
+
+
 def preset_options(name: str) -> tuple[str, ...]:
     return ("--preset", name)
 
@@ -118,24 +131,13 @@ _add(
         name="hallmen-2025",
         system="the 8th ABAW EMI winner (Hallmen et al., arXiv 2504.11460)",
         published="test 0.706",
-        settings={
-            "audio_model": VAD_MODEL_ID,
-            "asr_model": ASR_MODEL_ID,
-            "transcripts": "",
-            "text_model": "thenlper/gte-large",
-            "max_tokens": "128",
-            "image_model": "google/vit-huge-patch14-224-in21k",
-            "fps": "5",
-            "crop": "face",
-            "epochs": "30",
-            "seed": "0",
-        },  # fmt: skip
+        settings=media_settings(
+            text_model="thenlper/gte-large",
+            max_tokens="128",
+            image_model="google/vit-huge-patch14-224-in21k",
+        ),
         steps=(
-            EXTRACT_AUDIO,
-            IMPORT_TRANSCRIPTS,
-            TRANSCRIBE,
-            text_step("--tokens", "--max-tokens", "{max_tokens}"),
-            FACE,
+            *media_steps("--tokens", "--max-tokens", "{max_tokens}"),
             train_step(
                 *training_of("lstm-2024"),
                 "--head",
@@ -181,25 +183,16 @@ _add(
         name="casia-2026",
         system="CASIA, 10th ABAW EMI (arXiv 2603.13760)",
         published="valid 0.479",
-        settings={
-            "audio_model": "microsoft/wavlm-large",
-            "asr_model": "openai/whisper-large-v3",
-            "transcripts": "",
-            "text_model": "THUDM/chatglm3-6b",
-            "max_tokens": "256",
-            "image_model": "trpakov/vit-face-expression",
-            "fps": "5",
-            "crop": "face",
-            "epochs": "30",
-            "seed": "0",
-            "triplet_weight": "0",
-        },  # fmt: skip
+        settings=media_settings(
+            audio_model="microsoft/wavlm-large",
+            asr_model="openai/whisper-large-v3",
+            text_model="THUDM/chatglm3-6b",
+            max_tokens="256",
+            image_model="trpakov/vit-face-expression",
+            triplet_weight="0",
+        ),
         steps=(
-            EXTRACT_AUDIO,
-            IMPORT_TRANSCRIPTS,
-            TRANSCRIBE,
-            text_step("--tokens", "--max-tokens", "{max_tokens}"),
-            FACE,
+            *media_steps("--tokens", "--max-tokens", "{max_tokens}"),
             train_step(
                 *preset_options("concat-2026"),
                 "--inputs",
@@ -239,24 +232,14 @@ _add(
         name="mimicmetrics-2026",
         system="MimicMetrics, 10th ABAW EMI, 3rd (arXiv 2605.21869)",
         published="test 0.570",
-        settings={
-            "audio_model": VAD_MODEL_ID,
-            "asr_model": ASR_MODEL_ID,
-            "transcripts": "",
-            "text_model": "thenlper/gte-base",
-            "image_model": "facebook/dinov2-base",
-            "fps": "5",
-            "crop": "face",
-            "epochs": "100",
-            "unimodal_epochs": "50",
-            "seed": "0",
-        },  # fmt: skip
+        settings=media_settings(
+            text_model="thenlper/gte-base",
+            image_model="facebook/dinov2-base",
+            epochs="100",
+            unimodal_epochs="50",
+        ),
         steps=(
-            EXTRACT_AUDIO,
-            IMPORT_TRANSCRIPTS,
-            TRANSCRIBE,
-            text_step(),
-            FACE,
+            *media_steps(),
             train_step(
                 "--head",
                 "concat-frames",
@@ -264,6 +247,8 @@ _add(
                 "features/text,frames,features/face",
                 "--frame-pool",
                 "attention",
+                "--branch-layout",
+                "pool-project",
                 "--pool-steps",
                 "0",
                 "--branch-dim",
@@ -320,6 +305,10 @@ _add(
             "configs/example.yaml lines 43-60; encoders at lr x 0.05 in the fusion: "
             "src/staged_fusion_training.py lines 1020-1025",
             "no sigmoid on the output: src/staged_fusion_training.py lines 316-319, 445-452",
+            f"branches pooled first, then LayerNorm -> Linear -> GELU -> Dropout -> LayerNorm, "
+            f"heads Dropout -> Linear, fusion LayerNorm -> Dropout -> Linear -> GELU -> Dropout -> "
+            f"Linear (--branch-layout pool-project): {MIMIC}, src/staged_fusion_training.py lines "
+            "303-456",
             "ReduceLROnPlateau (line 649) is not one of our schedules: cosine-epoch instead; "
             "modality dropout blanks the streams' inputs, not their encodings (lines 483-495); "
             "the wav2vec2 is the VAD model (theirs is 'custom', not published); the GTE size "
