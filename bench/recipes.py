@@ -8,7 +8,8 @@ seed (`--set seed=K`: the stage-one steps are skipped by the ledger). The publis
 on the challenge's real data with the real encoders; these are not comparable to them (see the
 README).
 
-python bench/recipes.py [--seeds 3] [--epochs 10] [--recipes hallmen-2025,...]
+python bench/recipes.py [--seeds 3] [--epochs N] [--recipes hallmen-2025,...]
+(--epochs: every recipe's epochs and unimodal epochs; default: each recipe's own, as published)
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ def summary(label: str, scores: list[float], seconds: list[float], published: st
             "s per run": statistics.mean(seconds), "published": published}  # fmt: skip
 
 
-def bench_recipe(name: str, folder: Path, seeds: int, epochs: int) -> list[dict]:
+def bench_recipe(name: str, folder: Path, seeds: int, epochs: int | None) -> list[dict]:
     recipe, out = RECIPES[name], folder / name
-    sets = [*TINY, f"epochs={epochs}"]
-    if "unimodal_epochs" in recipe.settings:
-        sets.append(f"unimodal_epochs={epochs}")
+    sets = list(TINY)
+    if epochs is not None:
+        sets += [f"epochs={epochs}", f"unimodal_epochs={epochs}"]
     sets = [s for s in sets if s.split("=")[0] in recipe.settings]
     options = [part for s in sets for part in ("--set", s)]
     scores, seconds = [], []
@@ -79,7 +80,7 @@ def bench_recipe(name: str, folder: Path, seeds: int, epochs: int) -> list[dict]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--recipes", default=",".join(RECIPES))
     args = parser.parse_args()
     rows = []

@@ -112,11 +112,16 @@ def test_a_failed_step_resumes_and_a_re_run_skips_what_is_done(sample_root, tmp_
     assert "the steps before it are kept: re-run to continue" in failed.stderr
     assert list(json.loads((out / "recipe.json").read_text())["steps"]) == [
         "audio", "transcripts", "text", "face"]  # fmt: skip
+    ledger_path = out / "recipe.json"  # as if the face had been extracted by hand (torchrun)
+    ledger = json.loads(ledger_path.read_text())
+    del ledger["steps"]["face"]
+    ledger_path.write_text(json.dumps(ledger))
     resumed = recipe("hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for step in ("audio", "transcripts", "text", "face"):
         assert f"{step}: done before, skipped" in resumed.stderr
     assert f"{out / 'submission.csv'}: 3 clips, checked" in resumed.stderr
+    assert "face" in json.loads(ledger_path.read_text())["steps"]  # kept and recorded
     config = json.loads((out / "run" / "config.json").read_text())
     assert config["head"]["head"] == "streams-lstm" and config["head"]["hidden"] == 0
     assert {"frames", "seq/features/face", "seq/features/text-tokens"} <= set(

@@ -64,6 +64,12 @@ def token_limit(tokenizer_limit: int, config) -> int:
     return max(1, min(limits))
 
 
+# Models whose own code returns (T, B, D) states: ChatGLM (as CASIA's extractor handles it,
+# github.com/ReLU-H/Team-CASIA26-ABAW-10th-EMI-track code_all/extract_chatglm3_feats.py,
+# `get_hidden`). Not tested here: its weights and code are not on this machine.
+SEQUENCE_FIRST = {"chatglm"}
+
+
 class TextEncoder:
     """Texts -> (N, D) sentence vectors and each text's (T_k, D) token states, float32."""
 
@@ -103,6 +109,8 @@ class TextEncoder:
             texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         ).to(self.device)
         states = self.network(**batch).last_hidden_state.float()
+        if getattr(self.network.config, "model_type", "") in SEQUENCE_FIRST:
+            states = states.transpose(0, 1)
         mask = batch["attention_mask"].bool()
         if self.pooling == "cls":
             pooled = states[:, 0]

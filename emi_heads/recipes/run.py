@@ -97,16 +97,20 @@ def _runs(step: Step, settings: dict[str, str]) -> bool:
 
 
 def _done(step: Step, argv: list[str], out: Path, ledger: dict[str, list[str]]) -> bool:
-    same = ledger.get(step.name) == argv
-    product = makes(step, out)
-    if product is False and step.makes.startswith(("stream:", "transcripts")):
+    """Done: what the step makes is there, and the ledger holds this command for it — or holds
+    none, for a stream or the transcripts (made by the printed command, run by hand, e.g. under
+    torchrun across machines: kept). Another command's stream is refused; another command's
+    run or submission is made again (the cache's own extraction resumes or refuses by itself)."""
+    recorded, product = ledger.get(step.name), makes(step, out)
+    if not product:
         return False
-    if product and not same and step.makes.startswith(("stream:", "transcripts")):
+    in_cache = step.makes.startswith(("stream:", "transcripts"))
+    if in_cache and recorded not in (None, argv):
         raise RecipeError(
             f"{out / 'cache.h5'} already holds the {step.name} step's output from another "
             f"command; use another --out (or remove {out})"
         )
-    return same and bool(product)
+    return recorded == argv or (in_cache and recorded is None)
 
 
 def makes(step: Step, out: Path) -> bool:
@@ -161,6 +165,7 @@ def run_recipe(
         head = f"[{number}/{len(planned)}] {item.step.name}"
         if item.done:
             echo(f"{head}: done before, skipped")
+            record(out, recipe, item.step, item.argv)  # one made by hand joins the ledger
             continue
         argv = list(item.argv)
         if item.step.makes == "run" and makes(item.step, out):  # settings changed: retrain
