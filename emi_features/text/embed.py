@@ -123,6 +123,21 @@ class TextEncoder:
         return pooled.cpu().numpy(), tokens
 
 
+def _encode_rows(
+    encoder: TextEncoder, texts: list[str], rows: list[int], count: int, batch_size: int
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The texts at `rows` encoded in batches: (count, D) sentence vectors (zero rows for the
+    others) and each row's (T_k, D) token states."""
+    values = np.zeros((count, encoder.hidden_size), dtype=np.float32)
+    token_states: dict[int, np.ndarray] = {}
+    for first in range(0, len(rows), batch_size):
+        chunk = rows[first : first + batch_size]
+        pooled, states = encoder([texts[k] for k in chunk])
+        values[chunk] = pooled
+        token_states.update(zip(chunk, states, strict=True))
+    return values, token_states
+
+
 def embed_text(
     cache_path: str | Path,
     *,
@@ -155,13 +170,7 @@ def embed_text(
         for k, (p, t) in enumerate(zip(transcripts.present, transcripts.text, strict=True))
         if p and t.strip()
     ]
-    values = np.zeros((len(ids), encoder.hidden_size), dtype=np.float32)
-    token_states: dict[int, np.ndarray] = {}
-    for first in range(0, len(rows), batch_size):
-        chunk = rows[first : first + batch_size]
-        pooled, states = encoder([transcripts.text[k] for k in chunk])
-        values[chunk] = pooled
-        token_states.update(zip(chunk, states, strict=True))
+    values, token_states = _encode_rows(encoder, transcripts.text, rows, len(ids), batch_size)
     present = np.zeros(len(ids), dtype=bool)
     present[rows] = True
     empty = int(transcripts.present.sum()) - len(rows)

@@ -76,6 +76,27 @@ def _regressor(width: int, hidden: int, dropout: float) -> nn.Sequential:
     )
 
 
+def _vad_latent(width: int, dropout: float) -> tuple[nn.Sequential, nn.Sequential]:
+    """The VAD latent's head (LayerNorm -> Linear(h, h/2) -> GELU -> Dropout -> Linear(h/2, 3)
+    -> sigmoid) and the re-projection of the frames with it (LayerNorm -> Linear(h+3, h) ->
+    GELU -> Dropout)."""
+    head = nn.Sequential(
+        nn.LayerNorm(width),
+        nn.Linear(width, width // 2),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(width // 2, VAD_DIM),
+        nn.Sigmoid(),
+    )
+    fuse = nn.Sequential(
+        nn.LayerNorm(width + VAD_DIM),
+        nn.Linear(width + VAD_DIM, width),
+        nn.GELU(),
+        nn.Dropout(dropout),
+    )
+    return head, fuse
+
+
 def stream_shares(streams: list[str], spec: str) -> dict[str, float]:
     """Each stream's share of the auxiliary weight: the weights `spec` names, and what is left
     of 1 split evenly over the streams it does not name."""
@@ -125,20 +146,7 @@ class FrameConcatHead(Head):
         )
         self.vad_head = self.vad_fuse = None
         if config.vad_latent != "off":
-            self.vad_head = nn.Sequential(
-                nn.LayerNorm(width),
-                nn.Linear(width, width // 2),
-                nn.GELU(),
-                nn.Dropout(dropout),
-                nn.Linear(width // 2, VAD_DIM),
-                nn.Sigmoid(),
-            )
-            self.vad_fuse = nn.Sequential(
-                nn.LayerNorm(width + VAD_DIM),
-                nn.Linear(width + VAD_DIM, width),
-                nn.GELU(),
-                nn.Dropout(dropout),
-            )
+            self.vad_head, self.vad_fuse = _vad_latent(width, dropout)
         self.vector = nn.ModuleDict(
             {
                 _key(name): nn.Identity()
