@@ -67,11 +67,17 @@ def test_a_model_with_its_own_code_needs_the_flag(sample_root, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_an_unknown_setting_is_refused_in_one_line(sample_root, tmp_path):
+def test_bad_arguments_are_refused_in_one_line(sample_root, tmp_path):
     result = recipe("hallmen-2025", str(sample_root), "--set", "txt_model=x")
     assert result.returncode != 0
     assert "Error: --set txt_model: not a setting of hallmen-2025" in result.stderr
     assert "Traceback" not in result.stderr
+    missing = recipe("audio-2024", str(tmp_path / "none"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"Error: DATA {tmp_path / 'none'}: no such folder"
+    (tmp_path / "file").write_text("")
+    a_file = recipe("audio-2024", str(sample_root), "--out", str(tmp_path / "file"))
+    assert a_file.returncode == 2 and "is a file" in a_file.stderr.splitlines()[-1]
 
 
 @pytest.mark.parametrize(
