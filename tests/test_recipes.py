@@ -217,3 +217,15 @@ def test_the_mimicmetrics_head_has_the_published_shapes():
     shapes = lambda m: sorted(tuple(p.shape) for p in m.parameters())  # noqa: E731
     assert shapes(ours) == shapes(reference)
     assert [type(m).__name__ for m in ours.fusion] == [type(m).__name__ for m in reference[3]]
+
+
+def test_the_audio_only_recipe_runs_its_preset_to_a_checked_submission(sample_root, tmp_path):
+    out = tmp_path / "a"
+    result = recipe("audio-2024", str(sample_root), "--out", str(out), "--set",
+                    "audio_model=fbank", "--set", "epochs=1")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{out / 'submission.csv'}: 3 clips, checked" in result.stderr
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["preset"] == "lstm-2024" and config["head"]["hidden"] == 1027
+    assert list(json.loads((out / "recipe.json").read_text())["steps"]) == [
+        "audio", "train", "submission"]  # fmt: skip
