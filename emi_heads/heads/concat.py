@@ -11,7 +11,7 @@ from torch import nn
 
 from emi_features.cache.schema import VAD_DIM
 from emi_heads.heads.base import OUTPUTS, Head, HeadOutput, latent_without_cached_vad
-from emi_heads.heads.reads import branch_inputs, layer_count
+from emi_heads.heads.reads import branch_inputs, layer_count, module_key
 from emi_heads.heads.settings import ConcatConfig
 from emi_heads.training.losses import mse
 
@@ -37,17 +37,17 @@ class ConcatHead(Head):
         self.names = branch_inputs(config)
         self.layer_logits = nn.ParameterDict(
             {
-                name.replace("/", "__"): nn.Parameter(torch.zeros(layer_count(config, name)))
+                module_key(name): nn.Parameter(torch.zeros(layer_count(config, name)))
                 for name in self.names
                 if config.layer_weights and layer_count(config, name) > 1
             }
         )
-        summed = {name for name in self.names if name.replace("/", "__") in self.layer_logits}
+        summed = {name for name in self.names if module_key(name) in self.layer_logits}
         width = {n: config.dims[n] // (layer_count(config, n) if n in summed else 1)
                  for n in self.names}  # fmt: skip
         self.branches = nn.ModuleDict(
             {
-                name.replace("/", "__"): nn.Sequential(
+                module_key(name): nn.Sequential(
                     nn.LayerNorm(width[name]),
                     nn.Linear(width[name], config.branch_dim),
                     nn.GELU(),
@@ -75,8 +75,9 @@ class ConcatHead(Head):
 
     def layer_weights(self) -> dict[str, list[float]]:
         """Each layered stream's softmax weight per hidden layer (0 = the CNN features)."""
-        return {key.replace("__", "/"): torch.softmax(logits.detach().float(), 0).tolist()
-                for key, logits in self.layer_logits.items()}  # fmt: skip
+        return {name: torch.softmax(self.layer_logits[module_key(name)].detach().float(),
+                                    0).tolist()
+                for name in self.names if module_key(name) in self.layer_logits}  # fmt: skip
 
     def branch_input(self, batch: dict[str, torch.Tensor], name: str, key: str) -> torch.Tensor:
         """The input `name` (B, d); a layered one summed over its layers with their weights."""

@@ -38,7 +38,7 @@ from emi_heads.heads.base import (
     latent_without_cached_vad,
     time_mean,
 )
-from emi_heads.heads.reads import parse_stream_weights
+from emi_heads.heads.reads import module_key, parse_stream_weights
 from emi_heads.heads.settings import FrameConcatConfig
 from emi_heads.training.losses import mse
 
@@ -134,7 +134,7 @@ class FrameConcatHead(Head):
         self.pool_first = config.branch_layout == "pool-project"
         self.project = nn.ModuleDict(
             {
-                _key(name): nn.Sequential(
+                module_key(name): nn.Sequential(
                     nn.LayerNorm(self.width_of(name)),
                     nn.Linear(self.width_of(name), width),
                     nn.GELU(),
@@ -149,7 +149,7 @@ class FrameConcatHead(Head):
             self.vad_head, self.vad_fuse = _vad_latent(width, dropout)
         self.vector = nn.ModuleDict(
             {
-                _key(name): nn.Identity()
+                module_key(name): nn.Identity()
                 if self.pool_first
                 else nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
                 for name in self.streams
@@ -157,7 +157,7 @@ class FrameConcatHead(Head):
         )
         self.aux_heads = nn.ModuleDict(
             {
-                _key(name): nn.Sequential(nn.Dropout(dropout), nn.Linear(width, OUTPUTS))
+                module_key(name): nn.Sequential(nn.Dropout(dropout), nn.Linear(width, OUTPUTS))
                 if self.pool_first
                 else _regressor(width, config.mlp_hidden, dropout)
                 for name in self.streams
@@ -167,7 +167,7 @@ class FrameConcatHead(Head):
         if config.frame_pool == "attention":  # a clip stream's one step needs none
             self.attention = nn.ModuleDict(
                 {
-                    _key(n): AttentionPool(self.width_of(n) if self.pool_first else width)
+                    module_key(n): AttentionPool(self.width_of(n) if self.pool_first else width)
                     for n in self.streams
                     if n == self.ACOUSTIC or f"seq/{n}" in config.dims
                 }
@@ -202,7 +202,7 @@ class FrameConcatHead(Head):
         vectors, aux = [], {}
         for name in self.streams:
             frames, lengths = self.sequence(batch, name)
-            key = _key(name)
+            key = module_key(name)
             if self.config.pool_steps and frames.shape[1] > 1:
                 frames = adaptive_average(frames, lengths, self.config.pool_steps)
                 lengths = torch.full_like(lengths, self.config.pool_steps)
@@ -258,10 +258,6 @@ class FrameConcatHead(Head):
         elif latent is not None:
             total = total + self.config.vad_center_weight * ((latent.float() - 0.5) ** 2).mean()
         return total
-
-
-def _key(name: str) -> str:
-    return name.replace("/", "__")
 
 
 TRIPLET_DRAWS = 32  # triplets drawn per batch (the published n_triplets)

@@ -17,7 +17,24 @@ from emi_heads.heads.base import (
     time_mean,
     without_absent_frame_vad,
 )
-from emi_heads.heads.settings import LstmConfig
+from emi_heads.heads.settings import LstmConfig, RecurrentConfig
+
+
+def recurrent_encoder(width: int, config: RecurrentConfig) -> tuple[nn.Module, nn.LSTM]:
+    """The input norm and LSTM of a recurrent head reading (B, T, width) frames: `hidden`
+    wide (0: `width`, as published), `layers` deep, dropout between layers.
+
+    Frames of different backbones differ in scale (log-mel vs. layer-normed hidden states); the
+    LayerNorm (`input_norm`) keeps the LSTM's gates out of saturation for all of them."""
+    norm = nn.LayerNorm(width) if config.input_norm else nn.Identity()
+    lstm = nn.LSTM(
+        width,
+        config.hidden or width,
+        num_layers=config.layers,
+        batch_first=True,
+        dropout=config.dropout if config.layers > 1 else 0.0,
+    )
+    return norm, lstm
 
 
 class LstmHead(Head):
@@ -38,17 +55,8 @@ class LstmHead(Head):
         self.use_vad = config.use_vad
         self.use_mean = config.use_mean
         width = config.dims["frames"] + (VAD_DIM if self.use_vad else 0)
-        # Frames of different backbones differ in scale (log-mel vs. layer-normed hidden
-        # states); a LayerNorm keeps the LSTM's gates out of saturation for all of them.
-        self.input_norm = nn.LayerNorm(width) if config.input_norm else nn.Identity()
-        hidden = config.hidden or width
-        self.lstm = nn.LSTM(
-            width,
-            hidden,
-            num_layers=config.layers,
-            batch_first=True,
-            dropout=config.dropout if config.layers > 1 else 0.0,
-        )
+        self.input_norm, self.lstm = recurrent_encoder(width, config)
+        hidden = self.lstm.hidden_size
         mean_width = width if config.mean_input == "frames" else summary_width(config)
         self.mlp = readout(hidden + (mean_width if self.use_mean else 0), config)
 

@@ -15,6 +15,12 @@ SUMMARIES = {"stats": "frame_stats", "cache": "mean"}  # mean_input -> the clip 
 LAYERS = "layers"  # dims["layers/features/NAME"]: the hidden layers a layered stream holds
 
 
+def module_key(name: str) -> str:
+    """An input's name as a key of the head's module dicts and buffers (no "/" allowed there):
+    `features/text` -> `features__text`."""
+    return name.replace("/", "__")
+
+
 def layer_count(config: HeadConfig, name: str) -> int:
     """How many hidden layers the clip vector `name` holds (`emi extract --layers all`): its
     width is that many times each layer's mean ⊕ sd; 1 for any other input."""

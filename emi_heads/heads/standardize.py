@@ -11,14 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emi_heads.heads.reads import LAYERS
+from emi_heads.heads.reads import LAYERS, module_key
 
 MIN_SD = 1e-6  # a dimension that never varies in training is centred, not scaled
 CHUNK_ROWS = 1 << 18  # frames summed at once in float64 (2 MiB a column)
-
-
-def _key(name: str) -> str:
-    return name.replace("/", "__")
 
 
 def lengths_key(name: str) -> str | None:
@@ -52,11 +48,11 @@ class Standardizer(nn.Module):
         super().__init__()
         self.names = sorted(n for n in dims if not n.startswith(f"{LAYERS}/"))  # not inputs
         for name in self.names:
-            self.register_buffer(f"mean__{_key(name)}", torch.zeros(dims[name]))
-            self.register_buffer(f"sd__{_key(name)}", torch.ones(dims[name]))
+            self.register_buffer(f"mean__{module_key(name)}", torch.zeros(dims[name]))
+            self.register_buffer(f"sd__{module_key(name)}", torch.ones(dims[name]))
 
     def _tensors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return getattr(self, f"mean__{_key(name)}"), getattr(self, f"sd__{_key(name)}")
+        return getattr(self, f"mean__{module_key(name)}"), getattr(self, f"sd__{module_key(name)}")
 
     @torch.no_grad()
     def fit(self, inputs) -> None:

@@ -15,8 +15,8 @@ from emi_heads.heads.base import (
     time_mean,
     without_absent_frame_vad,
 )
-from emi_heads.heads.lstm import LstmHead
-from emi_heads.heads.reads import sequence_streams
+from emi_heads.heads.lstm import LstmHead, recurrent_encoder
+from emi_heads.heads.reads import module_key, sequence_streams
 from emi_heads.heads.settings import StreamsLstmConfig
 
 
@@ -43,25 +43,12 @@ class StreamLstmHead(Head):
         frames_width = config.dims["frames"] + (VAD_DIM if config.use_vad else 0)
         widths = {n: frames_width if n == "frames" else config.dims[n] for n in self.streams}
         self.encoders = nn.ModuleDict(
-            {
-                _key(name): nn.ModuleDict(
-                    {
-                        "norm": nn.LayerNorm(widths[name]) if config.input_norm else nn.Identity(),
-                        "lstm": nn.LSTM(
-                            widths[name],
-                            config.hidden or widths[name],
-                            num_layers=config.layers,
-                            batch_first=True,
-                            dropout=config.dropout if config.layers > 1 else 0.0,
-                        ),
-                    }
-                )
-                for name in self.streams
-            }
+            {module_key(name): _encoder(widths[name], config) for name in self.streams}
         )
         self.per_stream_mean = config.use_mean and config.mean_input == "frames"
         fused = sum(
-            (config.hidden or widths[n]) + (widths[n] if self.per_stream_mean else 0)
+            self.encoders[module_key(n)]["lstm"].hidden_size
+            + (widths[n] if self.per_stream_mean else 0)
             for n in self.streams
         ) + (summary_width(config) if config.use_mean and not self.per_stream_mean else 0)
         self.mlp = readout(fused, config)
@@ -79,7 +66,7 @@ class StreamLstmHead(Head):
             else:
                 stream = name.removeprefix("seq/")
                 frames, lengths = batch[name], batch[f"lengths/{stream}"]
-            encoder = self.encoders[_key(name)]
+            encoder = self.encoders[module_key(name)]
             if self.per_stream_mean:
                 states.append(time_mean(frames, lengths))
             states.append(LstmHead.read_last(encoder["lstm"], encoder["norm"](frames), lengths))
@@ -88,5 +75,7 @@ class StreamLstmHead(Head):
         return HeadOutput(self.activate(self.mlp(torch.cat(states, dim=-1))))
 
 
-def _key(name: str) -> str:
-    return name.replace("/", "__")
+def _encoder(width: int, config: StreamsLstmConfig) -> nn.ModuleDict:
+    """One stream's input norm and LSTM (`recurrent_encoder`), as `norm` and `lstm`."""
+    norm, lstm = recurrent_encoder(width, config)
+    return nn.ModuleDict({"norm": norm, "lstm": lstm})
