@@ -81,9 +81,9 @@ class LayerStats:
             with torch.inference_mode():
                 states = self.backbone.encoder(inputs["input_values"].to(self.device),
                                                output_hidden_states=True).hidden_states  # fmt: skip
-            stacked = torch.stack(states).squeeze(1).double().cpu().numpy()  # (L, T, D)
-            total[:, 0] += stacked.sum(axis=1)
-            total[:, 1] += (stacked**2).sum(axis=1)
+            stacked = torch.stack(states)[:, 0].double()  # (L, T, D), reduced where it lies
+            total[:, 0] += stacked.sum(dim=1).cpu().numpy()
+            total[:, 1] += stacked.square().sum(dim=1).cpu().numpy()
             count += stacked.shape[1]
         mean = total[:, 0] / count
         sd = np.sqrt(np.maximum(total[:, 1] / count - mean**2, 0.0))

@@ -274,25 +274,36 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), config
 
 
-@torch.inference_mode()
 def predict(
+    model: nn.Module, inputs: Any, *, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """(N, 6) float32 predictions of a head for loaded inputs, in their order."""
+    return predict_outputs(model, inputs, [PREDICTION], device=device,
+                           batch_size=batch_size)[PREDICTION]  # fmt: skip
+
+
+PREDICTION = "prediction"
+
+
+@torch.inference_mode()
+def predict_outputs(
     model: nn.Module,
     inputs: Any,
+    names: list[str],
     *,
     device: torch.device,
     batch_size: int = 256,
-    output: str | None = None,
-) -> np.ndarray:
-    """(N, 6) float32 predictions of a head for loaded inputs, in their order (`output`: one of
-    its auxiliary outputs instead, such as `branch/frames`)."""
+) -> dict[str, np.ndarray]:
+    """Each named output of a head for loaded inputs, (N, 6) float32 in their order, from one
+    pass: `prediction`, or one of its auxiliary outputs (`branch/frames`)."""
     model.to(device).eval()
-    outputs = []
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for first in range(0, len(inputs), batch_size):
         index = torch.arange(first, min(first + batch_size, len(inputs)))
-        with torch.no_grad():
-            result = model(inputs.batch(index, device))
-        values = result.prediction if output is None else result.aux[output]
-        outputs.append(values.float().cpu())
-    if not outputs:
-        return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
-    return torch.cat(outputs).numpy()
+        result = model(inputs.batch(index, device))
+        for name in names:
+            values = result.prediction if name == PREDICTION else result.aux[name]
+            outputs[name].append(values.float().cpu())
+    if not len(inputs):
+        return {name: np.zeros((0, len(EMOTIONS)), dtype=np.float32) for name in names}
+    return {name: torch.cat(values).numpy() for name, values in outputs.items()}

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from emi_heads.training.metrics import pearson_columns
-from emi_heads.training.rundir import predict
+from emi_heads.training.rundir import predict_outputs
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,17 @@ def train_branches_first(job) -> list[dict]:
 
 
 def branch_scores(model, valid, device: torch.device) -> dict[str, float]:
-    """Each branch's mean valid r on its own auxiliary head (empty without validation)."""
+    """Each branch's mean valid r on its own auxiliary head (empty without validation), from
+    one pass over the validation clips."""
     if valid is None:
         return {}
     labels, inputs = valid
+    names = [f"branch/{name}" for name in model.streams]
+    outputs = predict_outputs(model, inputs, names, device=device)
     return {
-        name: float(pearson_columns(
-            predict(model, inputs, device=device, output=f"branch/{name}"), labels.values
-        ).mean())
+        name: float(pearson_columns(outputs[f"branch/{name}"], labels.values).mean())
         for name in model.streams
-    }  # fmt: skip
+    }
 
 
 def fusion_groups(model, config) -> list[dict]:
