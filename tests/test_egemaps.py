@@ -100,7 +100,7 @@ def test_the_stream_records_how_to_make_it_again_for_new_media(folder_and_cache,
     settings give the command, and the command gives the same values."""
     import shutil
 
-    from emi_heads.use.media import _stream_commands
+    from emi_features.extraction.remake import ModelPlace, parse_recipe, stage_one_commands
 
     folder, cache = folder_and_cache
     run(folder, "--out", cache, "--quiet", "--modality", "egemaps", "--level", "functionals",
@@ -109,7 +109,9 @@ def test_the_stream_records_how_to_make_it_again_for_new_media(folder_and_cache,
         stream = opened.stream("again")
     assert stream.attrs["modality"] == "egemaps"
     copy = shutil.copy(cache, tmp_path / "copy.h5")
-    (command,) = _stream_commands("again", stream.attrs, None, folder, copy)
+    with open_cache(cache) as opened:
+        recipe = parse_recipe(opened.recipe(), ModelPlace(tmp_path)).only(["again"])
+    (_, command) = stage_one_commands(recipe, folder, copy)
     assert command == ["extract", str(folder), "--modality", "egemaps", "--stream", "again",
                        "--level", "functionals", "--feature-set", "eGeMAPSv02", "--out",
                        str(copy), "--overwrite"]  # fmt: skip

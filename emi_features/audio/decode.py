@@ -62,15 +62,52 @@ def c_stderr_captured() -> Iterator[list[str]]:
                 lines.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+class MonoResampler:
+    """Chunks of (C, n) samples at one rate -> (N,) float32 mono at 16 kHz, a chunk at a time:
+    each chunk's channels averaged (in float64) and resampled by soxr's stream (HQ), which gives
+    the one-shot resampler's samples exactly. Memory: the 16 kHz output, not the decoded file."""
+
+    def __init__(self) -> None:
+        self.rate: int | None = None
+        self._stream: soxr.ResampleStream | None = None
+        self._parts: list[np.ndarray] = []
+
+    def add(self, channels: np.ndarray, rate: int) -> None:
+        mono = channels.mean(axis=0, dtype=np.float64) if channels.shape[0] > 1 else channels[0]
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        if self.rate is None:
+            self.rate = rate
+            if rate != SAMPLE_RATE:
+                self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
+                                                   quality="HQ")  # fmt: skip
+        elif rate != self.rate:
+            raise DecodeError(f"the sample rate changes inside the file ({self.rate} -> {rate})")
+        self._parts.append(mono if self._stream is None else self._stream.resample_chunk(mono))
+
+    def finish(self) -> np.ndarray:
+        if self._stream is not None:
+            self._parts.append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        return np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
+
+
+BLOCK_SAMPLES = 1 << 16  # what libsndfile decodes at a time
+
+
+def _read_soundfile(path: Path) -> np.ndarray:
+    mono = MonoResampler()
     with c_stderr_captured() as noise:
         try:
-            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+            rate = soundfile.info(str(path)).samplerate
+            for block in soundfile.blocks(str(path), blocksize=BLOCK_SAMPLES, dtype="float32",
+                                          always_2d=True):  # fmt: skip
+                mono.add(block.T, rate)  # (channels, samples)
+        except DecodeError:
+            raise
         except Exception as error:
             raise RuntimeError(_with_noise(str(error).strip().split(". ")[0], noise)) from error
     if noise:
         log.debug("%s decoded with warnings: %s", path.name, " | ".join(noise[:3]))
-    return data.T, rate  # (channels, samples)
+    return mono.finish()
 
 
 def _with_noise(reason: str, noise: list[str]) -> str:
@@ -81,34 +118,30 @@ def _with_noise(reason: str, noise: list[str]) -> str:
     return f"{reason} (decoder: {first})"
 
 
-def _read_av(path: Path) -> tuple[np.ndarray, int]:
+def _read_av(path: Path) -> np.ndarray:
     import av  # imported here: only video inputs need FFmpeg
 
+    mono = MonoResampler()
     with av.open(str(path)) as container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
             raise DecodeError("no audio track")
-        # Convert the sample format only; channels are averaged and the rate resampled below,
-        # exactly as for audio files, so both paths share one downmix and one resampler.
+        # Convert the sample format only; channels are averaged and the rate resampled by
+        # MonoResampler, exactly as for audio files: one downmix and one resampler.
         resampler = av.AudioResampler(format="fltp")
-        chunks: list[np.ndarray] = []
-        rate = stream.rate
         for frame in container.decode(stream):
-            rate = frame.sample_rate
-            chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
-        chunks.extend(out.to_ndarray() for out in resampler.resample(None))
-    if not chunks:
-        return np.zeros((1, 0), dtype=np.float32), rate or SAMPLE_RATE
-    return np.concatenate(chunks, axis=1).astype(np.float32, copy=False), rate
+            for out in resampler.resample(frame):
+                mono.add(out.to_ndarray(), out.sample_rate)
+        for out in resampler.resample(None):
+            mono.add(out.to_ndarray(), out.sample_rate)
+    return mono.finish()
 
 
 def to_mono_16k(channels: np.ndarray, rate: int) -> np.ndarray:
     """(C, N) samples at `rate` -> (M,) float32 mono at 16 kHz (channel average, soxr HQ)."""
-    mono = channels.mean(axis=0, dtype=np.float64) if channels.shape[0] > 1 else channels[0]
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
-    if rate != SAMPLE_RATE and mono.size:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
-    return mono
+    mono = MonoResampler()
+    mono.add(channels, rate)
+    return mono.finish()
 
 
 def load_audio(path: Path | None) -> np.ndarray:
@@ -131,7 +164,7 @@ def load_audio(path: Path | None) -> np.ndarray:
     )
     for reader in readers:  # libsndfile first for audio files, FFmpeg for the rest or as fallback
         try:
-            channels, rate = reader(path)
+            samples = reader(path)
             break
         except DecodeError:
             raise
@@ -142,7 +175,6 @@ def load_audio(path: Path | None) -> np.ndarray:
             failure.__cause__ = error
     else:
         raise failure
-    samples = to_mono_16k(channels, rate)
     if samples.size == 0:
         raise DecodeError(f"no samples in {path.name}")
     if not np.isfinite(samples).all():

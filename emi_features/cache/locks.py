@@ -10,6 +10,7 @@ also kept in `_HELD`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -60,7 +61,8 @@ class ExclusiveLock:
             handle.flush()
         except OSError as error:
             fcntl.lockf(handle.fileno(), fcntl.LOCK_UN)
-            handle.close()
+            with contextlib.suppress(OSError):  # its flush fails again on the same full disk
+                handle.close()
             raise WriteError(describe_os_error(self.path, error)) from None
         _HELD.add(key)
         self._handle = handle

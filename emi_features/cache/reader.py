@@ -238,7 +238,7 @@ class FeatureCache:
         (`extraction`), each stream's attributes (`streams`) and the transcripts' (`text`), so
         that the same features can be made again for other media."""
         keys = ("backbone", "backbone_fingerprint", "layer", "window_seconds", "overlap_seconds",
-                "source")  # fmt: skip
+                "source", Attr.RUNTIME, Attr.PRECISION)  # fmt: skip
         streams = {}
         for name in self.streams():
             item = self._file[FEATURES][name]

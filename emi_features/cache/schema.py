@@ -65,6 +65,12 @@ VOLATILE_ATTRS = frozenset({Attr.BACKBONE, Attr.PACKAGE_VERSION, Attr.COMPLETE, 
 DEFAULT_FRAME_HOP = 320
 
 
+def computed_with(attrs: dict) -> str:
+    """How a cache's frames were computed: `torch fp32` (absent attributes: eager fp32, as every
+    cache before the compiled path), `onnxruntime int8`, ... Runs and caches never mix these."""
+    return f"{attrs.get(Attr.RUNTIME, 'torch')} {attrs.get(Attr.PRECISION, 'fp32')}"
+
+
 def frames_per_second(attrs: dict) -> float:
     """The frame rate of a cache's frame groups, from its own attributes (50.0 for a 20 ms hop;
     a video extraction's own `frame_rate`)."""

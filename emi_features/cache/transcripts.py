@@ -103,6 +103,8 @@ def read_transcripts_csv(path: Path) -> dict[str, tuple[str, str]]:
         if "\0" in text:
             raise DatasetError(f"{path}: the transcript of {clip_id} holds a NUL byte")
         found[clip_id] = (text.strip(), (row.get(LANGUAGE_COLUMN) or "").strip())
+    if not found:
+        raise DatasetError(f"{path}: no transcripts (a header and no rows)")
     return found
 
 

@@ -55,6 +55,12 @@ def extract_config(options: dict[str, Any], stream: str | None) -> ExtractConfig
             options.pop(name)  # another modality's default
     if modality.stream_only and stream is None:
         raise click.UsageError(f"--modality {modality.name} writes a stream: give --stream NAME")
+    if "model" in given and not modality.default_model:
+        raise click.UsageError(f"--model: --modality {modality.name} reads no model")
+    compiled = [f"--{n}" for n in ("runtime", "precision") if n in given]
+    if compiled and modality.name != "audio":
+        raise click.UsageError(f"{', '.join(compiled)}: the compiled path runs the audio "
+                               f"backbones; --modality {modality.name} runs eagerly")  # fmt: skip
     if "model" not in given and modality.default_model:
         options["model"] = modality.default_model
     try:
@@ -212,6 +218,8 @@ def main(
     if layers is not None:  # the spelling of the issue, and of SUPERB: a modality of its own
         options["modality"] = "layers"
     config = extract_config(options, stream)
+    if getattr(config.settings, "level", None) == "functionals" and pool != "frames":
+        raise click.UsageError("--pool: the functionals are one vector per clip already")
     from emi_features.extraction.modality import get_modality
     from emi_features.extraction.processes import sigterm_as_interrupt
     from emi_features.extraction.runner import USER_ERRORS

@@ -99,7 +99,8 @@ def stream_from_side(side: Path, ids: list[str], pool: str, config: ExtractConfi
             "modality": config.modality,  # with its settings: what `emi predict --media` re-runs
             "settings": json.dumps(asdict(config.settings)),
         }
-        grid = (Attr.FRAME_HOP, Attr.SAMPLE_RATE, Attr.CROP, "layers")  # those it has
+        grid = (Attr.FRAME_HOP, Attr.SAMPLE_RATE, Attr.CROP, "layers", Attr.RUNTIME,
+                Attr.PRECISION)  # those it has
         attrs.update({key: extra.attrs[key] for key in grid if key in extra.attrs})
         offsets, data, means = extra.offsets, extra.dataset(FRAMES), extra.read(MEAN)
         rows = [where.get(i) for i in ids]

@@ -68,7 +68,14 @@ def recipe_command(
     emi recipe casia-2026 /data/vidmimic2 --out casia --trust-remote-code
     """
     setup_logging(verbose)
-    from emi_heads.recipes.run import RecipeError, get_recipe, parse_sets, plan, run_recipe
+    from emi_heads.recipes.run import (
+        RecipeError,
+        check_data,
+        get_recipe,
+        parse_sets,
+        plan,
+        run_recipe,
+    )
     from emi_heads.use.submission import SubmissionError, check_submission
 
     folder = Path(out or name)
@@ -83,6 +90,7 @@ def recipe_command(
             _show(recipe, plan(recipe, data or "DATA", folder, overrides, True), folder)
             return
         planned = plan(recipe, data, folder, overrides, trust_remote_code)
+        check_data(planned, data)
         echo = lambda line: click.echo(line, err=True)  # noqa: E731
         submission = run_recipe(recipe, planned, folder, echo, quiet)
         rows = check_submission(submission, Path(data) / "test_split.csv")

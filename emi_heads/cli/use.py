@@ -90,6 +90,12 @@ _PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
     is_flag=True,
     help="Predict from a cache whose extraction has not finished.",
 )
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="With --media: let a model that runs its own Python code load (never read from a run "
+    "or model folder, only from this flag). Read that code first.",
+)
 @device_option
 @logging_options
 def predict_command(
@@ -106,6 +112,7 @@ def predict_command(
     out: Path | None,
     check_path: Path | None,
     allow_incomplete: bool,
+    trust_remote_code: bool,
     device: str | None,
     quiet: bool,
     verbose: bool,
@@ -121,9 +128,13 @@ def predict_command(
     emi-predict --model exported/ --media long.wav --window 10 --hop 5 --out over_time.csv
     """
     setup_logging(verbose)
+    _refuse_unused(media=bool(media), window=window, hop=hop, work=work, caches=caches,
+                   ids_csv=ids_csv, check_path=check_path, allow_incomplete=allow_incomplete,
+                   trust_remote_code=trust_remote_code)  # fmt: skip
     try:
         if media:
-            return _predict_media(run_dirs, models, media, out, window, hop, work, device, quiet)
+            return _predict_media(run_dirs, models, media, out, window, hop, work, device, quiet,
+                                  weights, fit_weights_on, trust_remote_code)  # fmt: skip
         if ids_csv is None:
             raise click.UsageError("give --ids IDS.csv (or --media PATH to predict recordings)")
         if check_path is not None:
@@ -154,7 +165,27 @@ def predict_command(
         raise click.ClickException(str(error)) from None
 
 
-def _predict_media(run_dirs, models, media, out, window, hop, work, device, quiet) -> None:
+def _refuse_unused(*, media: bool, window, hop, work, caches, ids_csv, check_path,
+                   allow_incomplete: bool, trust_remote_code: bool) -> None:  # fmt: skip
+    """An option that the chosen mode would ignore is refused in one line, never dropped."""
+    if hop is not None and window is None:
+        raise click.UsageError("--hop goes with --window")
+    if media:
+        pairs = (("--cache", caches), ("--ids", ids_csv), ("--check", check_path),
+                 ("--allow-incomplete", allow_incomplete))  # fmt: skip
+        given = [name for name, value in pairs if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: not used with --media (which makes "
+                                   "the features of the recordings itself)")  # fmt: skip
+        return
+    given = [name for name, value in (("--window", window), ("--work", work),
+             ("--trust-remote-code", trust_remote_code)) if value]  # fmt: skip
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: only with --media")
+
+
+def _predict_media(run_dirs, models, media, out, window, hop, work, device, quiet, weights,
+                   fit_weights_on, trust_remote_code) -> None:  # fmt: skip
     """`--media`: the recordings' intensities (the library function says what it wrote)."""
     if out is None:
         raise click.UsageError("--media needs --out CSV")
@@ -164,7 +195,8 @@ def _predict_media(run_dirs, models, media, out, window, hop, work, device, quie
     run_dirs, more = split_media(run_dirs)
     click.echo(predict_media(
         [*run_dirs, *models], [*media, *more], out, window=window, hop=hop, work=work,
-        device=device, progress=not quiet,
+        device=device, progress=not quiet, weights=weights, fit_weights_on=fit_weights_on,
+        trust_remote_code=trust_remote_code,
     ))  # fmt: skip
 
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from emi_features.cache.schema import VAD_DIM  # noqa: F401  (the heads' VAD width)
 from emi_features.core.task import EMOTIONS
-from emi_heads.heads.reads import SUMMARIES, branch_inputs
+from emi_heads.heads import reads
+from emi_heads.heads.reads import SUMMARIES
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.heads.standardize import Standardizer
 from emi_heads.training.losses import Loss, smooth_l1
@@ -160,13 +161,36 @@ def readout(width: int, config: HeadConfig) -> nn.Sequential:
 
 
 def check_inputs(config: HeadConfig) -> None:
-    """One line when `inputs` names something the cache does not hold."""
-    if not getattr(config, "inputs", ""):  # the head reads all it can, or has no such choice
-        return
-    unknown = [n for n in branch_inputs(config) if n not in config.dims]
-    if unknown:
-        available = ", ".join(n for n in config.dims if n not in ("frames", "frame_vad"))
-        raise ValueError(f"--inputs: {', '.join(unknown)} not in the cache (it has {available})")
+    """One line when a setting names an input the cache does not hold (`--inputs`,
+    `--triplet-stream`, `--stream-aux-weights`), or one of a kind the head cannot read (a clip
+    stream to streams-lstm), or `--layer-weights` reads no layers stream."""
+    named = [(n.strip(), "--inputs") for n in getattr(config, "inputs", "").split(",") if n.strip()]
+    if getattr(config, "triplet_weight", 0):
+        named.append((config.triplet_stream, "--triplet-stream"))
+    shares = reads.parse_stream_weights(getattr(config, "stream_aux_weights", ""))
+    fused = reads.fused_streams(config) if hasattr(config, "stream_aux_weights") else []
+    named += [(n, "--stream-aux-weights") for n in shares if n not in fused]
+    offered = ", ".join(dict.fromkeys(n.removeprefix("seq/") for n in config.dims
+                                      if n not in ("frame_vad",)))  # fmt: skip
+    for name, option in named:
+        if name.startswith("seq/"):
+            raise ValueError(f"{option}: {name}: name the stream as {name.removeprefix('seq/')}")
+        if option == "--stream-aux-weights":
+            raise ValueError(f"{option}: {name} is not one of the fused streams "
+                             f"({', '.join(fused)})")  # fmt: skip
+        if name not in config.dims and f"seq/{name}" not in config.dims:
+            raise ValueError(f"{option}: {name} not in the cache (it has {offered})")
+        clip_stream = name != "frames" and f"seq/{name}" not in config.dims
+        if config.name == "streams-lstm" and clip_stream:
+            raise ValueError(
+                f"{option}: {name} is a clip stream; streams-lstm reads frame streams (an LSTM "
+                "each): give it to concat or concat-frames"
+            )
+    if getattr(config, "layer_weights", False) and not any(
+        f"{reads.LAYERS}/{n}" in config.dims for n in reads.inputs_read(config)
+    ):
+        raise ValueError("--layer-weights: the head reads no stream of every layer (emi "
+                         "extract --layers all --pool stats --stream NAME)")  # fmt: skip
 
 
 def resolve_head_config(config: HeadConfig) -> HeadConfig:

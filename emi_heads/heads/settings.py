@@ -215,8 +215,8 @@ class BranchConfig(NeuralConfig):
         problems = super().problems()
         if not 1 <= self.branch_dim <= MAX_WIDTH:
             problems.append(f"branch_dim must be in 1..{MAX_WIDTH}")
-        if not (self.aux_weight >= 0 and self.vad_weight >= 0):
-            problems.append("aux_weight and vad_weight must be >= 0")
+        if not all(0 <= w < math.inf for w in (self.aux_weight, self.vad_weight)):
+            problems.append("aux_weight and vad_weight must be finite and >= 0")
         return problems
 
 
@@ -306,15 +306,18 @@ class FrameConcatConfig(BranchConfig):
     def problems(self) -> list[str]:
         problems = super().problems()
         try:
-            reads.parse_stream_weights(self.stream_aux_weights)
+            shares = reads.parse_stream_weights(self.stream_aux_weights)
+            if sum(shares.values()) > 1 + 1e-9:
+                problems.append(f"stream_aux_weights: the shares of aux_weight add up to "
+                                f"{sum(shares.values()):g}, more than 1")  # fmt: skip
         except ValueError as error:
             problems.append(str(error))
         if not 0 <= self.pool_steps <= MAX_WIDTH:
             problems.append(f"pool_steps must be in 0..{MAX_WIDTH}")
-        if not self.vad_center_weight >= 0:
-            problems.append("vad_center_weight must be >= 0")
-        if not (self.triplet_weight >= 0 and self.triplet_margin >= 0):
-            problems.append("triplet_weight and triplet_margin must be >= 0")
+        if not 0 <= self.vad_center_weight < math.inf:
+            problems.append("vad_center_weight must be finite and >= 0")
+        if not all(0 <= w < math.inf for w in (self.triplet_weight, self.triplet_margin)):
+            problems.append("triplet_weight and triplet_margin must be finite and >= 0")
         return problems
 
 

@@ -9,13 +9,19 @@ Layout of `--out DIR`: `cache.h5` (every stream), `run/` (the trained head), `su
 from __future__ import annotations
 
 import json
-import os
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
+from emi_features.cache.atomic import (
+    WriteError,
+    atomic_path,
+    check_writable_folder,
+    describe_os_error,
+)
 from emi_heads.cli.steps import run_command
 from emi_heads.recipes.book import RECIPES, Recipe, Step
 
@@ -55,8 +61,28 @@ def parse_sets(recipe: Recipe, pairs: tuple[str, ...]) -> dict[str, str]:
         if key.strip() not in recipe.settings:
             raise RecipeError(f"--set {key.strip()}: not a setting of {recipe.name} (its "
                               f"settings: {', '.join(recipe.settings)})")  # fmt: skip
-        overrides[key.strip()] = value.strip()
+        overrides[key.strip()] = _checked_value(key.strip(), value.strip(),
+                                                recipe.settings[key.strip()])  # fmt: skip
     return overrides
+
+
+def _checked_value(key: str, value: str, default: str) -> str:
+    """A `--set` value of the kind its default is (a whole number, a number), before any step
+    runs rather than when the step that reads it fails."""
+    kinds = ((int, "a whole number"), (float, "a number"))
+    for kind, what in kinds:
+        try:
+            kind(default)
+        except ValueError:
+            continue
+        try:
+            number = kind(value)
+        except ValueError:
+            raise RecipeError(f"--set {key}={value}: must be {what} (like {default})") from None
+        if not math.isfinite(number):
+            raise RecipeError(f"--set {key}={value}: must be finite")
+        return value
+    return value
 
 
 def plan(
@@ -68,8 +94,8 @@ def plan(
 ) -> list[Planned]:
     """The recipe's steps with every `{key}` filled in, each marked done when the ledger holds
     that exact command and what it makes is still there."""
-    places = {"data": data.rstrip("/"), "cache": str(out / "cache.h5"), "run": str(out / "run"),
-              "submission": str(out / "submission.csv")}  # fmt: skip
+    places = {"data": data.rstrip("/") or "/", "cache": str(out / "cache.h5"),
+              "run": str(out / "run"), "submission": str(out / "submission.csv")}  # fmt: skip
     settings = {**recipe.settings, **overrides, **places}
     remote = [key for key in recipe.remote_code if settings[key] == recipe.settings[key]]
     if remote and not trust_remote_code:
@@ -78,7 +104,7 @@ def plan(
             f"{recipe.name} loads {models}, which runs its own code: read that code, then pass "
             f"--trust-remote-code (or --set {remote[0]}=ANOTHER_MODEL)"
         )
-    ledger = read_ledger(out)
+    ledger = read_ledger(out, recipe)
     planned = []
     for step in recipe.steps:
         if step.when and not _runs(step, settings):
@@ -88,6 +114,19 @@ def plan(
             argv.append("--trust-remote-code")
         planned.append(Planned(step, argv, done=_done(step, argv, out, ledger)))
     return planned
+
+
+def check_data(planned: list[Planned], data: str) -> None:
+    """Every file of DATA a step names (its split CSVs) is there, before the first step."""
+    inside = data.rstrip("/") + "/"
+    for item in planned:
+        for argument in item.argv:
+            if argument.startswith(inside) and not Path(argument).exists():
+                missing = argument.removeprefix(inside)
+                raise RecipeError(
+                    f"DATA {data}: no {missing} (step {item.step.name} reads it); the challenge "
+                    "layout has train_split.csv, valid_split.csv and test_split.csv"
+                )
 
 
 def _runs(step: Step, settings: dict[str, str]) -> bool:
@@ -105,12 +144,29 @@ def _done(step: Step, argv: list[str], out: Path, ledger: dict[str, list[str]]) 
     if not product:
         return False
     in_cache = step.makes.startswith(("stream:", "transcripts"))
-    if in_cache and recorded not in (None, argv):
+    if in_cache and recorded is not None and not same_command(recorded, argv):
         raise RecipeError(
             f"{out / 'cache.h5'} already holds the {step.name} step's output from another "
             f"command; use another --out (or remove {out})"
         )
-    return recorded == argv or (in_cache and recorded is None)
+    return same_command(recorded, argv) or (in_cache and recorded is None)
+
+
+def same_command(recorded: list[str] | None, argv: list[str]) -> bool:
+    """The same command, also where a path is spelled otherwise (`./data`, `data`, its
+    absolute path)."""
+    if recorded is None or len(recorded) != len(argv):
+        return False
+    return all(a == b or _same_path(a, b) for a, b in zip(recorded, argv, strict=True))
+
+
+def _same_path(first: str, second: str) -> bool:
+    if first.startswith("-") or second.startswith("-"):
+        return False
+    try:
+        return Path(first).resolve() == Path(second).resolve() and Path(first).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def makes(step: Step, out: Path) -> bool:
@@ -134,23 +190,49 @@ def makes(step: Step, out: Path) -> bool:
         return False
 
 
-def read_ledger(out: Path) -> dict[str, list[str]]:
+def read_ledger(out: Path, recipe: Recipe) -> dict[str, list[str]]:
+    """The finished steps recorded in `out`, each an `emi` argument list; one line for a
+    ledger that is not one, or that belongs to another recipe (one `--out`, one recipe)."""
     path = out / LEDGER
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {}
     try:
-        return json.loads(path.read_text())["steps"]
-    except (ValueError, KeyError) as error:
+        ledger = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
         raise RecipeError(f"{path} is not a recipe ledger ({error}); remove it") from None
+    steps = ledger.get("steps") if isinstance(ledger, dict) else None
+    if not isinstance(steps, dict) or not all(
+        isinstance(v, list) and all(isinstance(a, str) for a in v) for v in steps.values()
+    ):
+        raise RecipeError(f"{path} is not a recipe ledger (steps must map names to commands); "
+                          "remove it")  # fmt: skip
+    if ledger.get("recipe") != recipe.name:
+        raise RecipeError(f"{out} holds the recipe {ledger.get('recipe')!r}, not {recipe.name}: "
+                          "one --out holds one recipe; give another --out")  # fmt: skip
+    return steps
 
 
 def record(out: Path, recipe: Recipe, step: Step, argv: list[str]) -> None:
     """Add a finished step to the ledger, written beside and renamed (never half a file)."""
-    steps = read_ledger(out)
+    steps = read_ledger(out, recipe)
     steps[step.name] = argv
-    staging = out / f".{LEDGER}.tmp"
-    staging.write_text(json.dumps({"recipe": recipe.name, "steps": steps}, indent=1))
-    os.replace(staging, out / LEDGER)
+    with atomic_path(out / LEDGER) as temporary:
+        temporary.write_text(json.dumps({"recipe": recipe.name, "steps": steps}, indent=1))
+
+
+def prepare_out(out: Path) -> None:
+    """`out` as a folder that can be written, checked before the first step: one line if not."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise RecipeError(f"--out {out}: not a folder")
+    try:
+        check_writable_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".{LEDGER}.probe"
+        probe.write_text("")
+        probe.unlink()
+    except (WriteError, OSError) as error:
+        text = str(error) if isinstance(error, WriteError) else describe_os_error(out, error)
+        raise RecipeError(text) from None
 
 
 def run_recipe(
@@ -160,10 +242,13 @@ def run_recipe(
     step that fails stops the recipe with one line (the finished steps stay, a re-run
     continues). `quiet`: the steps without progress bars."""
     quiet = ["--quiet"] if quiet else []
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out)
+    ran = False  # once a step runs, the steps of stage two after it run again
     for number, item in enumerate(planned, 1):
         head = f"[{number}/{len(planned)}] {item.step.name}"
-        if item.done:
+        if item.done and ran and item.step.makes in ("run", "submission"):
+            echo(f"{head}: made again (a step before it ran)")
+        elif item.done:
             echo(f"{head}: done before, skipped")
             record(out, recipe, item.step, item.argv)  # one made by hand joins the ledger
             continue
@@ -176,5 +261,6 @@ def run_recipe(
         except click.ClickException as error:
             raise RecipeError(f"step {item.step.name}: {error.format_message()}; the steps "
                               "before it are kept: re-run to continue") from None  # fmt: skip
+        ran = True
         record(out, recipe, item.step, item.argv)
     return out / "submission.csv"

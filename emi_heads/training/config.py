@@ -137,6 +137,9 @@ class TrainConfig:
             problems.append("modality_dropout must be in [0, 1)")
         if self.unimodal_epochs < 0 or not 0.0 <= self.encoder_lr_scale <= 1.0:
             problems.append("unimodal_epochs must be >= 0 and encoder_lr_scale in [0, 1]")
+        if self.encoder_lr_scale and not self.unimodal_epochs:
+            problems.append("encoder_lr_scale is the fusion stage's rate of two-stage training: "
+                            "give unimodal_epochs too")  # fmt: skip
         if not 0.0 <= self.warmup_fraction < 1.0:
             problems.append("warmup_fraction must be in [0, 1)")
         if not 0.0 <= self.warmup_epochs <= self.epochs:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from emi_features.cache.reader import open_cache
+from emi_features.cache.schema import computed_with
 from emi_features.core.dataset import file_digest
 from emi_features.core.logs import summarise_ids
 from emi_heads.training.config import InputSpec
@@ -56,6 +57,7 @@ def load_run_data(
             "backbone": cache.attrs.get("backbone"),
             "backbone_fingerprint": cache.fingerprint,
             "hidden_size": cache.hidden_size,
+            "computed_with": computed_with(cache.attrs),  # never predicted across a mix
             "streams": cache.stream_fingerprints(),
             "recipe": cache.recipe(),  # how to make the same features for other media
         }

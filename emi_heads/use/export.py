@@ -11,26 +11,70 @@ needs with their licences, and the commands that made it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from emi_features.cache.atomic import WriteError, check_writable_folder, describe_os_error
 from emi_features.core.task import EMOTIONS
 from emi_features.extraction.config import MODEL_LICENCES
+from emi_features.extraction.remake import ModelPlace, RecipeSchemaError, parse_recipe
 from emi_heads.heads.reads import streams_read
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.rundir import CONFIG, METRICS, WEIGHTS, RunError, read_run_config
-from emi_heads.use.ensemble import MODEL_INDEX, expand_members
+from emi_heads.use.ensemble import MODEL_INDEX, MODEL_VERSIONS, expand_members
 
 
 def export_model(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the model folder `out` (built beside it and renamed: never half written)."""
+    """Write the model folder `out` (built beside it and renamed: never half written). With
+    `overwrite`, only an emi model folder is replaced, and never one that holds a run being
+    exported; a failed write leaves nothing behind."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise RunError(f"{out} exists; --overwrite replaces it")
     members = expand_members(run_dirs)
+    _check_out(out, [run for member in members for run in member.runs], overwrite)
     staging = out.with_name(f".{out.name}.export")
     shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_folder(staging, members)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WriteError(describe_os_error(out, error)) from None
+    return out
+
+
+def _check_out(out: Path, runs: list[Path], overwrite: bool) -> None:
+    """Before any work: `out` is a new name, or (with `overwrite`) an emi model folder that is
+    none of the runs and holds none of them; its folder can be written."""
+    if out.is_symlink():
+        raise RunError(f"--out {out} is a symbolic link; give the folder itself")
+    check_writable_folder(out)
+    target = out.resolve()
+    for run in runs:
+        place = run.resolve()
+        if place == target or target in place.parents or place in target.parents:
+            raise RunError(f"--out {out} holds or is inside the run {run}; give another folder")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise RunError(f"{out} exists; --overwrite replaces it")
+    if not _is_model_folder(out):
+        raise RunError(f"--out {out} is not an emi model folder; --overwrite replaces only "
+                       f"one of those: give a new folder")  # fmt: skip
+
+
+def _is_model_folder(folder: Path) -> bool:
+    try:
+        index = json.loads((folder / MODEL_INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return folder.is_dir() and isinstance(index, dict) and index.get("format") == "emi-model"
+
+
+def _write_folder(staging: Path, members: list) -> None:
     staging.mkdir(parents=True)
     index: list[list[str]] = []
     configs: dict[str, dict[str, Any]] = {}
@@ -42,22 +86,44 @@ def export_model(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool
             shutil.copyfile(run / WEIGHTS, staging / name / WEIGHTS)
             if (run / METRICS).is_file():
                 shutil.copyfile(run / METRICS, staging / name / METRICS)
-            configs[name] = portable_config(read_run_config(run))
+            config = read_run_config(run)
+            moved = _carry_local_models(run, config, staging)
+            configs[name] = portable_config(config, moved)
             (staging / name / CONFIG).write_text(json.dumps(configs[name], indent=2) + "\n")
             index[-1].append(name)
-    (staging / MODEL_INDEX).write_text(json.dumps(
-        {"format": "emi-model", "format_version": 1, "labels": list(EMOTIONS), "members": index},
-        indent=2) + "\n")  # fmt: skip
+    header = {"format": "emi-model", "format_version": MODEL_VERSIONS[-1]}
+    index_data = {**header, "labels": list(EMOTIONS), "members": index}
+    (staging / MODEL_INDEX).write_text(json.dumps(index_data, indent=2) + "\n")
     (staging / "README.md").write_text(model_card(configs, staging))
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
 
 
-def portable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config with no path of the machine it was trained on: CSVs by file name (their
-    digests kept), no cache path, no working directory."""
+def _carry_local_models(run: Path, config: dict[str, Any], staging: Path) -> dict[str, str]:
+    """Every model the run's features need that is a folder of this machine, copied into the
+    model folder as `models/NAME` (the only place a received folder may name): path -> name."""
+    recipe = config["cache"].get("recipe")
+    if recipe is None:
+        return {}
+    try:
+        reads = streams_read(HeadConfig.from_dict(config["head"]))
+        spec = parse_recipe(recipe, ModelPlace(run), f"{run / CONFIG}: cache.recipe", reads)
+    except RecipeSchemaError as error:
+        raise RunError(str(error)) from None
+    moved: dict[str, str] = {}
+    for _, model in spec.models():
+        if not Path(model).is_absolute() or model in moved:
+            continue
+        name = f"models/{Path(model).name}"
+        while (staging / name).exists():
+            name += "-"
+        shutil.copytree(model, staging / name, symlinks=False)
+        moved[model] = name
+    return moved
+
+
+def portable_config(config: dict[str, Any], moved: dict[str, str] | None = None) -> dict[str, Any]:
+    """A run's config with no path of the machine it was trained on: CSVs, transcripts and
+    any other path by file name (the CSVs' digests kept), local models by the name they were
+    copied under (`moved`), no cache path, no working directory."""
     portable = json.loads(json.dumps(config))
     portable["cache"].pop("path", None)
     recipe = portable["cache"].get("recipe")
@@ -74,31 +140,37 @@ def portable_config(config: dict[str, Any]) -> dict[str, Any]:
     provenance["csv_digests"] = {
         Path(k).name: v for k, v in (provenance.get("csv_digests") or {}).items()
     }
-    if provenance.get("command"):
-        provenance["command"] = [_name_only(a) for a in provenance["command"]]
     portable["provenance"] = provenance
-    return portable
+    return _without_paths(portable, moved or {})
 
 
-def _name_only(argument: str) -> str:
-    return Path(argument).name if argument.startswith("/") else argument
+_ABSOLUTE = re.compile(r"(?<![\w.:])/[^\s\"',;|]+")
 
 
-def models_needed(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Every model the runs' features need (backbones, stream encoders, speech recognizer),
-    with its licence where known."""
-    names: list[str] = []
-    for config in configs.values():
-        recipe = config["cache"].get("recipe") or {}
-        names.append(
-            (recipe.get("extraction") or {}).get("backbone") or config["cache"]["backbone"]
-        )
-        for attrs in (recipe.get("streams") or {}).values():
-            source = str(attrs.get("source", ""))
-            if "--model " in source:
-                names.append(source.split("--model ", 1)[1].split()[0])
-        if (recipe.get("text") or {}).get("model"):
-            names.append(recipe["text"]["model"])
+def _without_paths(value: Any, moved: dict[str, str]) -> Any:
+    """Every string of a JSON value with a local model's path as its new name, and any other
+    absolute path as its file name."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v, moved) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v, moved) for v in value]
+    if isinstance(value, str):
+        if value in moved:
+            return moved[value]
+        return _ABSOLUTE.sub(lambda m: moved.get(m.group(0), Path(m.group(0)).name), value)
+    return value
+
+
+def models_needed(configs: dict[str, dict[str, Any]], folder: Path) -> dict[str, str]:
+    """Every model the runs' features need (backbones, stream encoders, speech recognizer) as
+    the exported folder names them, with its licence where known."""
+    names: list[str] = [config["cache"]["backbone"] for config in configs.values()
+                        if not config["cache"].get("recipe")]  # fmt: skip
+    for name, config in configs.items():
+        if config["cache"].get("recipe"):
+            place = ModelPlace(folder, local_paths=False)
+            spec = parse_recipe(config["cache"]["recipe"], place, f"{name}: cache.recipe")
+            names += [model for _, model in spec.models()]
     unknown = "see that model's own card"
     return {name: MODEL_LICENCES.get(name, unknown) for name in dict.fromkeys(names)}
 
@@ -120,7 +192,7 @@ def _score_rows(configs: dict[str, dict[str, Any]], folder: Path) -> list[str]:
 
 def model_card(configs: dict[str, dict[str, Any]], folder: Path) -> str:
     """README.md: the Hugging Face metadata block, then what the model is and needs."""
-    needed = models_needed(configs)
+    needed = models_needed(configs, folder)
     research_only = any("NC" in licence for licence in needed.values())
     rows = _score_rows(configs, folder)
     first = next(iter(configs.values()))

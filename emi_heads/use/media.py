@@ -1,29 +1,41 @@
-"""Stage one for new recordings: the media a user names, linked into a work folder under stable
-ids, cut into windows when asked, and the features every run needs made there as each run's
-training cache made them (its recipe: backbone and layer, each stream's model, frame rate and
-pooling, the transcription and text encoder).
+"""Stage one for new recordings: the media a user names, linked into a work folder under ids
+keyed by path and content, cut into windows when asked, and the features every run needs made
+there as each run's training cache made them (its recipe, checked against a closed schema by
+`emi_features.extraction.remake`).
 
 Stage one runs as the `emi` commands a user would type, in subprocesses, so that stage two
 never imports the backbone libraries; each cache is crash-safe and resumable like any other,
 and kept in the work folder so that the next call reuses and extends it.
+
+The work folder is the tool's own: created and marked by it, locked while a call uses it, and
+the only place anything is ever removed — and there only the links and window files it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import logging
+import math
+import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from emi_features.cache.atomic import WriteError, describe_os_error
 from emi_features.core.dataset import MEDIA_SUFFIXES
 
 log = logging.getLogger(__name__)
+WORK_MARK = ".emi-work"  # the file that makes a folder an emi work folder
+MIN_WINDOW_SECONDS = 0.025  # one frame's receptive field at 16 kHz
+MIN_HOP_SECONDS = 0.01  # window ids count milliseconds: hops far above that stay distinct
+MAX_WINDOWS = 20_000  # per call: a hop far below the window is a mistake, not a request
+_LINK_NAME = re.compile(r"^m[0-9a-f]{16}\.[a-z0-9]+$")  # what link_media writes
+_WINDOW_NAME = re.compile(r"^m[0-9a-f]{16}-\d{9}-\d+\.wav$")  # what cut_windows writes
 
 
 class MediaError(ValueError):
@@ -40,8 +52,30 @@ class MediaSet:
     reasons: dict[str, str] = field(default_factory=dict)  # a file that gave no window: why
 
 
+def prepare_work(work: Path) -> Path:
+    """`work` as an emi work folder: made and marked when new or empty; refused (one line)
+    when it holds files emi did not put there, so that nothing of the user's is ever removed."""
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        raise MediaError(f"--work {work}: not a folder")
+    if work.is_dir() and any(work.iterdir()) and not (work / WORK_MARK).is_file():
+        raise MediaError(
+            f"--work {work} holds files emi did not write there; give a new or empty folder"
+        )
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / WORK_MARK).write_text("a work folder of emi predict --media: its own files\n")
+    except OSError as error:
+        raise WriteError(describe_os_error(work / WORK_MARK, error)) from None
+    return work
+
+
+def _in_work_folder(path: Path) -> bool:
+    return any((parent / WORK_MARK).is_file() for parent in path.parents)
+
+
 def collect_media(paths: list[str | Path]) -> list[Path]:
-    """Every media file among `paths` (files, and folders searched recursively), in order."""
+    """Every media file among `paths` (files, and folders searched recursively), in order;
+    links that lead nowhere and emi's own work folders are passed over with a logged reason."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -49,6 +83,7 @@ def collect_media(paths: list[str | Path]) -> list[Path]:
             raise MediaError(f"{path}: no such file or folder")
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES)
+            inside = [p for p in inside if _usable(p)]
             if not inside:
                 raise MediaError(f"{path}: no audio or video files ({', '.join(MEDIA_SUFFIXES)})")
             found += inside
@@ -60,39 +95,84 @@ def collect_media(paths: list[str | Path]) -> list[Path]:
     return list(first.values())
 
 
+def _usable(path: Path) -> bool:
+    if _in_work_folder(path):
+        return False  # the tool's own links and windows are not recordings
+    if not path.is_file():
+        what = "a link that leads nowhere" if path.is_symlink() else "not a file"
+        log.warning("%s: skipped (%s)", path, what)
+        return False
+    return True
+
+
 def media_id(path: Path) -> str:
-    """A stable id for a file: its absolute path, size and modification time, hashed (a changed
-    file gets a new id, so a kept cache never answers for its old content)."""
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    return "m" + hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    """A stable id for a file: its absolute path and a digest of its content (a changed file
+    gets a new id, so a kept cache never answers for its old content)."""
+    digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=8)
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise MediaError(f"{path}: cannot be read ({error.strerror or error})") from None
+    return "m" + digest.hexdigest()
+
+
+def check_out(out: Path, files: list[Path]) -> None:
+    """`--out` is never one of the recordings, nor a recording's kind of file."""
+    target = out.resolve()
+    if any(target == f.resolve() for f in files) or out.suffix.lower() in MEDIA_SUFFIXES:
+        raise MediaError(f"--out {out}: names a recording; give a new .csv file")
 
 
 def link_media(paths: list[Path], folder: Path) -> MediaSet:
-    """Each file linked as `folder/<id><suffix>`, the folder holding exactly these files."""
+    """Each file linked as `folder/<id><suffix>`, the folder holding exactly these links (only
+    links emi made are ever removed)."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {media_id(p): p for p in paths}
     for stale in folder.iterdir():
-        if stale.stem not in files:
+        if stale.is_symlink() and _LINK_NAME.match(stale.name) and stale.stem not in files:
             stale.unlink()
     for clip_id, path in files.items():
         link = folder / f"{clip_id}{path.suffix.lower()}"
-        if not link.is_symlink():
-            link.symlink_to(path.resolve())
+        if link.is_symlink():
+            link.unlink()  # made for an earlier call: point it at this file again
+        link.symlink_to(path.resolve())
     return MediaSet(folder, files)
+
+
+def window_starts(seconds: float, window: float, hop: float) -> np.ndarray:
+    """Start times (s) of the windows of a `seconds`-long file: every `hop`, the last ending
+    with the file."""
+    starts = np.arange(0.0, max(seconds - window, 0.0) + 1e-9, hop)
+    if starts[-1] + window < seconds - 1e-9:
+        starts = np.append(starts, seconds - window)
+    return starts
+
+
+def check_windows(window: float, hop: float) -> None:
+    if not (math.isfinite(window) and math.isfinite(hop)):
+        raise MediaError("--window and --hop must be finite numbers of seconds")
+    if window < MIN_WINDOW_SECONDS or hop < MIN_HOP_SECONDS:
+        raise MediaError(f"--window must be at least {MIN_WINDOW_SECONDS} s and --hop at least "
+                         f"{MIN_HOP_SECONDS} s")  # fmt: skip
 
 
 def cut_windows(paths: list[Path], folder: Path, window: float, hop: float) -> MediaSet:
     """Each file's audio (16 kHz mono) cut into `window`-second pieces every `hop` seconds (the
-    last piece ends with the file), written as `folder/<id>-<start ms>.wav`; a file that cannot
-    be decoded is recorded with its reason."""
+    last piece ends with the file), written as `folder/<id>-<start ms>-<window ms>.wav`; a file
+    that cannot be decoded is recorded with its reason. More than MAX_WINDOWS in all is refused
+    before a window is written."""
     import soundfile
 
-    from emi_features.audio.decode import DecodeError, load_audio
+    from emi_features.audio.decode import DecodeError, load_audio, probe_seconds
     from emi_features.cache.schema import SAMPLE_RATE
 
-    if not (window > 0 and hop > 0):
-        raise MediaError("--window and --hop must be > 0 seconds")
+    check_windows(window, hop)
+    planned = sum(len(window_starts(probe_seconds(p), window, hop)) for p in paths)
+    if planned > MAX_WINDOWS:
+        raise MediaError(f"--window {window:g} --hop {hop:g} makes {planned:,} windows (at most "
+                         f"{MAX_WINDOWS:,} a call): a longer hop, or fewer files")  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     media = MediaSet(folder, {})
     wanted: set[str] = set()
@@ -103,10 +183,7 @@ def cut_windows(paths: list[Path], folder: Path, window: float, hop: float) -> M
             media.reasons[str(path)] = str(error)
             continue
         seconds, file_id = len(samples) / SAMPLE_RATE, media_id(path)
-        starts = np.arange(0.0, max(seconds - window, 0.0) + 1e-9, hop)
-        if starts[-1] + window < seconds - 1e-9:
-            starts = np.append(starts, seconds - window)
-        for start in starts:
+        for start in window_starts(seconds, window, hop):
             clip_id = f"{file_id}-{round(start * 1000):09d}-{round(window * 1000)}"
             end = min(start + window, seconds)
             media.files[clip_id], media.spans[clip_id] = path, (float(start), float(end))
@@ -116,93 +193,15 @@ def cut_windows(paths: list[Path], folder: Path, window: float, hop: float) -> M
                 piece = samples[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
                 soundfile.write(target, piece, SAMPLE_RATE, subtype="FLOAT")
     for stale in folder.iterdir():
-        if stale.stem not in wanted:
+        if _WINDOW_NAME.match(stale.name) and stale.stem not in wanted and stale.is_file():
             stale.unlink()
     return media
 
 
-def stage_one_commands(recipe: dict[str, Any], source: Path, cache: Path) -> list[list[str]]:
-    """The `emi` commands that make, for the media in `source`, the features `recipe` describes
-    (see `FeatureCache.recipe`) in `cache`: the main extraction, then each stream."""
-    main = recipe["extraction"]
-    commands = [["extract", str(source), "--model", main["backbone"], "--out", str(cache),
-                 *_layer(main), "--window-seconds", str(main.get("window_seconds", 30.0)),
-                 "--overlap-seconds", str(main.get("overlap_seconds", 4.0))]]  # fmt: skip
-    ids = {path.stem for path in source.iterdir()}
-    for name, attrs in recipe["streams"].items():
-        if not _stream_is_current(cache, name, attrs, ids):
-            commands += _stream_commands(name, attrs, recipe.get("text"), source, cache)
-    return commands
-
-
-def _stream_is_current(cache: Path, name: str, attrs: dict[str, Any], ids: set[str]) -> bool:
-    """True when `cache` already holds the stream, made the same way, for every clip of `ids`
-    it holds: then the stream is reused, not made again."""
-    from emi_features.cache.reader import CacheError, open_cache
-
-    if not cache.is_file():
-        return False
-    try:
-        with open_cache(cache) as opened:
-            if opened.stream_fingerprints().get(name) != attrs.get("fingerprint"):
-                return False
-            mask = opened.stream_view(name).present  # its mask only, not its frames
-            present = [True] * len(opened) if mask is None else mask[()]
-            held = {i for i, kept in zip(opened.ids, present, strict=True) if kept}
-            return ids <= held | set(opened.skipped)
-    except (CacheError, KeyError, OSError):
-        return False
-
-
-def _layer(attrs: dict[str, Any]) -> list[str]:
-    layer = attrs.get("layer", "last")
-    return [] if layer in ("last", None) else ["--layer", str(layer)]
-
-
-def _recorded_modality(attrs: dict[str, Any], made_by: str) -> tuple[str, dict[str, Any]]:
-    """The modality and settings a stream was extracted with; for a stream written before they
-    were recorded, vision's from its frame rate and crop, else audio's."""
-    if "modality" in attrs:
-        return attrs["modality"], json.loads(attrs.get("settings") or "{}")
-    if made_by.startswith("emi-extract --modality vision"):
-        return "vision", {"fps": attrs["frame_rate"], "crop": attrs.get("crop", "none")}
-    return "audio", {}
-
-
-def _stream_commands(name: str, attrs: dict, text: dict | None, source: Path,
-                     cache: Path) -> list[list[str]]:  # fmt: skip
-    """The commands that make one stream again, or a MediaError naming why they cannot."""
-    made_by = str(attrs.get("source", ""))
-    common = ["--out", str(cache), "--overwrite"]
-    if made_by.startswith("emi-extract"):
-        modality, settings = _recorded_modality(attrs, made_by)
-        flags = [part for key, value in settings.items()
-                 for part in (f"--{key.replace('_', '-')}", str(value))]  # fmt: skip
-        model = ["--model", attrs["backbone"]] if "--model" in made_by else []
-        pool = ["--pool", "mean"] if attrs.get("pooled") else []
-        layer = _layer(attrs) if modality == "audio" else []  # the others name their own
-        return [["extract", str(source), "--modality", modality, *model, "--stream", name,
-                 *flags, *layer, *pool, *common]]  # fmt: skip
-    if made_by.startswith("emi embed-text") and text and text.get("model"):
-        tokens = ["--tokens"] if name.endswith("-tokens") else []
-        base = name.removesuffix("-tokens")
-        return [["transcribe", str(source), "--model", text["model"], *common],
-                ["embed-text", str(cache), "--model", made_by.split("--model ", 1)[1],
-                 "--stream", base, *tokens, "--overwrite"]]  # fmt: skip
-    if made_by.startswith("emi embed-text"):
-        raise MediaError(
-            f"the stream features/{name} was embedded from imported transcripts: no speech "
-            f"recognizer is recorded to transcribe new media; transcribe them (emi transcribe) "
-            f"into a cache and predict with --cache"
-        )
-    raise MediaError(
-        f"the stream features/{name} was imported ({made_by or 'emi add-features'}): emi cannot "
-        f"make it for new media; add it to a cache of them yourself and predict with --cache"
-    )
-
-
 def run_stage_one(commands: list[list[str]], progress: bool) -> None:
-    """Each command as `python -m emi_heads ...` (the `emi` group), its output passing through."""
+    """Each command as `python -m emi_heads ...` (the `emi` group), its output passing through.
+    A step ends with this process however it ends (`kill -9` included: the kernel's
+    parent-death signal on Linux), its cache keeping what it committed."""
     seen: set[tuple[str, ...]] = set()
     for command in commands:
         if tuple(command) in seen:  # a transcription shared by two text streams
@@ -210,21 +209,21 @@ def run_stage_one(commands: list[list[str]], progress: bool) -> None:
         seen.add(tuple(command))
         log.info("$ emi %s", " ".join(command))
         quiet = [] if progress else ["--quiet"]
-        completed = subprocess.run(
-            [sys.executable, "-m", "emi_heads", *command, *quiet], check=False
-        )
-        if completed.returncode != 0:
-            raise MediaError(f"emi {command[0]} failed (exit {completed.returncode}); see above")
+        child = subprocess.Popen([sys.executable, "-m", "emi_heads", *command, *quiet],
+                                 preexec_fn=_end_with_parent)  # fmt: skip
+        try:
+            returncode = child.wait()
+        except BaseException:
+            child.terminate()
+            child.wait()
+            raise
+        if returncode != 0:
+            raise MediaError(f"emi {command[0]} failed (exit {returncode}); see above")
 
 
-def recipe_streams(recipe: dict[str, Any], needed: list[str]) -> dict[str, Any]:
-    """The recipe with only the streams a run reads (the others need not be made)."""
-    return {**recipe, "streams": {k: v for k, v in recipe["streams"].items() if k in needed}}
+def _end_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the parent dies (Linux `prctl`)."""
+    import ctypes
 
-
-def is_audio_only(recipe: dict[str, Any]) -> bool:
-    """True when every stream is made from the audio alone (windows can be cut from it)."""
-    return all(
-        str(a.get("source", "")).startswith("emi-extract --modality audio")
-        for a in recipe["streams"].values()
-    )
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: Ctrl-C reaches the group
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -12,31 +12,43 @@ any recordings — whole, or window by window over time — or of the clips of a
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from emi_features.cache.atomic import check_writable_folder
+from emi_features.cache.locks import ExclusiveLock, LockedError
 from emi_features.core.devices import resolve_device
 from emi_features.core.task import EMOTIONS
-from emi_heads.heads.reads import streams_read
-from emi_heads.heads.settings import HeadConfig
-from emi_heads.training.rundir import RunError, load_run, write_atomically
-from emi_heads.use.ensemble import Member, expand_members
-from emi_heads.use.media import (
-    MediaError,
-    collect_media,
-    cut_windows,
-    is_audio_only,
-    link_media,
-    recipe_streams,
-    run_stage_one,
+from emi_features.extraction.remake import (
+    ModelPlace,
+    RecipeSchemaError,
+    RecipeSpec,
+    parse_recipe,
     stage_one_commands,
 )
-from emi_heads.use.predict import average, caches_for
+from emi_heads.heads.reads import inputs_read, streams_read
+from emi_heads.heads.settings import HeadConfig
+from emi_heads.training.rundir import CONFIG, RunError, load_run, write_atomically
+from emi_heads.use.ensemble import MODEL_INDEX, Member, expand_members, parse_weights
+from emi_heads.use.media import (
+    MediaError,
+    check_out,
+    check_windows,
+    collect_media,
+    cut_windows,
+    link_media,
+    prepare_work,
+    run_stage_one,
+)
+from emi_heads.use.predict import average, caches_for, member_weights
 
 log = logging.getLogger(__name__)
+NON_FINITE = "the model gave a non-finite prediction (NaN or infinity) for it"
 
 
 @dataclass
@@ -76,52 +88,112 @@ class EmiModel:
 
     labels = EMOTIONS
 
-    def __init__(self, members: list[Member]):
+    def __init__(self, members: list[Member], weights: np.ndarray | None = None):
         self.members = members
-        self.weights = np.full((len(members), len(EMOTIONS)), 1 / len(members))
+        equal = np.full((len(members), len(EMOTIONS)), 1 / len(members))
+        self.weights = equal if weights is None else weights
         self.runs = {run: load_run(run) for member in members for run in member.runs}
+        self._recipes = {run: _run_recipe(run, config) for run, (_, config) in self.runs.items()}
 
     def predict_cache(self, cache: str | Path | list, ids: list[str] | None = None, *,
                       device: str | None = None) -> Predictions:  # fmt: skip
-        """The clips `ids` (default: all) of a cache (or one cache per backbone)."""
+        """The clips `ids` (default: all) of a cache (or one cache per backbone); a clip that
+        cannot be predicted gets NaN and its reason."""
         paths = cache if isinstance(cache, list) else [cache]
         caches = caches_for(self.runs, paths, allow_incomplete=False)
         try:
             first = next(iter(caches.values()))
             ids = list(first.ids) if ids is None else list(ids)
             present = [i for i in ids if all(c.has_clip(i) for c in caches.values())]
-            skipped = {k: v for c in caches.values() for k, v in c.skipped.items()}
+            reasons_of = {k: v for c in caches.values() for k, v in c.skipped.items()}
             total = average(self.members, self.weights, self.runs, caches, present,
                             resolve_device(device))  # fmt: skip
+            total = total.reshape(len(present), len(EMOTIONS))
+            reasons_of.update(self._nothing_to_read(caches, present))
         finally:
             for opened in caches.values():
                 opened.close()
-        rows = dict(zip(present, np.clip(total, 0.0, 1.0), strict=True))
+        finite = np.isfinite(total).all(axis=1)
+        reasons_of.update({i: NON_FINITE for i, ok in zip(present, finite, strict=True) if not ok})
+        rows = {i: v for i, v in zip(present, np.clip(total, 0.0, 1.0), strict=True)
+                if i not in reasons_of}  # fmt: skip
         values = np.array([rows.get(i, np.full(len(EMOTIONS), np.nan)) for i in ids])
-        reasons = ["" if i in rows else skipped.get(i, "not in the cache") for i in ids]
+        reasons = ["" if i in rows else reasons_of.get(i, "not in the cache") for i in ids]
         return Predictions(list(ids), values.reshape(len(ids), len(EMOTIONS)), reasons, ids=ids)
 
-    def predict(self, paths: list[str | Path], *, work: str | Path | None = None,
-                window: float | None = None, hop: float | None = None,
-                device: str | None = None, progress: bool = True) -> Predictions:  # fmt: skip
+    def _nothing_to_read(self, caches: dict, ids: list[str]) -> dict[str, str]:
+        """id -> why, for the clips some run reads nothing of: it reads streams alone, and
+        none of them holds the clip (a vision-only run given a file with no video track)."""
+        found: dict[str, str] = {}
+        for run, (_, config) in self.runs.items():
+            head = HeadConfig.from_dict(config["head"])
+            names = streams_read(head)
+            if len(names) != len(inputs_read(head)) or not ids:
+                continue  # it reads the backbone's own features too: always there
+            cache = caches[config["cache"]["backbone_fingerprint"]]
+            rows = [cache.index(i) for i in ids]
+            held = np.zeros(len(ids), dtype=bool)
+            for name in names:
+                mask = cache.stream_view(name).present
+                held |= np.ones(len(ids), bool) if mask is None else mask[()][rows]
+            why = (f"none of the streams {run.name} reads ({', '.join(names)}) could be made "
+                   "for it (does the file have the track they come from?)")  # fmt: skip
+            found.update({i: why for i, ok in zip(ids, held, strict=True) if not ok})
+        return found
+
+    def predict(
+        self,
+        paths: list[str | Path],
+        *,
+        work: str | Path | None = None,
+        window: float | None = None,
+        hop: float | None = None,
+        device: str | None = None,
+        progress: bool = True,
+        trust_remote_code: bool = False,
+        out: str | Path | None = None,
+    ) -> Predictions:
         """The files among `paths` (files and folders), whole or with `window` (and `hop`,
         default the window) seconds over time. Stage one runs as each run's training cache
-        ran it, into caches kept in `work` (default `./emi-media`) for the next call."""
-        files = collect_media(paths)
-        work = Path(work or "emi-media")
-        recipes = self.recipes()
+        ran it, into caches kept in `work` (default `./emi-media`: a folder emi owns, locked
+        while in use) for the next call; a model that runs its own code only with
+        `trust_remote_code`. `out`: the file the caller will write, never one of the inputs."""
         if window is not None:
-            if not all(is_audio_only(r) for r in recipes.values()):
-                raise MediaError("--window reads the audio alone; these runs read text or video")
+            check_windows(window, hop or window)
+        files = collect_media(paths)
+        if out is not None:
+            check_out(Path(out), files)
+        recipes = self.recipes()
+        if window is not None and not all(r.audio_only for r in recipes.values()):
+            raise MediaError("--window reads the audio alone; these runs read text or video")
+        work = prepare_work(Path(work or "emi-media"))
+        try:
+            lock = ExclusiveLock(work / "work", f"the work folder {work}").acquire()
+        except LockedError as error:
+            raise MediaError(str(error)) from None
+        try:
+            return self._predict_in(work, files, recipes, window, hop, device, progress,
+                                    trust_remote_code)  # fmt: skip
+        finally:
+            lock.release()
+
+    def _predict_in(self, work, files, recipes, window, hop, device, progress, trusted):
+        if window is not None:
             media = cut_windows(files, work / "windows", window, hop or window)
         else:
             media = link_media(files, work / "media")
-        caches = []
-        for fingerprint, recipe in recipes.items():
-            cache = work / f"{'windows-' if window else ''}{fingerprint.replace(':', '-')}.h5"
-            run_stage_one(stage_one_commands(recipe, media.folder, cache), progress)
-            caches.append(cache)
-        result = self.predict_cache(caches, list(media.files), device=device)
+        commands = {}
+        for fingerprint, recipe in recipes.items():  # a cache's name never comes from a run
+            name = hashlib.blake2b(fingerprint.encode(), digest_size=8).hexdigest()
+            cache = work / f"{'windows-' if window else ''}{name}.h5"
+            commands[cache] = stage_one_commands(recipe, media.folder, cache,
+                                                 trust_remote_code=trusted)  # fmt: skip
+        for recipe in recipes.values():
+            for role, model in recipe.models():
+                log.info("stage one loads %s: %s", role, model)
+        for steps in commands.values():
+            run_stage_one(steps, progress)
+        result = self.predict_cache(list(commands), list(media.files), device=device)
         result.names = [str(media.files[i]) for i in result.ids]
         for k, clip_id in enumerate(result.ids):  # reasons name the user's file, not its link
             original = media.files[clip_id]
@@ -134,21 +206,35 @@ class EmiModel:
             _add_undecoded(result, media.reasons)
         return result
 
-    def recipes(self) -> dict[str, dict]:
-        """backbone fingerprint -> how to make the features every run of it reads."""
-        recipes: dict[str, dict] = {}
+    def recipes(self) -> dict[str, RecipeSpec]:
+        """backbone fingerprint -> how to make the features every run of it reads (checked
+        against the schema when the model was loaded)."""
+        recipes: dict[str, RecipeSpec] = {}
         for run, (_, config) in self.runs.items():
-            recipe = config["cache"].get("recipe")
+            recipe = self._recipes[run]
             if recipe is None:
                 raise RunError(
                     f"{run} does not record how its features were made (trained before emi "
                     f"recorded it); train it again, or extract your media and use --cache"
                 )
-            needed = streams_read(HeadConfig.from_dict(config["head"]))
-            fingerprint = config["cache"]["backbone_fingerprint"]
-            kept = recipes.setdefault(fingerprint, recipe_streams(recipe, []))
-            kept["streams"].update(recipe_streams(recipe, needed)["streams"])
+            fingerprint = config["cache"]["backbone_fingerprint"]  # recipe: what the run reads
+            recipes[fingerprint] = recipes.get(fingerprint, recipe.only([])).joined(recipe)
         return recipes
+
+
+def _run_recipe(run: Path, config: dict) -> RecipeSpec | None:
+    """The run's recorded stage-one recipe, checked against the schema (one line if not); an
+    exported folder's models only by hub id, built-in name or a folder inside it."""
+    recipe = config["cache"].get("recipe")
+    if recipe is None:
+        return None
+    exported = (run.parent / MODEL_INDEX).is_file()
+    place = ModelPlace(run.parent if exported else run, local_paths=not exported)
+    reads = streams_read(HeadConfig.from_dict(config["head"]))
+    try:
+        return parse_recipe(recipe, place, f"{run / CONFIG}: cache.recipe", reads)
+    except RecipeSchemaError as error:
+        raise RunError(str(error)) from None
 
 
 def _number(seconds: float) -> str:
@@ -166,38 +252,61 @@ def _add_undecoded(result: Predictions, reasons: dict[str, str]) -> None:
         result.ids.append("")
 
 
-def load_model(*sources: str | Path) -> EmiModel:
+def load_model(*sources: str | Path, weights: str | np.ndarray | None = None) -> EmiModel:
     """Runs, parents of runs, exported model folders, or the hub id of an exported folder
-    (downloaded where the hub is reachable), averaged as one model."""
+    (downloaded where the hub is reachable), averaged as one model (`weights`: one per source,
+    as `emi predict --weights`). What each run records is checked as data: a crafted folder is
+    refused in one line, and nothing it holds runs."""
     if not sources:
         raise RunError("give at least one run, parent folder or model")
-    return EmiModel(expand_members([local_source(s) for s in sources]))
+    members = expand_members([local_source(s) for s in sources])
+    if isinstance(weights, str):
+        weights = parse_weights(weights, len(members))
+    return EmiModel(members, weights)
 
 
 def predict_media(sources: list[str | Path], media: list[str | Path], out: str | Path, *,
                   window: float | None = None, hop: float | None = None,
                   work: str | Path | None = None, device: str | None = None,
-                  progress: bool = True) -> str:  # fmt: skip
+                  progress: bool = True, weights: str | None = None,
+                  fit_weights_on: str | Path | None = None,
+                  trust_remote_code: bool = False) -> str:  # fmt: skip
     """`emi predict --media`: the CSV `out` (and with a window a plot per file beside it);
     returns the line that says what was written."""
     out = Path(out)
+    check_writable_folder(out)
     work = Path(work) if work is not None else out.with_name(f"{out.stem}-features")
-    result = load_model(*sources).predict(media, work=work, window=window, hop=hop,
-                                          device=device, progress=progress)  # fmt: skip
+    members = expand_members([local_source(s) for s in sources])
+    chosen = member_weights(members, weights, fit_weights_on)
+    result = EmiModel(members, chosen).predict(
+        media, work=work, window=window, hop=hop, device=device, progress=progress,
+        trust_remote_code=trust_remote_code, out=out,
+    )  # fmt: skip
     result.to_csv(out)
     failed = sum(1 for reason in result.reasons if reason)
     line = f"{out}: {len(result.names)} rows"
     if window is not None:
-        from emi_heads.experiments.plots import plot_over_time
-
         plots = out.with_name(f"{out.stem}-plots")
-        named = zip(result.names, result.reasons, strict=True)
-        for name in dict.fromkeys(n for n, reason in named if not reason):
-            rows = [k for k, n in enumerate(result.names) if n == name]
-            plot_over_time(plots / f"{Path(name).stem}.png", Path(name).name,
-                           [result.starts[k] for k in rows], result.values[rows])  # fmt: skip
+        _plot_files(result, plots)
         line += f" ({window:g} s windows), plots in {plots}"
     return line + (f"; {failed} could not be predicted (see the reason column)" if failed else "")
+
+
+def _plot_files(result: Predictions, plots: Path) -> None:
+    """One plot per predicted file, named by its stem; files of the same stem in different
+    folders by their path below the folder they share (`a__take.png`, `b__take.png`)."""
+    from emi_heads.experiments.plots import plot_over_time
+
+    named = zip(result.names, result.reasons, strict=True)
+    names = list(dict.fromkeys(n for n, reason in named if not reason))
+    stems = [Path(n).stem for n in names]
+    shared = Path(os.path.commonpath([str(Path(n).resolve().parent) for n in names] or ["."]))
+    for name, stem in zip(names, stems, strict=True):
+        if stems.count(stem) > 1:
+            stem = "__".join(Path(name).resolve().relative_to(shared).with_suffix("").parts)
+        rows = [k for k, n in enumerate(result.names) if n == name]
+        plot_over_time(plots / f"{stem}.png", Path(name).name,
+                       [result.starts[k] for k in rows], result.values[rows])  # fmt: skip
 
 
 def split_media(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:

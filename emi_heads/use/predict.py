@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from emi_features.cache.reader import open_cache
+from emi_features.cache.schema import computed_with
 from emi_features.core.dataset import read_csv_ids
 from emi_features.core.devices import resolve_device
 from emi_features.core.logs import summarise_ids
@@ -70,13 +71,13 @@ def predict_submission(
     if not ids:
         raise RunError(f"{ids_csv}: no ids to predict")
     members = expand_members(run_dirs)
-    member_weights = _member_weights(members, weights, fit_weights_on)
+    chosen = member_weights(members, weights, fit_weights_on)
     runs = {run: load_run(run) for member in members for run in member.runs}
     paths = [cache_paths] if isinstance(cache_paths, (str, Path)) else list(cache_paths or [])
     caches = caches_for(runs, paths, allow_incomplete)
     try:
         present = _present(ids, caches, ids_csv)
-        total = average(members, member_weights, runs, caches, present, torch_device)
+        total = average(members, chosen, runs, caches, present, torch_device)
         skipped = {k: v for c in caches.values() for k, v in c.skipped.items()}
     finally:
         for cache in caches.values():
@@ -113,7 +114,7 @@ def _present(ids: list[str], caches: dict, ids_csv: str | Path) -> list[str]:
     return present
 
 
-def _member_weights(members: list, weights: str | None, fit_on: str | Path | None) -> np.ndarray:
+def member_weights(members: list, weights: str | None, fit_on: str | Path | None) -> np.ndarray:
     """(members, 6): given (`--weights`), fitted on a labelled split, or equal."""
     if weights is not None and fit_on is not None:
         raise RunError("give --weights or --fit-weights, not both")
@@ -179,6 +180,13 @@ def caches_for(runs: dict, paths: list[str | Path], allow_incomplete: bool) -> d
                 cache.close()
         for run, (_, config) in runs.items():  # every stream a run reads, the same features
             cache = caches.get(config["cache"]["backbone_fingerprint"])
+            trained = config["cache"].get("computed_with")  # absent: a run from before
+            if cache is not None and trained and trained != computed_with(cache.attrs):
+                raise RunError(
+                    f"{run} was trained on features computed with {trained}; {cache.path} "
+                    f"holds them computed with {computed_with(cache.attrs)}: extract with the "
+                    f"run's --runtime and --precision"
+                )
             needed = streams_read(HeadConfig.from_dict(config["head"]))
             held = cache.stream_fingerprints() if cache is not None else {}
             recorded = config["cache"].get("streams", {})
