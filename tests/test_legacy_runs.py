@@ -21,18 +21,27 @@ FIXTURE = Path(__file__).parent / "fixtures" / "runs_v1"
 HEADS = ["linear", "concat", "lstm", "streams-lstm", "concat-frames"]
 
 
+@pytest.fixture(scope="module")
+def fixture_cache(tmp_path_factory) -> Path:
+    """The fixture's cache copied out: stage two writes its pooled statistics beside the cache
+    it reads, and the fixture folder is part of the source tree."""
+    return Path(shutil.copy(FIXTURE / "cache.h5", tmp_path_factory.mktemp("v1") / "cache.h5"))
+
+
 def read_submission(path: Path) -> dict[str, list[float]]:
     with open(path, newline="") as handle:
         return {row[0]: [float(v) for v in row[1:]] for row in list(csv.reader(handle))[1:]}
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_a_run_saved_by_the_old_layout_predicts_the_same(head: str, tmp_path: Path) -> None:
+def test_a_run_saved_by_the_old_layout_predicts_the_same(
+    head: str, tmp_path: Path, fixture_cache: Path
+) -> None:
     run = shutil.copytree(FIXTURE / "runs" / head, tmp_path / head)
     out = tmp_path / "sub.csv"
     result = CliRunner().invoke(
         emi,
-        ["predict", str(run), "--cache", str(FIXTURE / "cache.h5"),
+        ["predict", str(run), "--cache", str(fixture_cache),
          "--ids", str(FIXTURE / "test_split.csv"), "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -60,10 +69,10 @@ def test_old_configs_load_as_each_heads_own_settings():
         HeadConfig.from_dict({**lstm["head"], "surprise": 1})
 
 
-def test_a_new_run_saves_its_heads_settings_and_what_it_reads(tmp_path):
+def test_a_new_run_saves_its_heads_settings_and_what_it_reads(tmp_path, fixture_cache):
     out = tmp_path / "r"
     result = CliRunner().invoke(emi, [
-        "train", str(FIXTURE / "cache.h5"), "--train", str(FIXTURE / "train_split.csv"),
+        "train", str(fixture_cache), "--train", str(FIXTURE / "train_split.csv"),
         "--head", "linear", "--out", str(out), "--quiet"])  # fmt: skip
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
