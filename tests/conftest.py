@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,18 @@ def run_extract_cli(*args: object, ok: bool = True):
     if ok:
         assert result.exit_code == 0, result.output
     return result
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 400 KiB file system (tmpfs), or None where this machine does not allow mounting."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        yield None
+        return
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -139,21 +139,6 @@ def test_stale_temporaries_of_killed_writers_are_removed(clips, tmp_path):
     assert not stale.exists() and not stale_part.exists() and live.exists()
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 400 KiB file system (tmpfs), or None where this machine does not allow mounting."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        yield None
-        return
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_is_one_line_and_keeps_what_was_committed(
     clips, tiny_model_dir, small_disk, tmp_path, monkeypatch
 ):

@@ -229,3 +229,33 @@ def test_the_audio_only_recipe_runs_its_preset_to_a_checked_submission(sample_ro
     assert config["preset"] == "lstm-2024" and config["head"]["hidden"] == 1027
     assert list(json.loads((out / "recipe.json").read_text())["steps"]) == [
         "audio", "train", "submission"]  # fmt: skip
+    before = (out / "submission.csv").read_text()
+    retrained = recipe("audio-2024", str(sample_root), "--out", str(out), "--set",
+                       "audio_model=fbank", "--set", "epochs=1", "--set", "seed=1")  # fmt: skip
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert "[3/3] submission: made again (a step before it ran)" in retrained.stderr
+    assert (out / "submission.csv").read_text() != before  # never the stale one
+    spelled = str(sample_root.parent / "." / sample_root.name) + "/"  # the same DATA, spelled
+    again = recipe("audio-2024", spelled, "--out", str(out), "--set", "audio_model=fbank",
+                   "--set", "epochs=1", "--set", "seed=1")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("done before, skipped") == 3
+    other = recipe("hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root))
+    assert other.returncode == 1
+    assert "holds the recipe 'audio-2024', not hallmen-2025" in other.stderr
+    assert (out / "run" / "config.json").is_file()  # the first recipe's run is kept
+
+
+def test_bad_settings_and_data_are_refused_before_any_step(sample_root, tmp_path):
+    for args, words in (
+        (["--set", "epochs=many"], "--set epochs=many: must be a whole number"),
+        (["--set", "epochs=inf"], "must be a whole number"),
+    ):
+        result = recipe("audio-2024", str(sample_root), "--out", str(tmp_path / "a"), *args)
+        assert result.returncode == 1 and words in result.stderr, result.stderr
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "clip.wav").write_bytes(b"")
+    result = recipe("audio-2024", str(loose), "--out", str(tmp_path / "b"))
+    assert result.returncode == 1 and "no train_split.csv" in result.stderr, result.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

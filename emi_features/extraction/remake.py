@@ -83,10 +83,15 @@ class RecipeSpec:
     place: ModelPlace
 
     def resolved(self, model: str) -> str:
-        """A recorded model as `--model` takes it: a folder inside the model folder as its
-        path, anything else (checked when read) as recorded."""
+        """A recorded model as `--model` takes it (stage one runs in the work folder): a folder
+        inside the model folder, or a run's own local folder, as its absolute path; a hub id or
+        built-in name as recorded (checked when read)."""
         inside = _inside(self.place.base, model)
-        return model if inside is None else str(inside)
+        if inside is not None:
+            return str(inside)
+        if self.place.local_paths and Path(model).is_dir():  # as the run's extraction found it
+            return str(Path(model).resolve())
+        return model
 
     def only(self, names: list[str]) -> RecipeSpec:
         """The recipe with only the streams `names` (what a run reads)."""
@@ -253,9 +258,9 @@ def _model(value: Any, place: ModelPlace, label: str, empty_ok: bool = False) ->
         raise RecipeSchemaError(f"{label}: a model is a hub id, a built-in name or a folder")
     if _HUB_ID.match(value) and ".." not in value:
         return value
+    if place.local_paths and Path(value).is_dir():  # a folder of this machine's own run
+        return value
     if Path(value).is_absolute():
-        if place.local_paths and Path(value).is_dir():
-            return value
         raise RecipeSchemaError(
             f"{label}: {value} is a path outside the model folder; a received model names "
             f"its models by hub id, or holds them inside its folder"

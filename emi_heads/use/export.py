@@ -110,12 +110,12 @@ def _carry_local_models(run: Path, config: dict[str, Any], staging: Path) -> dic
         raise RunError(str(error)) from None
     moved: dict[str, str] = {}
     for _, model in spec.models():
-        if not Path(model).is_absolute() or model in moved:
-            continue
+        if not Path(spec.resolved(model)).is_dir() or model in moved:
+            continue  # a hub id or built-in name
         name = f"models/{Path(model).name}"
         while (staging / name).exists():
             name += "-"
-        shutil.copytree(model, staging / name, symlinks=False)
+        shutil.copytree(spec.resolved(model), staging / name, symlinks=False)
         moved[model] = name
     return moved
 

@@ -198,10 +198,11 @@ def cut_windows(paths: list[Path], folder: Path, window: float, hop: float) -> M
     return media
 
 
-def run_stage_one(commands: list[list[str]], progress: bool) -> None:
-    """Each command as `python -m emi_heads ...` (the `emi` group), its output passing through.
-    A step ends with this process however it ends (`kill -9` included: the kernel's
-    parent-death signal on Linux), its cache keeping what it committed."""
+def run_stage_one(commands: list[list[str]], progress: bool, cwd: Path | None = None) -> None:
+    """Each command as `python -m emi_heads ...` (the `emi` group), its output passing through,
+    run in `cwd` (the work folder: a recorded hub id never meets a folder of the user's). A
+    step ends with this process however it ends (`kill -9` included: the kernel's parent-death
+    signal on Linux), its cache keeping what it committed."""
     seen: set[tuple[str, ...]] = set()
     for command in commands:
         if tuple(command) in seen:  # a transcription shared by two text streams
@@ -210,7 +211,7 @@ def run_stage_one(commands: list[list[str]], progress: bool) -> None:
         log.info("$ emi %s", " ".join(command))
         quiet = [] if progress else ["--quiet"]
         child = subprocess.Popen([sys.executable, "-m", "emi_heads", *command, *quiet],
-                                 preexec_fn=_end_with_parent)  # fmt: skip
+                                 cwd=cwd, preexec_fn=_end_with_parent)  # fmt: skip
         try:
             returncode = child.wait()
         except BaseException:

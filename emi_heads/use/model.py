@@ -166,7 +166,7 @@ class EmiModel:
         recipes = self.recipes()
         if window is not None and not all(r.audio_only for r in recipes.values()):
             raise MediaError("--window reads the audio alone; these runs read text or video")
-        work = prepare_work(Path(work or "emi-media"))
+        work = prepare_work(Path(work or "emi-media").absolute())
         try:
             lock = ExclusiveLock(work / "work", f"the work folder {work}").acquire()
         except LockedError as error:
@@ -192,7 +192,7 @@ class EmiModel:
             for role, model in recipe.models():
                 log.info("stage one loads %s: %s", role, model)
         for steps in commands.values():
-            run_stage_one(steps, progress)
+            run_stage_one(steps, progress, cwd=work)
         result = self.predict_cache(list(commands), list(media.files), device=device)
         result.names = [str(media.files[i]) for i in result.ids]
         for k, clip_id in enumerate(result.ids):  # reasons name the user's file, not its link
