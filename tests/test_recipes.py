@@ -248,8 +248,9 @@ def test_the_audio_only_recipe_runs_its_preset_to_a_checked_submission(sample_ro
 
 def test_bad_settings_and_data_are_refused_before_any_step(sample_root, tmp_path):
     for args, words in (
-        (["--set", "epochs=many"], "--set epochs=many: must be a whole number"),
-        (["--set", "epochs=inf"], "must be a whole number"),
+        (["--set", "epochs=many"], "--set epochs=many: must be a finite number"),
+        (["--set", "epochs=inf"], "must be a finite number"),
+        (["--set", "epochs=1.5"], "must be a whole number"),
     ):
         result = recipe("audio-2024", str(sample_root), "--out", str(tmp_path / "a"), *args)
         assert result.returncode == 1 and words in result.stderr, result.stderr

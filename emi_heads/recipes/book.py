@@ -17,6 +17,7 @@ SKYY = "github.com/Skyy93/CVPR2024_abaw"
 CASIA = "github.com/ReLU-H/Team-CASIA26-ABAW-10th-EMI-track @48ce627"
 MIMIC = "github.com/Dinithipurna/MimicMetrics @f8e24a2"
 MODEL_KEYS = ("audio_model", "asr_model", "text_model", "image_model")
+WHOLE_NUMBER_SETTINGS = ("epochs", "seed", "max_tokens")  # `--set` checks them before any step
 
 
 @dataclass(frozen=True)

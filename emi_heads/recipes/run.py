@@ -23,7 +23,7 @@ from emi_features.cache.atomic import (
     describe_os_error,
 )
 from emi_heads.cli.steps import run_command
-from emi_heads.recipes.book import RECIPES, Recipe, Step
+from emi_heads.recipes.book import RECIPES, WHOLE_NUMBER_SETTINGS, Recipe, Step
 
 LEDGER = "recipe.json"
 
@@ -67,21 +67,21 @@ def parse_sets(recipe: Recipe, pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _checked_value(key: str, value: str, default: str) -> str:
-    """A `--set` value of the kind its default is (a whole number, a number), before any step
-    runs rather than when the step that reads it fails."""
-    kinds = ((int, "a whole number"), (float, "a number"))
-    for kind, what in kinds:
-        try:
-            kind(default)
-        except ValueError:
-            continue
-        try:
-            number = kind(value)
-        except ValueError:
-            raise RecipeError(f"--set {key}={value}: must be {what} (like {default})") from None
-        if not math.isfinite(number):
-            raise RecipeError(f"--set {key}={value}: must be finite")
-        return value
+    """A `--set` value of the kind its default is — a number (a whole one for the settings in
+    WHOLE_NUMBER_SETTINGS) — before any step runs, rather than when the step that reads it
+    fails."""
+    try:
+        float(default)
+    except ValueError:
+        return value  # a model, a file, a choice: its step says
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise RecipeError(f"--set {key}={value}: must be a finite number (like {default})")
+    if key in WHOLE_NUMBER_SETTINGS and number != int(number):
+        raise RecipeError(f"--set {key}={value}: must be a whole number (like {default})")
     return value
 
 

@@ -197,7 +197,8 @@ class EmiModel:
         result.names = [str(media.files[i]) for i in result.ids]
         for k, clip_id in enumerate(result.ids):  # reasons name the user's file, not its link
             original = media.files[clip_id]
-            link = media.folder / f"{clip_id}{original.suffix.lower()}"
+            suffix = ".wav" if window is not None else original.suffix.lower()  # cut_windows'
+            link = media.folder / f"{clip_id}{suffix}"
             reason = result.reasons[k].replace(str(link), str(original))
             result.reasons[k] = reason.replace(link.name, original.name)
         if window is not None:
