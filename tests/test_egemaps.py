@@ -100,7 +100,8 @@ def test_the_stream_records_how_to_make_it_again_for_new_media(folder_and_cache,
     settings give the command, and the command gives the same values."""
     import shutil
 
-    from emi_features.extraction.remake import ModelPlace, parse_recipe, stage_one_commands
+    from emi_features.extraction.remake import ModelPlace, parse_recipe
+    from emi_features.extraction.remake_steps import stage_one_commands
 
     folder, cache = folder_and_cache
     run(folder, "--out", cache, "--quiet", "--modality", "egemaps", "--level", "functionals",

@@ -276,7 +276,8 @@ def test_a_run_of_streams_alone_says_when_a_clip_has_none_of_them(tmp_path):
 def test_features_computed_otherwise_are_never_mixed(runs, tmp_path):
     import h5py
 
-    from emi_features.extraction.remake import ModelPlace, parse_recipe, stage_one_commands
+    from emi_features.extraction.remake import ModelPlace, parse_recipe
+    from emi_features.extraction.remake_steps import stage_one_commands
 
     int8 = tmp_path / "int8.h5"
     shutil.copy(runs["cache"], int8)

@@ -77,8 +77,9 @@ def test_a_new_run_saves_its_heads_settings_and_what_it_reads(tmp_path, fixture_
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["head"]["head"] == "ridge"
-    assert set(config["head"]) == {"head", "dims", "use_vad", "use_mean", "inputs",
+    assert set(config["head"]) == {"head", "dims", "outputs", "use_vad", "use_mean", "inputs",
                                    "ridge_alphas"}  # fmt: skip
+    assert config["head"]["outputs"] == 6 and config["task"]["name"] == "emi"
     assert config["reads"] == {"frames": False, "vad": True, "max_seconds": 12.0}
 
 

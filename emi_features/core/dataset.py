@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from emi_features.core.task import ID_COLUMN, ID_WIDTH
+from emi_features.core.task import ID_COLUMN, ID_WIDTH, TASKS
 from emi_features.extraction.config import Source
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -29,6 +29,8 @@ def pad_id(raw: str | int) -> str:
     Non-numeric ids (a plain folder's file stems) are returned unchanged.
     """
     text = str(raw).strip()
+    if text.startswith("[") and text.endswith("]"):  # ERI's File_ID: "[00042]"
+        text = text[1:-1].strip()
     if text.endswith(".0") and text[:-2].isdigit():  # pandas wrote the id as a float
         text = text[:-2]
     for suffix in MEDIA_SUFFIXES:  # some tools write "00042.mp4"
@@ -64,9 +66,13 @@ def duplicates(ids: list[str]) -> list[str]:
     return sorted(clip_id for clip_id, n in Counter(ids).items() if n > 1)
 
 
-def id_column(columns: list[str]) -> str:
-    """The column that holds clip ids: `Filename` wherever it stands, else the first column."""
-    return ID_COLUMN if ID_COLUMN in columns else columns[0]
+def id_column(columns: list[str], preferred: str = ID_COLUMN) -> str:
+    """The column that holds clip ids: `preferred` (`Filename`), else a built-in task's id
+    column (ERI's `File_ID`), wherever it stands; else the first column."""
+    for name in (preferred, *(task.id_column for task in TASKS.values())):
+        if name in columns:
+            return name
+    return columns[0]
 
 
 def read_csv_ids(path: Path) -> list[str]:

@@ -15,6 +15,7 @@ import click
 from emi_features.core.dataclass_options import dataclass_options, given_on_command_line
 from emi_heads.heads.settings import (
     HEADS,
+    NOT_SETTINGS,
     ConfigError,
     HeadConfig,
     all_settings,
@@ -23,7 +24,7 @@ from emi_heads.heads.settings import (
 )
 
 # Fields set by the command's own arguments, not by a generated option.
-NOT_OPTIONS = {"head", "dims"}
+NOT_OPTIONS = set(NOT_SETTINGS)
 
 
 def config_options(*config_classes: type) -> Any:

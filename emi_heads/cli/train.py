@@ -20,6 +20,7 @@ import click
 
 from emi_features.core.logs import setup_logging
 from emi_features.core.options import COMMAND_SETTINGS, device_option, logging_options
+from emi_features.core.task import METRICS, TASKS
 from emi_heads.cli.errors import user_errors as _user_errors
 from emi_heads.cli.options import build_config, build_head_config, config_options, head_options
 from emi_heads.heads.settings import ALIASES, HEADS, ConfigError, HeadConfig
@@ -44,6 +45,30 @@ _PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
     type=_PATH,
     default=None,
     help="Validation CSV: early stopping and metrics. Omit to train a final model.",
+)
+@click.option(
+    "--task",
+    "task_name",
+    type=click.Choice(list(TASKS)),
+    default=None,
+    help="The labels' task: "
+    + "; ".join(f"{t.name}: {len(t.targets)} targets ({', '.join(t.targets)})"
+                for t in TASKS.values())  # fmt: skip
+    + "  [default: emi]",
+)
+@click.option(
+    "--targets",
+    default=None,
+    metavar="COL,COL|all",
+    help="Your own labels: these columns of the label CSVs (or every numeric one: all), "
+    "with the id column they have; runs, predictions and exports use them.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(list(METRICS)),
+    default=None,
+    help="With --targets: what runs are selected and reported by, per target then averaged  "
+    "[default: pearson]",
 )
 @click.option(
     "--head",
@@ -116,6 +141,9 @@ def train_command(
     cache: Path | None,
     train_csvs: tuple[Path, ...],
     valid_csv: Path | None,
+    task_name: str | None,
+    targets: str | None,
+    metric: str | None,
     head: str | None,
     preset: str | None,
     out: Path,
@@ -143,14 +171,9 @@ def train_command(
     """
     setup_logging(verbose)
     _check_paths(log_to, out)
-    base_head, base_train = {}, {}
-    if from_run is not None:
-        recorded = _recorded_run(from_run)
-        base_head, base_train = recorded["head"], recorded["train"]
-        preset = preset or recorded.get("preset")
-        cache, train_csvs, valid_csv = _recorded_data(recorded, cache, train_csvs, valid_csv)
-    elif preset is not None:
-        base_head, base_train = PRESETS[preset].head, PRESETS[preset].train
+    base_head, base_train, preset, cache, train_csvs, valid_csv = _base(
+        from_run, preset, cache, train_csvs, valid_csv
+    )
     head = head or base_head.get("head")
     if head is None:
         raise click.UsageError("give --head NAME, --preset NAME or --from RUN_DIR")
@@ -162,8 +185,9 @@ def train_command(
     from emi_heads.experiments.grid import run_training
 
     try:
+        task = _task(task_name, targets, metric, from_run, [*train_csvs, valid_csv])
         run_training(
-            cache, list(train_csvs), valid_csv, out, head_config, train_config,
+            cache, list(train_csvs), valid_csv, out, head_config, train_config, task=task,
             settings=settings, folds=folds, refit=refit, device=device, progress=not quiet,
             overwrite=overwrite, preset=preset, command=_command_line("train"), log_to=log_to,
         )  # fmt: skip
@@ -171,6 +195,40 @@ def train_command(
         raise click.ClickException(str(error)) from None
     if not folds and any(len(values) > 1 for values in settings.values()):
         _show_grid(out)
+
+
+def _base(from_run, preset, cache, train_csvs, valid_csv) -> tuple:
+    """What a training starts from: a `--from` run (its settings, cache and CSVs where the
+    command line gives none) or a preset's settings, else nothing."""
+    if from_run is not None:
+        recorded = _recorded_run(from_run)
+        preset = preset or recorded.get("preset")
+        cache, train_csvs, valid_csv = _recorded_data(recorded, cache, train_csvs, valid_csv)
+        return recorded["head"], recorded["train"], preset, cache, train_csvs, valid_csv
+    if preset is not None:
+        return PRESETS[preset].head, PRESETS[preset].train, preset, cache, train_csvs, valid_csv
+    return {}, {}, preset, cache, train_csvs, valid_csv
+
+
+def _task(name: str | None, targets: str | None, metric: str | None, from_run: Path | None,
+          csvs: list[Path | None]):  # fmt: skip
+    """The task a training is for: `--task`, own `--targets` (with `--metric`), or the task
+    of the `--from` run when neither is given; EMI by default."""
+    from emi_features.core.task import EMI, Task, get_task
+    from emi_heads.training.labels import task_for
+
+    if name and targets:
+        raise click.UsageError("give --task or --targets, not both")
+    if metric and not targets:
+        raise click.UsageError("--metric goes with --targets (a built-in task has its metric)")
+    if name:
+        return get_task(name)
+    if targets:
+        return task_for(targets, [p for p in csvs if p is not None], metric or "pearson")
+    if from_run is not None:
+        recorded = _recorded_run(from_run)
+        return Task.from_dict(recorded["task"]) if "task" in recorded else EMI
+    return EMI
 
 
 def _show_grid(out: Path) -> None:

@@ -145,24 +145,31 @@ def predict_command(
             return
         if out is None or not (run_dirs or models):
             raise click.UsageError("predicting needs RUN_DIR... (or --model) and --out")
-        if models:
-            from emi_heads.use.model import local_source
-
-            run_dirs = (*run_dirs, *(str(local_source(m)) for m in models))
-        from emi_heads.use.predict import predict_submission
-        from emi_heads.use.submission import check_submission
-
-        result = predict_submission(
-            list(run_dirs), list(caches), ids_csv, out, device=device,
-            allow_incomplete=allow_incomplete, weights=weights, fit_weights_on=fit_weights_on,
-        )  # fmt: skip
-        check_submission(result.path, ids_csv)
-        click.echo(
-            f"{result.path}: {result.rows} rows from {result.runs} run(s)"
-            + (f", {len(result.missing)} filled with the label mean" if result.missing else "")
-        )
+        _predict_ids(run_dirs, models, caches, ids_csv, out, device, allow_incomplete, weights,
+                     fit_weights_on)  # fmt: skip
     except _user_errors() as error:
         raise click.ClickException(str(error)) from None
+
+
+def _predict_ids(run_dirs, models, caches, ids_csv, out, device, allow_incomplete, weights,
+                 fit_weights_on) -> None:  # fmt: skip
+    """The ids of `--ids` from caches: a submission (checked) or, for a run's own labels, a
+    CSV of the id column and the targets."""
+    from emi_heads.use.model import local_source
+    from emi_heads.use.predict import predict_submission
+    from emi_heads.use.submission import check_submission
+
+    run_dirs = (*run_dirs, *(str(local_source(m)) for m in models))
+    result = predict_submission(
+        list(run_dirs), list(caches), ids_csv, out, device=device,
+        allow_incomplete=allow_incomplete, weights=weights, fit_weights_on=fit_weights_on,
+    )  # fmt: skip
+    if result.task.submission:  # the challenge's file: checked as the challenge checks it
+        check_submission(result.path, ids_csv)
+    click.echo(
+        f"{result.path}: {result.rows} rows from {result.runs} run(s)"
+        + (f", {len(result.missing)} filled with the label mean" if result.missing else "")
+    )
 
 
 def _refuse_unused(*, media: bool, window, hop, work, caches, ids_csv, check_path,

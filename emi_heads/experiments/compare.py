@@ -13,13 +13,21 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from emi_features.core.task import EMOTIONS
+from emi_features.core.task import TaskError, run_task
 from emi_heads.heads.reads import inputs_read
 from emi_heads.heads.settings import HeadConfig
 
-SHORT = {name: name[:3] for name in EMOTIONS}
-FIXED = ["run", "head", "preset", "inputs", "loss", "seed", "best", "valid_r",
-         *SHORT.values(), "seconds"]  # fmt: skip
+LEADING = ["run", "head", "preset", "inputs", "loss", "seed", "best", "valid_r"]
+SCORES_KEY = "_scores"  # each row's per-target score columns (the task's short names)
+
+
+def score_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-target score columns of the rows, in order (Adm … Joy for EMI runs)."""
+    return list(dict.fromkeys(name for row in rows for name in row.get(SCORES_KEY, ())))
+
+
+def fixed_columns(rows: list[dict[str, Any]]) -> list[str]:
+    return [*LEADING, *score_names(rows), "seconds"]
 
 
 def _flatten(config: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +70,12 @@ def compare_runs(folders: list[Path], sort: str = "valid_r") -> list[dict[str, A
         flat = _flatten(config)
         settings.append(flat)
         columns = metrics.get("valid_r", {})
+        try:
+            task = run_task(config)
+            short = dict(zip(task.targets, task.short, strict=True))
+        except TaskError:  # an edited config: its scores under their own names
+            short = {}
+        shown = {short.get(e, e): value for e, value in columns.items()}
         rows.append(
             {
                 "run": str(run.relative_to(root)),
@@ -74,7 +88,8 @@ def compare_runs(folders: list[Path], sort: str = "valid_r") -> list[dict[str, A
                 if "best_epoch" in metrics
                 else f"alpha={metrics.get('alpha'):g}",
                 "valid_r": metrics.get("valid_mean_r"),
-                **{SHORT[e]: columns.get(e) for e in EMOTIONS},
+                **shown,
+                SCORES_KEY: tuple(shown),
                 "seconds": metrics.get("seconds"),
                 "_group": tuple(sorted((k, repr(v)) for k, v in flat.items() if k != "train.seed")),
             }
@@ -90,7 +105,7 @@ def compare_runs(folders: list[Path], sort: str = "valid_r") -> list[dict[str, A
         row.update({k: flat.get(k) for k in differing})
     rows += _seed_groups(rows)
     key = sort if sort in rows[0] else "valid_r"
-    descending = key in ("valid_r", *SHORT.values())
+    descending = key in ("valid_r", *score_names(rows))
     rows.sort(key=lambda r: (r.get(key) is None, _sortable(r.get(key), descending)))
     for row in rows:
         row.pop("_group", None)
@@ -116,16 +131,16 @@ def _seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         label = re.sub(r"(^|[,/])seed[-=][^,/]*", "", members[0]["run"]).strip(",/") or "runs"
         summary = {**members[0], "run": f"{label} ({len(scored)} seeds)",
                    "seed": "mean±sd", "best": "", "seconds": None}  # fmt: skip
-        for key in ("valid_r", *SHORT.values()):
-            values = [m[key] for m in scored]
+        for key in ("valid_r", *score_names(members)):
+            values = [m[key] for m in scored if key in m]
+            if len(values) < 2:
+                continue
             summary[key] = statistics.mean(values)
             summary[f"{key}_sd"] = statistics.stdev(values)
         summaries.append(summary)
     return summaries
 
 
-ALWAYS = ["run", "best", "valid_r", *SHORT.values(), "seconds"]  # the narrow view's own
-SCORES = {"valid_r", *SHORT.values()}
 NARROW_CELL = 28  # characters a cell keeps in the narrow view
 
 
@@ -136,24 +151,26 @@ def format_table(rows: list[dict[str, Any]], wide: bool = False) -> str:
     column, whole."""
     if not rows:
         return "no runs found"
-    columns = [c for c in FIXED if c in rows[0]] + [
-        c for c in rows[0] if c not in FIXED and not c.endswith("_sd")
+    fixed, scores = fixed_columns(rows), {"valid_r", *score_names(rows)}
+    always = {"run", "best", "seconds", *scores}  # the narrow view's own
+    columns = [c for c in fixed if c in rows[0]] + [
+        c for c in rows[0] if c not in fixed and not c.endswith("_sd") and not c.startswith("_")
     ]
     if not wide:
         distinct = {c: len({repr(r.get(c)) for r in rows if r.get("seed") != "mean±sd"}) > 1
                     for c in columns}  # fmt: skip
-        columns = [c for c in columns if c in ALWAYS or distinct[c]]
-    table = [columns, *([_cell(r, c, wide) for c in columns] for r in rows)]
+        columns = [c for c in columns if c in always or distinct[c]]
+    table = [columns, *([_cell(r, c, wide, scores) for c in columns] for r in rows)]
     widths = [max(len(line[k]) for line in table) for k in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
                      for line in table)  # fmt: skip
 
 
-def _cell(row: dict[str, Any], column: str, wide: bool) -> str:
+def _cell(row: dict[str, Any], column: str, wide: bool, scores: set[str]) -> str:
     value = row.get(column)
     if isinstance(value, float) and f"{column}_sd" in row:
         text = f"{value:.3f}±{row[f'{column}_sd']:.3f}"
-    elif isinstance(value, float) and column in SCORES:
+    elif isinstance(value, float) and column in scores:
         text = f"{value:.3f}"
     elif isinstance(value, float) and column == "seconds":
         text = f"{value:.1f}"
@@ -169,9 +186,9 @@ def _cell(row: dict[str, Any], column: str, wide: bool) -> str:
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     from emi_features.cache.atomic import atomic_path
 
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns = list(dict.fromkeys(k for row in rows for k in row if not k.startswith("_")))
     with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 

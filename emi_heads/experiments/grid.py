@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from emi_features.core.task import EMOTIONS
+from emi_features.core.task import EMI, Task
 from emi_heads.heads.settings import ConfigError, HeadConfig, all_settings, head_class, head_config
 from emi_heads.training.config import TrainConfig, input_spec
 from emi_heads.training.labels import Labels
-from emi_heads.training.metrics import format_scores, pearson_columns
+from emi_heads.training.metrics import format_scores, score_columns
 from emi_heads.training.rundata import RunData, load_run_data
 from emi_heads.training.rundir import RunError, save_json, save_predictions
 from emi_heads.training.train import TrainResult, fit
@@ -206,8 +206,9 @@ def cross_validate(
         oof[held] = result.valid_predictions
         per_fold.append(result.valid_columns)
         chosen.append(result.alpha if result.alpha is not None else result.best_epoch)
-    save_predictions(parent / "oof_predictions.csv", labels.ids, oof)
-    metrics = fold_metrics(oof, labels.values, per_fold, chosen)
+    save_predictions(parent / "oof_predictions.csv", labels.ids, oof,
+                     (labels.task.id_column, *labels.task.targets))  # fmt: skip
+    metrics = fold_metrics(oof, labels.values, per_fold, chosen, labels.task)
     if refit:
         refit_head, refit_train, description = _refit_settings(head, train, chosen)
         metrics["refit"] = description
@@ -219,25 +220,25 @@ def cross_validate(
 
 
 def fold_metrics(oof: np.ndarray, targets: np.ndarray, per_fold: list[list[float]],
-                 chosen: list) -> dict[str, Any]:  # fmt: skip
-    """The out-of-fold r (every clip predicted by the fold that held it out), each fold's mean
-    r and its spread over folds, per column too; logged in one line."""
-    columns = pearson_columns(oof, targets)
+                 chosen: list, task: Task = EMI) -> dict[str, Any]:  # fmt: skip
+    """The out-of-fold score (every clip predicted by the fold that held it out), each fold's
+    mean score and its spread over folds, per target too; logged in one line."""
+    columns = score_columns(oof, targets, task)
+    names = task.targets
     fold_means = [float(np.mean(r)) for r in per_fold]
     metrics = {
         "folds": len(per_fold),
         "oof_mean_r": float(columns.mean()),
-        "oof_r": dict(zip(EMOTIONS, map(float, columns), strict=True)),
+        "oof_r": dict(zip(names, map(float, columns), strict=True)),
         "fold_mean_r": statistics.mean(fold_means),
         "fold_sd_r": statistics.stdev(fold_means),
         "fold_r": fold_means,
-        "fold_columns_mean": dict(zip(EMOTIONS, np.mean(per_fold, axis=0).tolist(), strict=True)),
-        "fold_columns_sd": dict(
-            zip(EMOTIONS, np.std(per_fold, axis=0, ddof=1).tolist(), strict=True)
-        ),
+        "fold_columns_mean": dict(zip(names, np.mean(per_fold, axis=0).tolist(), strict=True)),
+        "fold_columns_sd": dict(zip(names, np.std(per_fold, axis=0, ddof=1).tolist(), strict=True)),
         "chosen": chosen,
     }
-    log.info("%d-fold: out-of-fold %s; folds %.4f ± %.4f", len(per_fold), format_scores(columns),
+    log.info("%d-fold: out-of-fold %s; folds %.4f ± %.4f", len(per_fold),
+             format_scores(columns, task),
              metrics["fold_mean_r"], metrics["fold_sd_r"])  # fmt: skip
     return metrics
 
@@ -259,7 +260,8 @@ def _union(data: RunData) -> tuple[Labels, Any]:
     seen = set(labels.ids)
     keep = [k for k, clip_id in enumerate(valid_labels.ids) if clip_id not in seen]
     extra = valid_labels.subset(keep)
-    merged = Labels(labels.ids + extra.ids, np.concatenate([labels.values, extra.values]))
+    merged = Labels(labels.ids + extra.ids, np.concatenate([labels.values, extra.values]),
+                    labels.task)  # fmt: skip
     return merged, inputs.join(valid_inputs.subset(keep))
 
 
@@ -280,17 +282,18 @@ def run_training(
     preset: str | None = None,
     command: list[str] | None = None,
     log_to: str | None = None,
+    task: Task = EMI,
 ) -> Any:
-    """What `emi-train` runs: one run, a grid (seeds, --set with several values; the caller
-    shows `experiments.compare.compare_runs` of `out`) or folds. Settings with one value each apply
-    to every run."""
+    """What `emi-train` runs, for the labels of `task`: one run, a grid (seeds, --set with
+    several values; the caller shows `experiments.compare.compare_runs` of `out`) or folds.
+    Settings with one value each apply to every run."""
     from emi_features.core.devices import resolve_device
 
     head, train = apply(head, train, {k: v[0] for k, v in settings.items() if len(v) == 1})
     grid = {k: v for k, v in settings.items() if len(v) > 1}
     options = {"device": resolve_device(device), "progress": progress, "overwrite": overwrite,
                "preset": preset, "command": command, "log_to": log_to}  # fmt: skip
-    load = load_data_factory(cache, train_csvs, valid_csv)
+    load = load_data_factory(cache, train_csvs, valid_csv, task)
     out = Path(out)
     if (folds or grid) and (out / EXPERIMENT).exists() and not overwrite:
         raise RunError(
@@ -306,5 +309,6 @@ def run_training(
     return fit(load(input_spec(head, train)), out, head, train, **options)
 
 
-def load_data_factory(cache: Path, train_csvs: list[Path], valid_csv: Path | None):
-    return lambda spec: load_run_data(cache, train_csvs, valid_csv, spec)
+def load_data_factory(cache: Path, train_csvs: list[Path], valid_csv: Path | None,
+                      task: Task = EMI):  # fmt: skip
+    return lambda spec: load_run_data(cache, train_csvs, valid_csv, spec, task)

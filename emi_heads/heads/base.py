@@ -15,14 +15,11 @@ import torch
 from torch import nn
 
 from emi_features.cache.schema import VAD_DIM  # noqa: F401  (the heads' VAD width)
-from emi_features.core.task import EMOTIONS
 from emi_heads.heads import reads
 from emi_heads.heads.reads import SUMMARIES
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.heads.standardize import Standardizer
 from emi_heads.training.losses import Loss, smooth_l1
-
-OUTPUTS = len(EMOTIONS)
 
 
 @dataclass
@@ -68,8 +65,9 @@ class Head(nn.Module):
         the config keeps PyTorch's own initialisation (`bias_at_label_mean`, off in presets)."""
         if not getattr(self.config, "bias_at_label_mean", False):  # ridge: its fit sets it
             return
-        mean = torch.as_tensor(label_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
+        mean = torch.as_tensor(label_mean, dtype=torch.float32)
         if self.config.output_activation == "sigmoid":
+            mean = mean.clamp(1e-3, 1 - 1e-3)
             mean = torch.log(mean / (1 - mean))
         with torch.no_grad():
             for layer in self.output_layers():
@@ -149,14 +147,14 @@ def clip_summary(batch: dict[str, torch.Tensor], config: HeadConfig) -> torch.Te
 
 
 def readout(width: int, config: HeadConfig) -> nn.Sequential:
-    """The recurrent heads' MLP: Dropout -> Linear(width, mlp_hidden) -> tanh -> Linear(6);
+    """The recurrent heads' MLP: Dropout -> Linear(width, mlp_hidden) -> tanh -> Linear(outputs);
     `mlp_hidden` 0 is `width` (as published)."""
     hidden = config.mlp_hidden or width
     return nn.Sequential(
         nn.Dropout(config.dropout),
         nn.Linear(width, hidden),
         nn.Tanh(),
-        nn.Linear(hidden, OUTPUTS),
+        nn.Linear(hidden, config.outputs),
     )
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from emi_features.cache.schema import VAD_DIM
-from emi_heads.heads.base import OUTPUTS, Head, HeadOutput, latent_without_cached_vad
+from emi_heads.heads.base import Head, HeadOutput, latent_without_cached_vad
 from emi_heads.heads.reads import branch_inputs, layer_count, module_key
 from emi_heads.heads.settings import ConcatConfig
 from emi_heads.training.losses import mse
@@ -57,7 +57,7 @@ class ConcatHead(Head):
             }
         )
         self.aux_heads = nn.ModuleDict(
-            {key: nn.Linear(config.branch_dim, OUTPUTS) for key in self.branches}
+            {key: nn.Linear(config.branch_dim, config.outputs) for key in self.branches}
         )
         self.vad_latent = config.vad_latent
         latent = VAD_DIM if self.vad_latent != "off" else 0
@@ -67,7 +67,7 @@ class ConcatHead(Head):
             nn.Linear(fused, config.mlp_hidden),
             nn.GELU(),
             nn.Dropout(config.dropout),
-            nn.Linear(config.mlp_hidden, OUTPUTS),
+            nn.Linear(config.mlp_hidden, config.outputs),
         )
 
     def output_layers(self) -> list[nn.Linear]:

@@ -31,7 +31,6 @@ from torch import nn
 from emi_features.cache.schema import VAD_DIM
 from emi_heads.heads import reads
 from emi_heads.heads.base import (
-    OUTPUTS,
     AttentionPool,
     Head,
     HeadOutput,
@@ -65,14 +64,14 @@ def adaptive_average(frames: torch.Tensor, lengths: torch.Tensor, steps: int) ->
     return (total / (ends - starts)[..., None]).to(frames.dtype)
 
 
-def _regressor(width: int, hidden: int, dropout: float) -> nn.Sequential:
-    """LayerNorm -> Linear(width, hidden) -> GELU -> Dropout -> Linear(hidden, 6)."""
+def _regressor(width: int, hidden: int, dropout: float, outputs: int) -> nn.Sequential:
+    """LayerNorm -> Linear(width, hidden) -> GELU -> Dropout -> Linear(hidden, outputs)."""
     return nn.Sequential(
         nn.LayerNorm(width),
         nn.Linear(width, hidden),
         nn.GELU(),
         nn.Dropout(dropout),
-        nn.Linear(hidden, OUTPUTS),
+        nn.Linear(hidden, outputs),
     )
 
 
@@ -157,9 +156,11 @@ class FrameConcatHead(Head):
         )
         self.aux_heads = nn.ModuleDict(
             {
-                module_key(name): nn.Sequential(nn.Dropout(dropout), nn.Linear(width, OUTPUTS))
+                module_key(name): nn.Sequential(
+                    nn.Dropout(dropout), nn.Linear(width, config.outputs)
+                )
                 if self.pool_first
-                else _regressor(width, config.mlp_hidden, dropout)
+                else _regressor(width, config.mlp_hidden, dropout, config.outputs)
                 for name in self.streams
             }
         )
@@ -173,7 +174,7 @@ class FrameConcatHead(Head):
                 }
             )
         fused = width * len(self.streams)
-        self.fusion = _regressor(fused, config.mlp_hidden, dropout)
+        self.fusion = _regressor(fused, config.mlp_hidden, dropout, config.outputs)
         if self.pool_first:  # MimicMetrics' FusionRegressor: a Dropout after the LayerNorm
             self.fusion.insert(1, nn.Dropout(dropout))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from emi_heads.heads.base import OUTPUTS, Head, HeadOutput
+from emi_heads.heads.base import Head, HeadOutput
 from emi_heads.heads.reads import branch_inputs
 from emi_heads.heads.settings import RidgeConfig
 
@@ -22,8 +22,8 @@ class RidgeHead(Head):
         width = sum(config.dims[name] for name in self.names)
         self.register_buffer("center", torch.zeros(width))
         self.register_buffer("scale", torch.ones(width))
-        self.register_buffer("coef", torch.zeros(OUTPUTS, width))
-        self.register_buffer("intercept", torch.zeros(OUTPUTS))
+        self.register_buffer("coef", torch.zeros(config.outputs, width))
+        self.register_buffer("intercept", torch.zeros(config.outputs))
         self.register_buffer("alpha", torch.zeros(()))
 
     def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -24,6 +24,8 @@ from emi_heads.heads import reads
 
 MAX_WIDTH = 1 << 16  # the widest layer a config may ask for: 65,536 units
 MAX_LAYERS = 16
+MAX_OUTPUTS = 1024  # targets a task may have
+NOT_SETTINGS = ("head", "dims", "outputs")  # set by the data, not on the command line
 ALIASES = {"linear": "ridge"}  # the names heads had before (runs saved with them still load)
 
 
@@ -57,6 +59,7 @@ class HeadConfig:
 
     head: str
     dims: dict[str, int] = field(default_factory=dict)
+    outputs: int = 6  # the task's targets (the EMI track's six emotions unless the run says)
     use_vad: bool = field(default=True, metadata=_help("Ablation: VAD inputs.", flag="vad"))
     use_mean: bool = field(
         default=True, metadata=_help("Ablation: global mean vector.", flag="mean")
@@ -72,6 +75,8 @@ class HeadConfig:
         problems = []
         if self.head != self.name:
             problems.append(f"head {self.head!r}: this config is the {self.name} head's")
+        if not 1 <= self.outputs <= MAX_OUTPUTS:
+            problems.append(f"outputs must be in 1..{MAX_OUTPUTS}")
         bad_dims = [k for k, v in self.dims.items() if not 1 <= v <= 1 << 20]
         if bad_dims:
             problems.append(f"input widths out of range: {', '.join(bad_dims)}")
@@ -95,7 +100,7 @@ class HeadConfig:
 
     @classmethod
     def setting_names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name not in ("head", "dims")]
+        return [f.name for f in fields(cls) if f.name not in NOT_SETTINGS]
 
 
 @dataclass(frozen=True)

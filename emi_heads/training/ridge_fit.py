@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from emi_heads.training.metrics import pearson_columns
+from emi_heads.training.metrics import score_columns
 from emi_heads.training.rundir import LOG, EpochLog, predict
 from emi_heads.training.sgd import Job, Outcome
 
@@ -24,8 +24,8 @@ def fit_ridge(job: Job) -> Outcome:
     rows, best = [], (-math.inf, alphas[len(alphas) // 2])
     for alpha in alphas if valid is not None else ():
         model.fit(everything, labels.values, alpha)
-        r = float(pearson_columns(predict(model, valid[1], device=torch.device("cpu")),
-                                  valid[0].values).mean())  # fmt: skip
+        predictions = predict(model, valid[1], device=torch.device("cpu"))
+        r = float(score_columns(predictions, valid[0].values, valid[0].task).mean())
         rows.append({"alpha": alpha, "valid_r": r})
         log.info("ridge alpha %g: valid r %.4f", alpha, r)
         best = max(best, (r, alpha))

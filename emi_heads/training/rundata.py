@@ -12,9 +12,10 @@ from emi_features.cache.reader import open_cache
 from emi_features.cache.schema import computed_with
 from emi_features.core.dataset import file_digest
 from emi_features.core.logs import summarise_ids
+from emi_features.core.task import EMI, Task
 from emi_heads.training.config import InputSpec
 from emi_heads.training.data import Inputs, load_inputs
-from emi_heads.training.labels import Labels, align_to_cache, read_labels
+from emi_heads.training.labels import Labels, align_to_cache, check_train_labels, read_labels
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,19 @@ class RunData:
 
 
 def load_run_data(
-    cache_path: str | Path, train_csvs: list[Path], valid_csv: Path | None, spec: InputSpec
+    cache_path: str | Path,
+    train_csvs: list[Path],
+    valid_csv: Path | None,
+    spec: InputSpec,
+    task: Task = EMI,
 ) -> RunData:
-    """Read the labels and the cache groups `spec` names, once."""
+    """Read the labels of `task` and the cache groups `spec` names, once."""
     with open_cache(cache_path) as cache:
-        train_labels, train_inputs = _load_split(cache, train_csvs, "--train", spec)
+        train_labels, train_inputs = _load_split(cache, train_csvs, "--train", spec, task)
+        check_train_labels(train_labels)
         valid = None
         if valid_csv is not None:
-            valid = _load_split(cache, [valid_csv], "--valid", spec)
+            valid = _load_split(cache, [valid_csv], "--valid", spec, task)
             overlap = set(train_labels.ids) & set(valid[0].ids)
             if overlap:
                 log.warning(
@@ -70,8 +76,9 @@ def load_run_data(
     return RunData(cache_info, (train_labels, train_inputs), valid, sources)
 
 
-def _load_split(cache, paths: list[Path], what: str, spec: InputSpec) -> tuple[Labels, Inputs]:
-    labels = align_to_cache(read_labels(paths), set(cache.ids), cache.skipped, what)
+def _load_split(cache, paths: list[Path], what: str, spec: InputSpec,
+                task: Task) -> tuple[Labels, Inputs]:  # fmt: skip
+    labels = align_to_cache(read_labels(paths, task), set(cache.ids), cache.skipped, what)
     if not labels.ids:
         raise ValueError(f"{what}: no labelled clip is in the cache")
     return labels, load_inputs(cache, labels.ids, spec)

@@ -34,7 +34,8 @@ from emi_features.cache.atomic import (
     process_alive,
 )
 from emi_features.cache.locks import ExclusiveLock, LockedError
-from emi_features.core.task import EMOTIONS
+from emi_features.core.task import EMI, Task, TaskError
+from emi_features.core.task import run_task as task_of_run
 from emi_heads.heads.base import build_head
 from emi_heads.heads.settings import ConfigError, HeadConfig
 from emi_heads.training.config import TrainConfig
@@ -69,7 +70,7 @@ def save_predictions(
     path: Path,
     ids: list[str],
     predictions: np.ndarray,
-    header: tuple[str, ...] = ("Filename", *EMOTIONS),
+    header: tuple[str, ...] = (EMI.id_column, *EMI.targets),
 ) -> None:
     """A CSV of ids and six values (also the submission format), written atomically."""
 
@@ -200,6 +201,14 @@ class EpochLog:
         self.handle.close()
 
 
+def run_task(config: dict[str, Any], path: Path) -> Task:
+    """The task a run was trained for (`core.task.run_task`); one line naming the file."""
+    try:
+        return task_of_run(config)
+    except TaskError as error:
+        raise RunError(f"{path}: {error}") from None
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """config.json, checked field by field: one RunError naming the run and the field."""
     path = run_dir / CONFIG
@@ -212,20 +221,23 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     missing = [k for k in ("head", "train", "labels", "cache", "label_mean") if k not in config]
     if missing:
         raise RunError(f"{path}: missing field(s) {', '.join(missing)}")
-    if tuple(config["labels"] or ()) != EMOTIONS:
-        raise RunError(f"{run_dir}: trained for labels {config.get('labels')}, not {EMOTIONS}")
+    task = run_task(config, path)
     try:
-        HeadConfig.from_dict(config["head"])
+        head = HeadConfig.from_dict(config["head"])
         TrainConfig.from_dict(config["train"])
     except (ConfigError, TypeError) as error:
         raise RunError(f"{path}: {error}") from None
+    if head.outputs != len(task.targets):
+        raise RunError(f"{path}: the head has {head.outputs} outputs for "
+                       f"{len(task.targets)} targets")  # fmt: skip
     mean = config["label_mean"]
     if not (
         isinstance(mean, list)
-        and len(mean) == len(EMOTIONS)
-        and all(isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1 for v in mean)
+        and len(mean) == len(task.targets)
+        and all(isinstance(v, (int, float)) and task.in_range(v) for v in mean)
     ):
-        raise RunError(f"{path}: label_mean must be {len(EMOTIONS)} finite numbers in [0, 1]")
+        what = task.range_text() if task.value_range is None else f"finite {task.range_text()}"
+        raise RunError(f"{path}: label_mean must be {len(task.targets)} {what}")
     cache = config["cache"]
     if not isinstance(cache, dict) or not isinstance(cache.get("backbone_fingerprint"), str):
         raise RunError(f"{path}: cache.backbone_fingerprint must be a string")
@@ -305,5 +317,6 @@ def predict_outputs(
             values = result.prediction if name == PREDICTION else result.aux[name]
             outputs[name].append(values.float().cpu())
     if not len(inputs):
-        return {name: np.zeros((0, len(EMOTIONS)), dtype=np.float32) for name in names}
+        width = model.config.outputs
+        return {name: np.zeros((0, width), dtype=np.float32) for name in names}
     return {name: torch.cat(values).numpy() for name, values in outputs.items()}

@@ -21,20 +21,24 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from emi_features.core.task import EMOTIONS
+from emi_features.core.task import Task
 from emi_heads.heads.base import Head
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.config import TrainConfig
 from emi_heads.training.data import Inputs, batch_order, drop_streams
 from emi_heads.training.labels import Labels
 from emi_heads.training.losses import Loss, parse_loss
-from emi_heads.training.metrics import format_scores, pearson_columns
+from emi_heads.training.metrics import format_scores, score_columns
 from emi_heads.training.optim import Ema, ema_decay_for, lr_factor, passes_per_epoch
 from emi_heads.training.rundir import LOG, EpochLog, RunWriter, predict
 
 log = logging.getLogger(__name__)
-EPOCH_COLUMNS = ["epoch", "loss", "aux_loss", "lr", "valid_loss", "valid_r", "valid_r_smoothed",
-                 *[f"r_{e}" for e in EMOTIONS], "seconds"]  # fmt: skip
+
+
+def epoch_columns(task: Task) -> list[str]:
+    """The epoch log's columns: the losses, the valid score, one column per target."""
+    return ["epoch", "loss", "aux_loss", "lr", "valid_loss", "valid_r", "valid_r_smoothed",
+            *[f"r_{t}" for t in task.targets], "seconds"]  # fmt: skip
 
 
 @dataclass
@@ -71,7 +75,8 @@ def train_sgd(job: Job) -> Outcome:
 
         groups = train_branches_first(job)
     plan = StepPlan.build(model, job.train, config, device, groups)
-    epoch_log = EpochLog(run.path / LOG, EPOCH_COLUMNS, job.log_to, lambda: run.path)
+    task = job.train[0].task
+    epoch_log = EpochLog(run.path / LOG, epoch_columns(task), job.log_to, lambda: run.path)
     selection = Selection(config)
     bar = tqdm(total=plan.steps_per_epoch * config.epochs, desc="training", unit="step",
                disable=not job.progress or None, dynamic_ncols=True)  # fmt: skip
@@ -87,7 +92,7 @@ def train_sgd(job: Job) -> Outcome:
                     run.save_weights(model)
             row["seconds"] = time.perf_counter() - tic
             epoch_log.add(row)
-            log.info("%s%s", epoch_line(row, config), " *" if improved and valid else "")
+            log.info("%s%s", epoch_line(row, config, task), " *" if improved and valid else "")
             bar.set_postfix_str(selection.summary(), refresh=False)
             if valid is not None and selection.stale >= config.patience:
                 log.info("early stop: no better valid r for %d epochs", config.patience)
@@ -240,15 +245,16 @@ def averaged(model: Head, ema: Ema | None) -> Iterator[None]:
 def validate(
     model: Head, valid: tuple[Labels, Inputs], loss_fn: Loss, device: torch.device
 ) -> dict[str, float]:
-    """The validation loss, mean r and each column's r of the model as it is."""
+    """The validation loss, the task's mean score (`valid_r`: Pearson r unless the task says
+    CCC) and each target's score of the model as it is."""
     labels, inputs = valid
     predictions = predict(model, inputs, device=device)
-    columns = pearson_columns(predictions, labels.values)
+    columns = score_columns(predictions, labels.values, labels.task)
     loss = loss_fn(torch.from_numpy(predictions), torch.from_numpy(labels.values))
     return {
         "valid_loss": float(loss),
         "valid_r": float(columns.mean()),
-        **{f"r_{e}": float(v) for e, v in zip(EMOTIONS, columns, strict=True)},
+        **{f"r_{t}": float(v) for t, v in zip(labels.task.targets, columns, strict=True)},
     }
 
 
@@ -295,12 +301,12 @@ def smoothed(history: list[float], window: int) -> float:
     return sum(recent) / len(recent)
 
 
-def epoch_line(row: dict[str, float], config: TrainConfig) -> str:
+def epoch_line(row: dict[str, float], config: TrainConfig, task: Task) -> str:
     """`epoch 3/30 loss 0.0412 aux 0.0031 valid r 0.6749 [...] (3-epoch mean 0.6684) 1.2s`."""
     line = f"epoch {row['epoch']}/{config.epochs} loss {row['loss']:.4f} aux {row['aux_loss']:.4f}"
     if "valid_r" in row:
-        columns = np.array([row[f"r_{e}"] for e in EMOTIONS])
-        line += f" valid {format_scores(columns)}"
+        columns = np.array([row[f"r_{t}"] for t in task.targets])
+        line += f" valid {format_scores(columns, task)}"
         if config.select_window > 1:
             line += f" ({config.select_window}-epoch mean {row['valid_r_smoothed']:.4f})"
     return f"{line} {row['seconds']:.1f}s"

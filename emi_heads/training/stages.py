@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from emi_heads.training.metrics import pearson_columns
+from emi_heads.training.metrics import score_columns
 from emi_heads.training.rundir import predict_outputs
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def branch_scores(model, valid, device: torch.device) -> dict[str, float]:
     names = [f"branch/{name}" for name in model.streams]
     outputs = predict_outputs(model, inputs, names, device=device)
     return {
-        name: float(pearson_columns(outputs[f"branch/{name}"], labels.values).mean())
+        name: float(score_columns(outputs[f"branch/{name}"], labels.values, labels.task).mean())
         for name in model.streams
     }
 

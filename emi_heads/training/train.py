@@ -19,13 +19,13 @@ import torch
 
 from emi_features import __version__
 from emi_features.core.devices import resolve_device
-from emi_features.core.task import EMOTIONS
+from emi_features.core.task import Task
 from emi_heads.heads.base import Head, build_head, check_inputs, resolve_head_config
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.config import TrainConfig, input_spec
 from emi_heads.training.data import Inputs
 from emi_heads.training.labels import Labels
-from emi_heads.training.metrics import format_scores, pearson_columns
+from emi_heads.training.metrics import format_scores, score_columns
 from emi_heads.training.optim import seed_everything
 from emi_heads.training.ridge_fit import fit_ridge
 from emi_heads.training.rundata import RunData, load_run_data
@@ -102,8 +102,10 @@ def fit(
     seed_everything(train_config.seed)
     train_labels, train_inputs = data.train
     valid = data.valid
-    head_config = _resolve(replace(head_config, dims=train_inputs.dims))
+    task = train_labels.task
+    head_config = _resolve(replace(head_config, dims=train_inputs.dims, outputs=len(task.targets)))
     check_inputs(head_config)
+    check_output_range(head_config, task)
     with RunWriter(out, overwrite=overwrite) as run:
         model = build_head(head_config)
         model.fit_standardizer(train_inputs)
@@ -120,7 +122,7 @@ def fit(
                 f"{run.final}: no epoch gave a finite validation r, so no weights were kept "
                 f"(the training diverged?); try a lower --lr"
             )
-        return _finish(run.path, model, valid, outcome, device, started)
+        return _finish(run.path, model, valid, outcome, device, started, train_labels.task)
 
 
 def run_config(data: RunData, head: HeadConfig, train: TrainConfig, preset: str | None,
@@ -133,7 +135,8 @@ def run_config(data: RunData, head: HeadConfig, train: TrainConfig, preset: str 
         "head": head.to_dict(),
         "reads": input_spec(head, train).to_dict(),
         "train": asdict(train),
-        "labels": list(EMOTIONS),
+        "labels": list(data.train[0].task.targets),
+        "task": data.train[0].task.to_dict(),
         "cache": data.cache_info,
         "label_mean": data.train[0].values.mean(axis=0).tolist(),
         **{k: v for k, v in data.sources.items() if k != "csv_digests"},
@@ -171,18 +174,28 @@ def _resolve(config: HeadConfig) -> HeadConfig:
 
 
 def evaluate(model: Head, split: tuple[Labels, Inputs], device: torch.device) -> np.ndarray:
-    """(6,) Pearson r of each column on a labelled split."""
+    """(K,) the task's score of each target on a labelled split."""
     labels, inputs = split
-    return pearson_columns(predict(model, inputs, device=device), labels.values)
+    return score_columns(predict(model, inputs, device=device), labels.values, labels.task)
+
+
+def check_output_range(head: HeadConfig, task: Task) -> None:
+    """A sigmoid output predicts in [0, 1]: one line when the task's targets are not there."""
+    if getattr(head, "output_activation", None) == "sigmoid" and task.value_range != (0.0, 1.0):
+        raise RunError(
+            f"targets {', '.join(task.targets)} are {task.range_text()}, not in [0, 1]: give "
+            f"--output-activation none (or rescale them to [0, 1])"
+        )
 
 
 COLLAPSE_SHARE = 0.1  # predictions varying less than this share of the labels' spread
 
 
-def _warn_if_collapsed(predictions: np.ndarray, targets: np.ndarray) -> None:
+def _warn_if_collapsed(predictions: np.ndarray, labels: Labels) -> None:
     """Warn when a column's predictions barely vary next to its labels (collapse to the mean)."""
-    spread = predictions.std(axis=0) / np.maximum(targets.std(axis=0), 1e-12)
-    flat = [f"{name} {share:.2f}" for name, share in zip(EMOTIONS, spread, strict=True)
+    spread = predictions.std(axis=0) / np.maximum(labels.values.std(axis=0), 1e-12)
+    names = labels.task.targets
+    flat = [f"{name} {share:.2f}" for name, share in zip(names, spread, strict=True)
             if share < COLLAPSE_SHARE]  # fmt: skip
     if flat:
         log.warning(
@@ -196,7 +209,13 @@ LAYER_WEIGHTS = "layer_weights.json"
 
 
 def _finish(
-    run_dir: Path, model, valid, outcome: Outcome, device: torch.device, started: float
+    run_dir: Path,
+    model,
+    valid,
+    outcome: Outcome,
+    device: torch.device,
+    started: float,
+    task: Task,
 ) -> TrainResult:
     from safetensors.torch import load_file
 
@@ -213,24 +232,26 @@ def _finish(
     columns_r = predictions = None
     if valid is not None:
         predictions = predict(model, valid[1], device=device)
-        columns_r = pearson_columns(predictions, valid[0].values)
+        columns_r = score_columns(predictions, valid[0].values, task)
         metrics.update(
             {
                 "valid_mean_r": float(columns_r.mean()),
-                "valid_r": dict(zip(EMOTIONS, map(float, columns_r), strict=True)),
+                "valid_r": dict(zip(task.targets, map(float, columns_r), strict=True)),
             }
         )
-        save_predictions(run_dir / "valid_predictions.csv", valid[0].ids, predictions)
-        _warn_if_collapsed(predictions, valid[0].values)
-        plot_scatter(run_dir / "valid_scatter.png", predictions, valid[0].values)
-    plot_curves(run_dir / "curves.png", epoch_log.rows, alpha if alpha is not None else best_epoch)
+        save_predictions(run_dir / "valid_predictions.csv", valid[0].ids, predictions,
+                         (task.id_column, *task.targets))  # fmt: skip
+        _warn_if_collapsed(predictions, valid[0])
+        plot_scatter(run_dir / "valid_scatter.png", predictions, valid[0].values, task)
+    plot_curves(run_dir / "curves.png", epoch_log.rows, alpha if alpha is not None else best_epoch,
+                task)  # fmt: skip
     save_json(run_dir / METRICS, metrics)
     if columns_r is not None:
         chosen = f"alpha {alpha:g}" if alpha is not None else f"best epoch {best_epoch}"
         row = next((r for r in epoch_log.rows if r.get("epoch") == best_epoch), {})
         if row.get("valid_r_smoothed", row.get("valid_r")) != row.get("valid_r"):
             chosen += f" (chosen on the mean of its last epochs' r, {row['valid_r_smoothed']:.4f})"
-        log.info("%s: valid %s -> %s", chosen, format_scores(columns_r), run_dir)
+        log.info("%s: valid %s -> %s", chosen, format_scores(columns_r, task), run_dir)
     return TrainResult(
         run_dir,
         best_epoch,

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from emi_features.core.dataset import pad_id
-from emi_features.core.task import EMOTIONS
+from emi_features.core.task import EMI, Task
 from emi_heads.training.labels import read_labels
-from emi_heads.training.rundir import CONFIG, WEIGHTS, RunError
+from emi_heads.training.rundir import CONFIG, WEIGHTS, RunError, run_task
 
 log = logging.getLogger(__name__)
 HELD_OUT = ("valid_predictions.csv", "oof_predictions.csv")
@@ -70,7 +70,21 @@ def _exported_members(folder: Path) -> list[Member]:
     return members
 
 
-def parse_weights(text: str, count: int) -> np.ndarray:
+def common_task(configs: list[dict]) -> Task:
+    """The task every run of an ensemble was trained for; one line when their targets differ
+    (runs of other labels cannot be averaged)."""
+    tasks = [run_task(config, Path("config.json")) for config in configs]
+    first = tasks[0] if tasks else EMI
+    other = next((t for t in tasks if t.targets != first.targets), None)
+    if other is not None:
+        raise RunError(
+            f"the runs predict different targets ({', '.join(first.targets)}; "
+            f"{', '.join(other.targets)}): an ensemble averages runs of one task"
+        )
+    return first
+
+
+def parse_weights(text: str, count: int, width: int = len(EMI.targets)) -> np.ndarray:
     """`0.7,0.3` -> (count, 6) weights, the same for every column, normalised to sum to 1."""
     try:
         values = np.array([float(v) for v in text.split(",")], dtype=np.float64)
@@ -81,7 +95,7 @@ def parse_weights(text: str, count: int) -> np.ndarray:
     if values.max() <= 0:
         raise RunError(f"--weights {text!r}: at least one must be positive")
     values = values / values.max()  # first to at most 1: their sum cannot overflow
-    return np.repeat((values / values.sum())[:, None], len(EMOTIONS), axis=1)
+    return np.repeat((values / values.sum())[:, None], width, axis=1)
 
 
 def _held_out(member: Member) -> dict[str, np.ndarray]:
@@ -99,12 +113,12 @@ def _held_out(member: Member) -> dict[str, np.ndarray]:
     return {clip_id: np.mean(values, axis=0) for clip_id, values in by_id.items()}
 
 
-def fit_weights(members: list[Member], labels_csv: Path) -> np.ndarray:
-    """(members, 6) non-negative weights per column, fitted on the held-out predictions of the
+def fit_weights(members: list[Member], labels_csv: Path, task: Task = EMI) -> np.ndarray:
+    """(members, K) non-negative weights per target, fitted on the held-out predictions of the
     clips `labels_csv` labels (NNLS with an intercept, then normalised to sum to 1)."""
     from sklearn.linear_model import LinearRegression
 
-    labels = read_labels(labels_csv)
+    labels = read_labels(labels_csv, task)
     held = [_held_out(m) for m in members]
     ids = [i for i in labels.ids if all(i in h for h in held)]
     if len(ids) < MIN_FIT_CLIPS:
@@ -115,8 +129,8 @@ def fit_weights(members: list[Member], labels_csv: Path) -> np.ndarray:
     truth = dict(zip(labels.ids, labels.values, strict=True))
     target = np.array([truth[i] for i in ids])
     stacked = np.stack([np.array([h[i] for i in ids]) for h in held])  # (M, N, 6)
-    weights = np.zeros((len(members), len(EMOTIONS)))
-    for column in range(len(EMOTIONS)):
+    weights = np.zeros((len(members), len(task.targets)))
+    for column in range(len(task.targets)):
         model = LinearRegression(positive=True).fit(stacked[:, :, column].T, target[:, column])
         found = np.clip(model.coef_, 0, None)
         weights[:, column] = found / found.sum() if found.sum() > 0 else 1 / len(members)
@@ -126,7 +140,7 @@ def fit_weights(members: list[Member], labels_csv: Path) -> np.ndarray:
         labels_csv,
         "\n".join(
             f"  {m.path}: "
-            + " ".join(f"{e[:3]} {w:.2f}" for e, w in zip(EMOTIONS, row, strict=True))
+            + " ".join(f"{e} {w:.2f}" for e, w in zip(task.short, row, strict=True))
             for m, row in zip(members, weights, strict=True)
         ),
     )

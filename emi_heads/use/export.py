@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from emi_features.cache.atomic import WriteError, check_writable_folder, describe_os_error
-from emi_features.core.task import EMOTIONS
+from emi_features.core.task import EMI, Task
 from emi_features.extraction.config import MODEL_LICENCES
 from emi_features.extraction.remake import ModelPlace, RecipeSchemaError, parse_recipe
 from emi_heads.heads.reads import streams_read
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.rundir import CONFIG, METRICS, WEIGHTS, RunError, read_run_config
-from emi_heads.use.ensemble import MODEL_INDEX, MODEL_VERSIONS, expand_members
+from emi_heads.use.ensemble import MODEL_INDEX, MODEL_VERSIONS, common_task, expand_members
 
 
 def export_model(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
@@ -92,7 +92,8 @@ def _write_folder(staging: Path, members: list) -> None:
             (staging / name / CONFIG).write_text(json.dumps(configs[name], indent=2) + "\n")
             index[-1].append(name)
     header = {"format": "emi-model", "format_version": MODEL_VERSIONS[-1]}
-    index_data = {**header, "labels": list(EMOTIONS), "members": index}
+    task = common_task(list(configs.values()))
+    index_data = {**header, "labels": list(task.targets), "members": index}
     (staging / MODEL_INDEX).write_text(json.dumps(index_data, indent=2) + "\n")
     (staging / "README.md").write_text(model_card(configs, staging))
 
@@ -175,8 +176,8 @@ def models_needed(configs: dict[str, dict[str, Any]], folder: Path) -> dict[str,
     return {name: MODEL_LICENCES.get(name, unknown) for name in dict.fromkeys(names)}
 
 
-def _score_rows(configs: dict[str, dict[str, Any]], folder: Path) -> list[str]:
-    """One Markdown row per run: its head, preset, valid mean r and per-column r."""
+def _score_rows(configs: dict[str, dict[str, Any]], folder: Path, task: Task) -> list[str]:
+    """One Markdown row per run: its head, preset, valid mean score and each target's."""
     rows = []
     for name, config in configs.items():
         path = folder / name / METRICS
@@ -185,16 +186,33 @@ def _score_rows(configs: dict[str, dict[str, Any]], folder: Path) -> list[str]:
         mean = metrics.get("valid_mean_r")
         cells = [name, config["head"]["head"], config.get("preset") or "",
                  "–" if mean is None else f"{mean:.3f}",
-                 *(f"{scores[e]:.3f}" if e in scores else "–" for e in EMOTIONS)]  # fmt: skip
+                 *(f"{scores[e]:.3f}" if e in scores else "–" for e in task.targets)]  # fmt: skip
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def _what_it_predicts(task: Task, metric: str, version: str) -> list[str]:
+    """The card's title and first paragraph: the task, its targets and its metric."""
+    if task.targets == EMI.targets:
+        return ["# Emotional Mimicry Intensity model (EMI)", "",
+                "Predicts six intensities in [0, 1] of a person imitating an emotional video (the "
+                "ABAW challenge's EMI task): " + ", ".join(task.targets) + f". Scored by the mean "
+                f"{metric} over the six. Made with emi {version}."]  # fmt: skip
+    value_range = "any value" if task.value_range is None else (
+        f"values in [{task.value_range[0]:g}, {task.value_range[1]:g}]")  # fmt: skip
+    return [f"# A model of emi, task {task.name}", "",
+            f"Predicts {len(task.targets)} target(s) per recording ({value_range}): "
+            + ", ".join(task.targets) + f". Scored by the mean {metric} over them. Ids: "
+            f"`{task.id_column}`. Made with emi {version}."]  # fmt: skip
 
 
 def model_card(configs: dict[str, dict[str, Any]], folder: Path) -> str:
     """README.md: the Hugging Face metadata block, then what the model is and needs."""
     needed = models_needed(configs, folder)
     research_only = any("NC" in licence for licence in needed.values())
-    rows = _score_rows(configs, folder)
+    task = common_task(list(configs.values()))
+    rows = _score_rows(configs, folder, task)
+    metric = {"pearson": "Pearson r", "ccc": "concordance correlation (CCC)"}[task.metric]
     first = next(iter(configs.values()))
     digests = first.get("provenance", {}).get("csv_digests", {})
     commands = [" ".join(c["provenance"]["command"]) for c in configs.values()
@@ -205,14 +223,10 @@ def model_card(configs: dict[str, dict[str, Any]], folder: Path) -> str:
         f"license: {'cc-by-nc-sa-4.0' if research_only else 'mit'}",
         "pipeline_tag: audio-classification",
         "tags: [emotion, emotional-mimicry-intensity, abaw, affective-computing]",
-        "metrics: [pearsonr]",
+        f"metrics: [{'pearsonr' if task.metric == 'pearson' else 'ccc'}]",
         "---",
         "",
-        "# Emotional Mimicry Intensity model (EMI)",
-        "",
-        "Predicts six intensities in [0, 1] of a person imitating an emotional video (the ABAW "
-        "challenge's EMI task): " + ", ".join(EMOTIONS) + ". Scored by the mean Pearson r over "
-        "the six. Made with emi " + str(first.get("emi_version", "")) + ".",
+        *_what_it_predicts(task, metric, str(first.get("emi_version", ""))),
         "",
         "## Use",
         "",
@@ -228,8 +242,8 @@ def model_card(configs: dict[str, dict[str, Any]], folder: Path) -> str:
         "",
         "## Validation (the runs, averaged as listed in emi-model.json)",
         "",
-        "| run | head | preset | mean r | " + " | ".join(EMOTIONS) + " |",
-        "|" + " --- |" * (4 + len(EMOTIONS)),
+        "| run | head | preset | mean | " + " | ".join(task.targets) + " |",
+        "|" + " --- |" * (4 + len(task.targets)),
         *rows,
         "",
         "## What it needs (its features are made again from your media with these)",

@@ -23,18 +23,13 @@ import numpy as np
 from emi_features.cache.atomic import check_writable_folder
 from emi_features.cache.locks import ExclusiveLock, LockedError
 from emi_features.core.devices import resolve_device
-from emi_features.core.task import EMOTIONS
-from emi_features.extraction.remake import (
-    ModelPlace,
-    RecipeSchemaError,
-    RecipeSpec,
-    parse_recipe,
-    stage_one_commands,
-)
+from emi_features.core.task import EMI, Task
+from emi_features.extraction.remake import ModelPlace, RecipeSchemaError, RecipeSpec, parse_recipe
+from emi_features.extraction.remake_steps import stage_one_commands
 from emi_heads.heads.reads import inputs_read, streams_read
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.rundir import CONFIG, RunError, load_run, write_atomically
-from emi_heads.use.ensemble import MODEL_INDEX, Member, expand_members, parse_weights
+from emi_heads.use.ensemble import MODEL_INDEX, Member, common_task, expand_members
 from emi_heads.use.media import (
     MediaError,
     check_out,
@@ -45,7 +40,7 @@ from emi_heads.use.media import (
     prepare_work,
     run_stage_one,
 )
-from emi_heads.use.predict import average, caches_for, member_weights
+from emi_heads.use.predict import average, caches_for, clip_to_range, member_weights
 
 log = logging.getLogger(__name__)
 NON_FINITE = "the model gave a non-finite prediction (NaN or infinity) for it"
@@ -53,14 +48,14 @@ NON_FINITE = "the model gave a non-finite prediction (NaN or infinity) for it"
 
 @dataclass
 class Predictions:
-    """The six intensities of each named item: `values` (N, 6) in [0, 1], NaN where the item
-    could not be predicted (`reasons` says why); with windows, each row's `starts` and `ends`
-    in seconds."""
+    """The targets of each named item (the six intensities of EMI): `values` (N, K), NaN where
+    the item could not be predicted (`reasons` says why); with windows, each row's `starts` and
+    `ends` in seconds."""
 
     names: list[str]
     values: np.ndarray
     reasons: list[str]
-    labels: tuple[str, ...] = EMOTIONS
+    labels: tuple[str, ...] = EMI.targets
     starts: list[float] | None = None
     ends: list[float] | None = None
     ids: list[str] = field(default_factory=list)  # the cache ids behind the rows
@@ -84,16 +79,22 @@ class Predictions:
 
 
 class EmiModel:
-    """Runs averaged as one model (parents and exported folders average their runs)."""
+    """Runs averaged as one model (parents and exported folders average their runs), each
+    member weighted per target: equally, by `weights` (`0.7,0.3`), or fitted on the held-out
+    predictions of the clips a labelled CSV holds (`fit_weights_on`)."""
 
-    labels = EMOTIONS
-
-    def __init__(self, members: list[Member], weights: np.ndarray | None = None):
+    def __init__(self, members: list[Member], weights: str | None = None,
+                 fit_weights_on: str | Path | None = None):  # fmt: skip
         self.members = members
-        equal = np.full((len(members), len(EMOTIONS)), 1 / len(members))
-        self.weights = equal if weights is None else weights
         self.runs = {run: load_run(run) for member in members for run in member.runs}
+        self.task = common_task([config for _, config in self.runs.values()])
+        self.weights = member_weights(members, weights, fit_weights_on, self.task)
         self._recipes = {run: _run_recipe(run, config) for run, (_, config) in self.runs.items()}
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """What it predicts: the targets of its runs' task (the six emotions of EMI)."""
+        return self.task.targets
 
     def predict_cache(self, cache: str | Path | list, ids: list[str] | None = None, *,
                       device: str | None = None) -> Predictions:  # fmt: skip
@@ -108,18 +109,19 @@ class EmiModel:
             reasons_of = {k: v for c in caches.values() for k, v in c.skipped.items()}
             total = average(self.members, self.weights, self.runs, caches, present,
                             resolve_device(device))  # fmt: skip
-            total = total.reshape(len(present), len(EMOTIONS))
+            total = total.reshape(len(present), len(self.labels))
             reasons_of.update(self._nothing_to_read(caches, present))
         finally:
             for opened in caches.values():
                 opened.close()
         finite = np.isfinite(total).all(axis=1)
         reasons_of.update({i: NON_FINITE for i, ok in zip(present, finite, strict=True) if not ok})
-        rows = {i: v for i, v in zip(present, np.clip(total, 0.0, 1.0), strict=True)
-                if i not in reasons_of}  # fmt: skip
-        values = np.array([rows.get(i, np.full(len(EMOTIONS), np.nan)) for i in ids])
+        written = clip_to_range(total, self.task)
+        rows = {i: v for i, v in zip(present, written, strict=True) if i not in reasons_of}
+        values = np.array([rows.get(i, np.full(len(self.labels), np.nan)) for i in ids])
         reasons = ["" if i in rows else reasons_of.get(i, "not in the cache") for i in ids]
-        return Predictions(list(ids), values.reshape(len(ids), len(EMOTIONS)), reasons, ids=ids)
+        values = values.reshape(len(ids), len(self.labels))
+        return Predictions(list(ids), values, reasons, labels=self.labels, ids=ids)
 
     def _nothing_to_read(self, caches: dict, ids: list[str]) -> dict[str, str]:
         """id -> why, for the clips some run reads nothing of: it reads streams alone, and
@@ -246,24 +248,21 @@ def _add_undecoded(result: Predictions, reasons: dict[str, str]) -> None:
     """A file that gave no window still gets its row, with its reason."""
     for name, reason in reasons.items():
         result.names.append(name)
-        result.values = np.vstack([result.values, np.full((1, len(EMOTIONS)), np.nan)])
+        result.values = np.vstack([result.values, np.full((1, len(result.labels)), np.nan)])
         result.reasons.append(reason)
         result.starts.append(float("nan"))
         result.ends.append(float("nan"))
         result.ids.append("")
 
 
-def load_model(*sources: str | Path, weights: str | np.ndarray | None = None) -> EmiModel:
+def load_model(*sources: str | Path, weights: str | None = None) -> EmiModel:
     """Runs, parents of runs, exported model folders, or the hub id of an exported folder
     (downloaded where the hub is reachable), averaged as one model (`weights`: one per source,
     as `emi predict --weights`). What each run records is checked as data: a crafted folder is
     refused in one line, and nothing it holds runs."""
     if not sources:
         raise RunError("give at least one run, parent folder or model")
-    members = expand_members([local_source(s) for s in sources])
-    if isinstance(weights, str):
-        weights = parse_weights(weights, len(members))
-    return EmiModel(members, weights)
+    return EmiModel(expand_members([local_source(s) for s in sources]), weights)
 
 
 def predict_media(sources: list[str | Path], media: list[str | Path], out: str | Path, *,
@@ -277,9 +276,8 @@ def predict_media(sources: list[str | Path], media: list[str | Path], out: str |
     out = Path(out)
     check_writable_folder(out)
     work = Path(work) if work is not None else out.with_name(f"{out.stem}-features")
-    members = expand_members([local_source(s) for s in sources])
-    chosen = member_weights(members, weights, fit_weights_on)
-    result = EmiModel(members, chosen).predict(
+    model = EmiModel(expand_members([local_source(s) for s in sources]), weights, fit_weights_on)
+    result = model.predict(
         media, work=work, window=window, hop=hop, device=device, progress=progress,
         trust_remote_code=trust_remote_code, out=out,
     )  # fmt: skip
@@ -288,12 +286,12 @@ def predict_media(sources: list[str | Path], media: list[str | Path], out: str |
     line = f"{out}: {len(result.names)} rows"
     if window is not None:
         plots = out.with_name(f"{out.stem}-plots")
-        _plot_files(result, plots)
+        _plot_files(result, plots, model.task)
         line += f" ({window:g} s windows), plots in {plots}"
     return line + (f"; {failed} could not be predicted (see the reason column)" if failed else "")
 
 
-def _plot_files(result: Predictions, plots: Path) -> None:
+def _plot_files(result: Predictions, plots: Path, task: Task) -> None:
     """One plot per predicted file, named by its stem; files of the same stem in different
     folders by their path below the folder they share (`a__take.png`, `b__take.png`)."""
     from emi_heads.experiments.plots import plot_over_time
@@ -307,7 +305,7 @@ def _plot_files(result: Predictions, plots: Path) -> None:
             stem = "__".join(Path(name).resolve().relative_to(shared).with_suffix("").parts)
         rows = [k for k, n in enumerate(result.names) if n == name]
         plot_over_time(plots / f"{stem}.png", Path(name).name,
-                       [result.starts[k] for k in rows], result.values[rows])  # fmt: skip
+                       [result.starts[k] for k in rows], result.values[rows], task)  # fmt: skip
 
 
 def split_media(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:

@@ -19,15 +19,15 @@ from emi_features.cache.schema import computed_with
 from emi_features.core.dataset import read_csv_ids
 from emi_features.core.devices import resolve_device
 from emi_features.core.logs import summarise_ids
-from emi_features.core.task import EMOTIONS, SUBMISSION_HEADER
+from emi_features.core.task import EMI, SUBMISSION_HEADER, Task
 from emi_heads.heads.reads import streams_read
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.config import InputSpec
 from emi_heads.training.data import load_inputs
 from emi_heads.training.labels import has_labels, read_labels
-from emi_heads.training.metrics import format_scores, pearson_columns
+from emi_heads.training.metrics import format_scores, score_columns
 from emi_heads.training.rundir import RunError, load_run, predict, save_predictions
-from emi_heads.use.ensemble import expand_members, fit_weights, parse_weights
+from emi_heads.use.ensemble import common_task, expand_members, fit_weights, parse_weights
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ class PredictResult:
     path: Path
     rows: int
     missing: list[str]
-    scores: np.ndarray | None  # per-column r when the ids CSV has labels
+    scores: np.ndarray | None  # per-target score when the ids CSV has labels
     runs: int = 1
+    task: Task = EMI
 
 
 MIN_PRESENT_SHARE = 0.5  # fewer requested ids in the cache than this: the wrong ids or cache
@@ -71,8 +72,9 @@ def predict_submission(
     if not ids:
         raise RunError(f"{ids_csv}: no ids to predict")
     members = expand_members(run_dirs)
-    chosen = member_weights(members, weights, fit_weights_on)
     runs = {run: load_run(run) for member in members for run in member.runs}
+    task = common_task([config for _, config in runs.values()])
+    chosen = member_weights(members, weights, fit_weights_on, task)
     paths = [cache_paths] if isinstance(cache_paths, (str, Path)) else list(cache_paths or [])
     caches = caches_for(runs, paths, allow_incomplete)
     try:
@@ -94,10 +96,16 @@ def predict_submission(
         reasons = [f"{i} ({skipped[i]})" if i in skipped else i for i in missing]
         log.warning("%d id(s) not in the cache get the training label mean: %s", len(missing),
                     summarise_ids(reasons))  # fmt: skip
-    values = np.clip(np.array([predictions[i] for i in ids]), 0.0, 1.0)
-    save_predictions(Path(out), ids, values, SUBMISSION_HEADER)
-    scores = _score(values, ids, Path(ids_csv), Path(out).name)
-    return PredictResult(Path(out), len(ids), missing, scores, len(runs))
+    values = clip_to_range(np.array([predictions[i] for i in ids]), task)
+    header = SUBMISSION_HEADER if task.submission else (task.id_column, *task.targets)
+    save_predictions(Path(out), ids, values, header)
+    scores = _score(values, ids, Path(ids_csv), Path(out).name, task)
+    return PredictResult(Path(out), len(ids), missing, scores, len(runs), task)
+
+
+def clip_to_range(values: np.ndarray, task: Task) -> np.ndarray:
+    """Predictions as written: clipped to the task's range (intensities to [0, 1])."""
+    return values if task.value_range is None else np.clip(values, *task.value_range)
 
 
 def _present(ids: list[str], caches: dict, ids_csv: str | Path) -> list[str]:
@@ -114,35 +122,39 @@ def _present(ids: list[str], caches: dict, ids_csv: str | Path) -> list[str]:
     return present
 
 
-def member_weights(members: list, weights: str | None, fit_on: str | Path | None) -> np.ndarray:
-    """(members, 6): given (`--weights`), fitted on a labelled split, or equal."""
+def member_weights(members: list, weights: str | None, fit_on: str | Path | None,
+                   task: Task = EMI) -> np.ndarray:  # fmt: skip
+    """(members, K): given (`--weights`), fitted on a labelled split, or equal."""
     if weights is not None and fit_on is not None:
         raise RunError("give --weights or --fit-weights, not both")
     if weights is not None:
-        return parse_weights(weights, len(members))
+        return parse_weights(weights, len(members), len(task.targets))
     if fit_on is not None:
-        return fit_weights(members, Path(fit_on))
-    return np.full((len(members), len(EMOTIONS)), 1 / len(members))
+        return fit_weights(members, Path(fit_on), task)
+    return np.full((len(members), len(task.targets)), 1 / len(members))
 
 
-def _score(values: np.ndarray, ids: list[str], ids_csv: Path, name: str) -> np.ndarray | None:
-    """(6,) r of the written predictions when the ids file has labels (a validation split)."""
-    if not has_labels(ids_csv):
+def _score(values: np.ndarray, ids: list[str], ids_csv: Path, name: str,
+           task: Task) -> np.ndarray | None:  # fmt: skip
+    """(K,) score of the written predictions when the ids file has labels (a validation
+    split)."""
+    if not has_labels(ids_csv, task):
         return None
-    labels = read_labels(ids_csv)
+    labels = read_labels(ids_csv, task)
     truth = dict(zip(labels.ids, labels.values, strict=True))
     scored = [k for k, i in enumerate(ids) if i in truth]
-    scores = pearson_columns(values[scored], np.array([truth[ids[k]] for k in scored]))
-    log.info("%s on %d labelled ids: %s", name, len(scored), format_scores(scores))
+    scores = score_columns(values[scored], np.array([truth[ids[k]] for k in scored]), task)
+    log.info("%s on %d labelled ids: %s", name, len(scored), format_scores(scores, task))
     return scores
 
 
 def average(members, member_weights: np.ndarray, runs: dict, caches: dict, ids: list[str],
             device) -> np.ndarray:  # fmt: skip
-    """(len(ids), 6) float64: each member's runs averaged, the members weighted per column;
+    """(len(ids), K) float64: each member's runs averaged, the members weighted per target;
     each run reads the cache of its backbone (`caches`: fingerprint -> open cache)."""
     loaded: dict[tuple, object] = {}  # runs that read the same inputs share one load
-    total = np.zeros((len(ids), len(EMOTIONS)), dtype=np.float64)
+    width = member_weights.shape[1]  # the task's targets
+    total = np.zeros((len(ids), width), dtype=np.float64)
     for member, weight in zip(members, member_weights, strict=True):
         for run in member.runs:
             model, config = runs[run]
