@@ -39,7 +39,8 @@ def streams(tmp_path_factory):
     [
         (["--head", "concat-frames", "--inputs", "frames,features/fr", "--triplet-weight", "0.1",
           "--triplet-stream", "features/nope"], 1, "--triplet-stream: features/nope not in the "
-         "cache (it has mean, vad, frame_stats, frame_vad_stats, features/cl, features/fr"),
+         "cache (it has mean, vad, frame_stats, frame_vad_stats, frames, features/cl, "
+         "features/fr)"),
         (["--head", "streams-lstm", "--inputs", "frames,features/cl"], 1,
          "--inputs: features/cl is a clip stream; streams-lstm reads frame streams"),
         (["--head", "concat-frames", "--inputs", "seq/features/fr"], 1,

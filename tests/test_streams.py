@@ -345,3 +345,47 @@ def test_stream_is_the_one_word_and_the_old_names_still_work_and_say_so(cache, t
     assert missing.exit_code == 2 and "give --stream NAME" in missing.output
     for command in (add_features_command, extract_command):
         assert "--stream" in CliRunner().invoke(command, ["--help"]).output
+
+
+def test_a_stream_no_head_asks_for_is_never_read(cache, tmp_path, monkeypatch):
+    """Training and prediction read the streams a head's settings name, nothing else: a cache
+    holding a large stream the head never asks for costs it nothing."""
+    from emi_features.cache.reader import FeatureCache
+
+    path, latents = cache
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "big.npz", **{i: rng.standard_normal((40, 8)) for i in IDS})
+    np.savez(tmp_path / "face.npz", **{i: latents[k] for k, i in enumerate(IDS)})
+    add(path, "big", tmp_path / "big.npz", "--frame-rate", "50")
+    add(path, "face", tmp_path / "face.npz")
+    read: list[str] = []
+    original = FeatureCache.stream_view
+
+    def spy(self, name):
+        read.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(FeatureCache, "stream_view", spy)
+    labels = write_labels(tmp_path / "t.csv", IDS[:40], latents[:40])
+    valid = write_labels(tmp_path / "v.csv", IDS[40:], latents[40:])
+    for head, inputs, streams in (("ridge", "frame_stats,features/face", ["face"]),
+                                  ("concat-frames", "frames", []), ("lstm", None, [])):  # fmt: skip
+        read.clear()
+        run = tmp_path / head
+        chosen = [] if inputs is None else ["--inputs", inputs]
+        result = CliRunner().invoke(train_command, [str(path), "--train", str(labels), "--valid",
+                                                    str(valid), "--head", head, *chosen,
+                                                    "--epochs", "1", "--min-steps", "0",
+                                                    "--out", str(run), "--quiet"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "big" not in read and sorted(set(read)) == streams, (head, read)
+        assert json.loads((run / "config.json").read_text())["reads"]["streams"] == streams
+        read.clear()
+        predicted = ["--ids", str(valid), "--out", str(tmp_path / "p.csv")]
+        result = CliRunner().invoke(predict_command, [str(run), "--cache", str(path), *predicted])
+        assert result.exit_code == 0, result.output
+        assert "big" not in read, (head, read)
+    read.clear()
+    every = ["--head", "ridge", "--out", str(tmp_path / "all"), "--quiet"]
+    result = CliRunner().invoke(train_command, [str(path), "--train", str(labels), *every])
+    assert result.exit_code == 0 and {"big", "face"} <= set(read)  # no --inputs: every stream

@@ -158,7 +158,7 @@ def readout(width: int, config: HeadConfig) -> nn.Sequential:
     )
 
 
-def check_inputs(config: HeadConfig) -> None:
+def check_inputs(config: HeadConfig, offered: tuple[str, ...] = ()) -> None:
     """One line when a setting names an input the cache does not hold (`--inputs`,
     `--triplet-stream`, `--stream-aux-weights`), or one of a kind the head cannot read (a clip
     stream to streams-lstm), or `--layer-weights` reads no layers stream."""
@@ -168,8 +168,10 @@ def check_inputs(config: HeadConfig) -> None:
     shares = reads.parse_stream_weights(getattr(config, "stream_aux_weights", ""))
     fused = reads.fused_streams(config) if hasattr(config, "stream_aux_weights") else []
     named += [(n, "--stream-aux-weights") for n in shares if n not in fused]
-    offered = ", ".join(dict.fromkeys(n.removeprefix("seq/") for n in config.dims
-                                      if n not in ("frame_vad",)))  # fmt: skip
+    names = [n.removeprefix("seq/") for n in config.dims if n != "frame_vad"]
+    streams = list(offered) or [n for n in names if n.startswith("features/")]
+    offered_text = ", ".join(dict.fromkeys(
+        [*(n for n in names if not n.startswith("features/")), *streams]))  # fmt: skip
     for name, option in named:
         if name.startswith("seq/"):
             raise ValueError(f"{option}: {name}: name the stream as {name.removeprefix('seq/')}")
@@ -177,7 +179,7 @@ def check_inputs(config: HeadConfig) -> None:
             raise ValueError(f"{option}: {name} is not one of the fused streams "
                              f"({', '.join(fused)})")  # fmt: skip
         if name not in config.dims and f"seq/{name}" not in config.dims:
-            raise ValueError(f"{option}: {name} not in the cache (it has {offered})")
+            raise ValueError(f"{option}: {name} not in the cache (it has {offered_text})")
         clip_stream = name != "frames" and f"seq/{name}" not in config.dims
         if config.name == "streams-lstm" and clip_stream:
             raise ValueError(

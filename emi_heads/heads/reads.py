@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from emi_features.cache.schema import FEATURES
+
 if TYPE_CHECKING:
     from emi_heads.heads.settings import HeadConfig
 
@@ -79,6 +81,25 @@ def frames_reads(config: HeadConfig) -> list[str]:
     if config.triplet_weight and config.triplet_stream not in names:
         names = [*names, config.triplet_stream]
     return [f"seq/{n}" if n != "frames" and f"seq/{n}" in config.dims else n for n in names]
+
+
+def requested_streams(config: HeadConfig) -> tuple[str, ...] | None:
+    """The /features streams a head's settings name, by name, known before any data is read
+    (its `inputs`, the triplet term's guide); () for a head of the backbone's frames alone;
+    None where it reads every stream the cache has (`inputs` left empty on ridge, concat and
+    streams-lstm)."""
+    if not hasattr(config, "inputs"):  # lstm
+        return ()
+    named = [n.strip() for n in config.inputs.split(",") if n.strip()]
+    if config.name == "concat-frames":
+        named = fused_streams(config)
+        if config.triplet_weight:
+            named.append(config.triplet_stream)
+    elif not named:
+        return None
+    prefix = f"{FEATURES}/"
+    bare = (n.removeprefix("seq/") for n in named)
+    return tuple(dict.fromkeys(n.removeprefix(prefix) for n in bare if n.startswith(prefix)))
 
 
 def inputs_read(config: HeadConfig) -> list[str]:

@@ -177,9 +177,11 @@ class InputSpec:
     need_frames: bool
     use_vad: bool
     max_seconds: float | None
+    streams: tuple[str, ...] | None = None  # the /features streams read; None: every one
 
     def to_dict(self) -> dict[str, Any]:
-        return {"frames": self.need_frames, "vad": self.use_vad, "max_seconds": self.max_seconds}
+        block = {"frames": self.need_frames, "vad": self.use_vad, "max_seconds": self.max_seconds}
+        return block if self.streams is None else {**block, "streams": list(self.streams)}
 
     @classmethod
     def from_run(cls, recorded: dict[str, Any]) -> InputSpec:
@@ -187,7 +189,9 @@ class InputSpec:
         had one, what its head and training config imply."""
         if "reads" in recorded:
             block = recorded["reads"]
-            return cls(bool(block["frames"]), bool(block["vad"]), block["max_seconds"])
+            streams = block.get("streams")
+            return cls(bool(block["frames"]), bool(block["vad"]), block["max_seconds"],
+                       None if streams is None else tuple(map(str, streams)))  # fmt: skip
         from emi_heads.heads.settings import head_class
 
         head = head_class(recorded["head"]["head"])
@@ -195,4 +199,8 @@ class InputSpec:
 
 
 def input_spec(head: HeadConfig, train: TrainConfig) -> InputSpec:
-    return InputSpec(head.needs_frames, head.use_vad, train.max_seconds)
+    """What `head` trained with `train` reads: only the streams its settings name, where they
+    name them (a cache's other streams are never read)."""
+    from emi_heads.heads.reads import requested_streams
+
+    return InputSpec(head.needs_frames, head.use_vad, train.max_seconds, requested_streams(head))

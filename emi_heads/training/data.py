@@ -80,6 +80,7 @@ class Inputs:
     offsets: torch.Tensor | None = None
     sequences: dict[str, Sequences] = field(default_factory=dict)  # frame streams, by name
     layers: dict[str, int] = field(default_factory=dict)  # hidden layers of a layered vector
+    offered: tuple[str, ...] = ()  # every stream of the cache, read or not (for messages)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -118,6 +119,7 @@ class Inputs:
             None if frames is None else frames.offsets,
             sequences,
             self.layers,
+            self.offered,
         )
 
     def join(self, other: Inputs) -> Inputs:
@@ -206,6 +208,8 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
     sequences: dict[str, Sequences] = {}
     layers: dict[str, int] = {}
     for name in cache.streams():  # /features/NAME: pooled with the stream's own frame rate
+        if spec.streams is not None and name not in spec.streams:
+            continue  # a stream the head does not read is never read
         stream = cache.stream_view(name)
         if stream.kind == CLIP:  # missing clips are zero rows
             values = stream.values[()][rows]
@@ -229,6 +233,7 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
         offsets=None if offsets is None else torch.from_numpy(offsets),
         sequences=sequences,
         layers=layers,
+        offered=tuple(f"{FEATURES}/{name}" for name in cache.streams()),
     )
 
 

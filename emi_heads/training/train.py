@@ -104,7 +104,7 @@ def fit(
     valid = data.valid
     task = train_labels.task
     head_config = _resolve(replace(head_config, dims=train_inputs.dims, outputs=len(task.targets)))
-    check_inputs(head_config)
+    check_inputs(head_config, train_inputs.offered)
     check_output_range(head_config, task)
     with RunWriter(out, overwrite=overwrite) as run:
         model = build_head(head_config)
