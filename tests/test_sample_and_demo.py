@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +84,10 @@ def test_demo_end_to_end_beats_the_shuffled_control(tmp_path):
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+    bundled = Path(__file__).resolve().parents[1] / "data" / "sample"
+    first = completed.stderr.splitlines()[0]
+    assert first == f"sample: the bundled {bundled} (made by emi make-sample)", first
+    assert not (tmp_path / "sample").exists()  # used where it lies, not generated again
     summary = json.loads((tmp_path / "summary.json").read_text())
     control = summary["valid"]["control"]["mean_r"]
     assert abs(control) < 0.2
@@ -120,3 +125,18 @@ def test_the_sample_says_a_word_and_shows_an_image_that_carry_labels(sample_root
     with av.open(str(sample_root / "raw" / "00003.mp4")) as container:
         frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
     assert frame.shape[:2] == (48, 48) and frame.max() > 200  # the bright disc
+
+
+def test_without_a_bundled_sample_the_demo_says_it_generates_one(tmp_path, monkeypatch, capsys):
+    """An installed package has no data/: the demo says so in its first line and makes the
+    same sample in OUT."""
+    import emi_features.sample.generate as generate
+    from emi_heads.cli import demo
+
+    made = []
+    monkeypatch.setattr(demo, "BUNDLED_SAMPLE", tmp_path / "not-installed")
+    monkeypatch.setattr(generate, "generate_sample", lambda root, **_: made.append(root))
+    assert demo._sample(None, tmp_path / "out") == tmp_path / "out" / "sample"
+    assert made == [tmp_path / "out" / "sample"]
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("sample: none bundled with this installation (a package has no")

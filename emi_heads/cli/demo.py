@@ -23,7 +23,9 @@ from emi_features.core.options import logging_options
 from emi_features.core.task import EMOTIONS
 from emi_heads.cli.steps import run_command
 
-BUNDLED_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+# the repository's data/sample (a checkout, or an editable install of one); an installed
+# package has no data/, and the demo then generates the same sample
+BUNDLED_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 STREAM, STREAM_MODEL = "fb10", "fbank-10ms"  # the second audio stream the demo adds and fuses
 TINY = "tiny-random"  # the tiny random text and image encoders every command builds offline
 DEMO_HEADS = ("ridge", "concat", "lstm")  # every one with its defaults
@@ -156,14 +158,23 @@ def run_demo(
 
 
 def _sample(data: Path | None, out: Path) -> Path:
-    """The dataset to run on: the one given, the bundled sample, or one generated in OUT."""
+    """The dataset to run on: the one given, the bundled sample, or one generated in OUT; the
+    first line says which."""
+    if data is None and (BUNDLED_SAMPLE / "train_split.csv").is_file():
+        click.echo(f"sample: the bundled {BUNDLED_SAMPLE} (made by emi make-sample)", err=True)
+        return BUNDLED_SAMPLE
     if data is None:
-        data = BUNDLED_SAMPLE if (BUNDLED_SAMPLE / "train_split.csv").is_file() else out / "sample"
-    if not (data / "train_split.csv").is_file():
-        from emi_features.sample.generate import generate_sample
+        data = out / "sample"
+        click.echo(f"sample: none bundled with this installation (a package has no data/): "
+                   f"generating the same sample in {data}", err=True)  # fmt: skip
+    elif (data / "train_split.csv").is_file():
+        click.echo(f"sample: {data}", err=True)
+        return data
+    else:
+        click.echo(f"sample: none in {data}: generating one there", err=True)
+    from emi_features.sample.generate import generate_sample
 
-        click.echo(f"no sample found: generating one in {data}", err=True)
-        generate_sample(data, progress=True)
+    generate_sample(data, progress=True)
     return data
 
 
