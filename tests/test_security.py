@@ -167,6 +167,8 @@ def test_a_recorded_fingerprint_never_names_a_file(base, tmp_path):
         (lambda c: as_vision(c, {"fps": 1e9}, "x/y"), "--fps must be in (0, 100]"),
         (lambda c: as_vision(c, {"crop": "; rm -rf /"}, "x/y"), "is not one of none, face"),
         (lambda c: c["cache"]["recipe"]["extraction"].update(layer="1; rm"), "a layer is"),
+        (lambda c: c["cache"]["recipe"]["streams"]["fb10"].update(producer="sh -c x"),
+         "producer: 'sh -c x' is not one of extract, embed-text, imported"),
         (lambda c: c["cache"]["recipe"]["extraction"].update(window_seconds=1e300),
          "out of range"),  # fmt: skip
         (lambda c: c["cache"]["recipe"]["extraction"].update(backbone="-rf"), "-rf is not a"),

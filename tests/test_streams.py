@@ -389,3 +389,17 @@ def test_a_stream_no_head_asks_for_is_never_read(cache, tmp_path, monkeypatch):
     every = ["--head", "ridge", "--out", str(tmp_path / "all"), "--quiet"]
     result = CliRunner().invoke(train_command, [str(path), "--train", str(labels), *every])
     assert result.exit_code == 0 and {"big", "face"} <= set(read)  # no --inputs: every stream
+
+
+def test_each_stream_records_the_command_that_made_it(cache, tmp_path):
+    """A stream's `producer` (with its model and settings): what `emi predict --media` makes
+    again, read as data, never parsed from a command line."""
+    from emi_features.extraction.remake import ModelPlace, parse_recipe
+
+    path, latents = cache
+    np.savez(tmp_path / "face.npz", **{i: latents[k] for k, i in enumerate(IDS)})
+    add(path, "face", tmp_path / "face.npz")
+    with open_cache(path) as opened:
+        assert opened.stream("face").attrs["producer"] == "imported"
+        spec = parse_recipe(opened.recipe(), ModelPlace(tmp_path))
+    assert spec.streams["face"].producer == "imported"

@@ -157,7 +157,7 @@ def add_features(
         raise CacheError(
             f"{source}: {len(unknown)} id(s) are not in {cache_path}: {summarise_ids(unknown, 10)}"
         )
-    attrs: dict[str, Any] = {"source": str(source.resolve())}
+    attrs: dict[str, Any] = {"source": str(source.resolve()), "producer": "imported"}
     if kind == FRAME:
         attrs["frame_rate"] = float(frame_rate)
     stream = stream_from_arrays(ids, arrays, kind, attrs)

@@ -159,11 +159,26 @@ def parse_recipe(
     )
 
 
+PRODUCERS = ("extract", "embed-text", "imported")  # what a stream's `producer` attribute says
+
+
+def producer_of(attrs: dict) -> str:
+    """Which command made a stream: its recorded `producer` (streams written since it is
+    recorded), else derived once from the command line an older writer recorded (`source`)."""
+    if "producer" in attrs:
+        return str(attrs["producer"])
+    source = str(attrs.get("source", ""))
+    if source.startswith("emi-extract"):
+        return "extract"
+    return "embed-text" if source.startswith("emi embed-text") else "imported"
+
+
 def _stream(name: str, attrs: dict, place: ModelPlace, label: str) -> StreamSpec:
     source = _text(attrs.get("source", ""), f"{label}: source")
     common = {"name": name, "fingerprint": _text(attrs.get("fingerprint", ""), f"{label}: "
               "fingerprint"), "source": source}  # fmt: skip
-    if source.startswith("emi-extract"):
+    producer = _choice(producer_of(attrs), PRODUCERS, f"{label}: producer")
+    if producer == "extract":
         modality, settings = _recorded_modality(attrs, source, label)
         model = None
         if modality_class(modality).default_model is not None:
@@ -176,7 +191,7 @@ def _stream(name: str, attrs: dict, place: ModelPlace, label: str) -> StreamSpec
             precision=_choice(attrs.get("precision", "fp32"), PRECISIONS, f"{label}: precision"),
             medium=modality_class(modality).source,
         )  # fmt: skip
-    if source.startswith("emi embed-text"):
+    if producer == "embed-text":
         recorded = attrs.get("model") or source.removeprefix("emi embed-text --model ").strip()
         maximum = attrs.get("max_tokens")
         if maximum is not None and (not _is_int(maximum) or int(maximum) <= 0):

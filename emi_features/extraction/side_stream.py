@@ -96,6 +96,7 @@ def stream_from_side(side: Path, ids: list[str], pool: str, config: ExtractConfi
             "backbone": extra.attrs.get(Attr.BACKBONE),
             "fingerprint": extra.fingerprint,
             "layer": extra.attrs.get(Attr.LAYER),
+            "producer": "extract",  # with the modality and its settings: what makes it again
             "modality": config.modality,  # with its settings: what `emi predict --media` re-runs
             "settings": json.dumps(asdict(config.settings)),
         }

@@ -178,6 +178,7 @@ def embed_text(
         log.info("%d clip(s) have an empty transcript: recorded as missing from %s", empty, name)
     attrs = {
         "source": f"emi embed-text --model {model}",
+        "producer": "embed-text",
         "model": model,
         "fingerprint": encoder.fingerprint,
         "pooling": encoder.pooling,

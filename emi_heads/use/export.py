@@ -19,7 +19,12 @@ from typing import Any
 from emi_features.cache.atomic import WriteError, check_writable_folder, describe_os_error
 from emi_features.core.task import EMI, Task
 from emi_features.extraction.config import MODEL_LICENCES
-from emi_features.extraction.remake import ModelPlace, RecipeSchemaError, parse_recipe
+from emi_features.extraction.remake import (
+    ModelPlace,
+    RecipeSchemaError,
+    parse_recipe,
+    producer_of,
+)
 from emi_heads.heads.reads import streams_read
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.rundir import CONFIG, METRICS, WEIGHTS, RunError, read_run_config
@@ -131,7 +136,7 @@ def portable_config(config: dict[str, Any], moved: dict[str, str] | None = None)
     if recipe is not None:  # only the streams the head reads: what a user must make again
         read = streams_read(HeadConfig.from_dict(portable["head"]))
         recipe["streams"] = {k: v for k, v in recipe["streams"].items() if k in read}
-        if not any("embed-text" in str(v.get("source")) for v in recipe["streams"].values()):
+        if not any(producer_of(v) == "embed-text" for v in recipe["streams"].values()):
             recipe["text"] = None
     portable["train_csvs"] = [Path(p).name for p in portable.get("train_csvs") or []]
     if portable.get("valid_csv"):
