@@ -30,7 +30,7 @@ from emi_heads.training.data import BUCKET_BATCHES, batch_order, load_inputs
 from emi_heads.training.losses import parse_loss
 from emi_heads.training.optim import Ema, ema_decay_for
 from emi_heads.training.rundir import save_predictions
-from emi_heads.training.sgd import train_step
+from emi_heads.training.steps import train_step
 from emi_heads.training.train import train
 
 

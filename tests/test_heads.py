@@ -16,6 +16,7 @@ from emi_heads.cli.train import train_command
 from emi_heads.heads.base import build_head
 from emi_heads.heads.reads import branch_inputs
 from emi_heads.heads.settings import head_config
+from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.losses import parse_loss, parse_loss_terms
 from emi_heads.training.metrics import mean_pearson
 from emi_heads.training.optim import Ema
@@ -131,7 +132,6 @@ def test_ablation_switches_remove_inputs(synthetic, tmp_path):
 
 def test_vad_latent_supervised_free_and_off(synthetic, tmp_path):
     from emi_features.cache.reader import open_cache
-    from emi_heads.heads.settings import HeadConfig as Config
     from emi_heads.training.config import TrainConfig, input_spec
     from emi_heads.training.data import load_inputs
     from emi_heads.training.rundir import load_run
@@ -146,7 +146,7 @@ def test_vad_latent_supervised_free_and_off(synthetic, tmp_path):
         if mode == "off":
             continue
         model, config = load_run(tmp_path / mode)
-        spec = input_spec(Config.from_dict(config["head"]), TrainConfig.from_dict(config["train"]))
+        spec = input_spec(head_from_dict(config["head"]), TrainConfig.from_dict(config["train"]))
         with open_cache(synthetic["cache"]) as cache:
             inputs = load_inputs(cache, ids, spec)
         batch = inputs.batch(torch.arange(len(ids)), torch.device("cpu"))

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from emi_heads.cli.app import main as emi
+from emi_heads.heads.settings_json import head_from_dict
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs_v1"
 HEADS = ["linear", "concat", "lstm", "streams-lstm", "concat-frames"]
@@ -52,21 +53,21 @@ def test_a_run_saved_by_the_old_layout_predicts_the_same(
 
 
 def test_old_configs_load_as_each_heads_own_settings():
-    from emi_heads.heads.settings import HeadConfig, LstmConfig, RidgeConfig
+    from emi_heads.heads.settings import LstmConfig, RidgeConfig
     from emi_heads.training.config import InputSpec
 
     old = json.loads((FIXTURE / "runs" / "linear" / "config.json").read_text())
-    ridge = HeadConfig.from_dict(old["head"])
+    ridge = head_from_dict(old["head"])
     assert type(ridge) is RidgeConfig and ridge.head == "ridge"  # `linear` is its old name
     assert ridge.ridge_alphas == tuple(old["head"]["ridge_alphas"])
     assert "hidden" not in ridge.to_dict()  # the other heads' settings are left out
     assert InputSpec.from_run(old) == InputSpec(False, True, 12.0)  # no `reads` block: derived
     lstm = json.loads((FIXTURE / "runs" / "lstm" / "config.json").read_text())
-    config = HeadConfig.from_dict(lstm["head"])
+    config = head_from_dict(lstm["head"])
     assert type(config) is LstmConfig and config.hidden == 8 and config.mlp_hidden == 8
     assert InputSpec.from_run(lstm) == InputSpec(True, True, 12.0)
     with pytest.raises(ValueError, match="unknown field"):  # a foreign key is still refused
-        HeadConfig.from_dict({**lstm["head"], "surprise": 1})
+        head_from_dict({**lstm["head"], "surprise": 1})
 
 
 def test_a_new_run_saves_its_heads_settings_and_what_it_reads(tmp_path, fixture_cache):

@@ -20,7 +20,7 @@ from published_reference import (
     train_concat_fusion,
 )
 
-import emi_heads.training.sgd as sgd
+import emi_heads.training.steps as steps
 import emi_heads.training.train as training
 from emi_features.cache.reader import open_cache
 from emi_features.core.task import EMOTIONS
@@ -55,7 +55,7 @@ def train_preset(synthetic, tmp_path, monkeypatch, name: str, **head_overrides):
     """`name` trained EPOCHS epochs with dropout off; returns the initial weights, each epoch's
     batches, each step's (lr, loss, weights after it) and each epoch's valid r."""
     seen: dict = {"batches": [], "steps": []}
-    build, order, step = training.build_head, sgd.batch_order, sgd.train_step
+    build, order, step = training.build_head, steps.batch_order, steps.train_step
 
     def spy_build(config):
         model = build(config)
@@ -77,8 +77,8 @@ def train_preset(synthetic, tmp_path, monkeypatch, name: str, **head_overrides):
         return loss, aux
 
     monkeypatch.setattr(training, "build_head", spy_build)
-    monkeypatch.setattr(sgd, "batch_order", spy_order)
-    monkeypatch.setattr(sgd, "train_step", spy_step)
+    monkeypatch.setattr(steps, "batch_order", spy_order)
+    monkeypatch.setattr(steps, "train_step", spy_step)
     preset = PRESETS[name]
     head = head_config(**{**preset.head, "dropout": 0.0, **head_overrides})
     train = TrainConfig(**{**preset.train, "epochs": EPOCHS, "seed": 5})

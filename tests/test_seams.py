@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from emi_features.cache.reader import open_cache
 from emi_features.cli.extract import main as extract_command
 from emi_features.extraction.frames import WAV2VEC2_GRID, FrameGrid
 from emi_heads.cli.app import main as emi
-from emi_heads.heads.settings import HEADS, HeadConfig, head_config
+from emi_heads.heads.settings import HEADS, head_config
+from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.config import InputSpec, TrainConfig
 from emi_heads.training.data import batch_order, load_inputs
 
@@ -214,11 +216,11 @@ def test_bucketed_batches_cover_every_clip_and_pad_less():
 @pytest.mark.parametrize("head", ["lstm", "concat", "ridge"])
 def test_head_configs_round_trip_and_refuse_edits(head):
     config = head_config(head, {"frames": 16, "mean": 16, "frame_stats": 32})
-    assert HeadConfig.from_dict(config.to_dict()) == config
+    assert head_from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown field"):
-        HeadConfig.from_dict({**config.to_dict(), "surprise": 1})
+        head_from_dict({**config.to_dict(), "surprise": 1})
     with pytest.raises(ValueError, match="hidden"):
-        HeadConfig.from_dict({**config.to_dict(), "hidden": "big"})
+        head_from_dict({**config.to_dict(), "hidden": "big"})
 
 
 def test_every_command_shares_quiet_and_verbose_and_streams_are_one_word():
@@ -234,3 +236,60 @@ def test_every_command_shares_quiet_and_verbose_and_streams_are_one_word():
         assert "--quiet" in shown and "--verbose" in shown, name
         if name in ("extract", "add-features", "embed-text"):
             assert "--stream" in shown and "--group" not in shown and "--name " not in shown
+
+
+def _imports(package: Path) -> dict[str, set[str]]:
+    """module -> the modules of `package` it imports, at module level or inside a function (an
+    `if TYPE_CHECKING:` block apart: it never runs)."""
+    import ast
+
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name_of(p): p for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+
+    def visit(node: ast.AST, module: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.dump(child.test):
+                continue
+            if isinstance(child, ast.ImportFrom) and child.module:
+                for alias in child.names:
+                    target = f"{child.module}.{alias.name}"
+                    found = target if target in modules else child.module
+                    if found in modules:
+                        graph[module].add(found)
+            elif isinstance(child, ast.Import):
+                graph[module].update(a.name for a in child.names if a.name in modules)
+            visit(child, module)
+
+    for name, path in modules.items():
+        visit(ast.parse(path.read_text()), name)
+    return graph
+
+
+@pytest.mark.parametrize("package", ["emi_features", "emi_heads"])
+def test_no_import_circle_inside_a_package(package):
+    """Each shared name lives in the lowest module that needs it: no module of a package
+    imports, directly or through others, a module that imports it back (lazy imports too)."""
+    graph = _imports(Path(__file__).resolve().parents[1] / package)
+    for start in graph:
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            module, path = stack.pop()
+            for target in graph[module]:
+                assert target != start, " -> ".join([*path, target])
+                if target not in seen:
+                    seen.add(target)
+                    stack.append((target, [*path, target]))
+
+
+@pytest.mark.parametrize("name", ["audio", "vision", "egemaps", "layers"])
+def test_each_modality_loads_first_in_a_fresh_process(name):
+    """Whatever is imported first (a received recipe's stream names its modality before
+    anything else is loaded), no module meets another half-initialised."""
+    code = ("from emi_features.extraction.remake import checked_settings\n"
+            f"print(checked_settings({name!r}, {{}}, 'x'))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -76,11 +76,13 @@ def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tin
     side.parent.mkdir()
     vision = ["--modality", "vision", "--model", tiny_vit, "--fps", "2"]
     from emi_features.extraction.config import ExtractConfig
-    from emi_features.extraction.modality import get_modality
+    from emi_features.extraction.per_clip import run_modality
+    from emi_features.extraction.registry import get_modality
     from emi_features.vision.encode import VisionSettings
 
     config = ExtractConfig(model=str(tiny_vit), modality="vision", settings=VisionSettings(fps=2))
-    get_modality("vision").run(folder / "00001.mp4", out=side, config=config, progress=False)
+    run_modality(get_modality("vision"), folder / "00001.mp4", out=side, config=config,
+                 progress=False)
     run(folder, "--out", cache, "--quiet", *vision, "--stream", "face")
     assert any("3 clips, 1 already in" in m for m in caplog.messages)
     assert not side.parent.exists()

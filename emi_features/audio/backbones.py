@@ -36,7 +36,7 @@ from transformers import (
 
 from emi_features.cache.schema import SAMPLE_RATE, VAD_DIM
 from emi_features.core.hub import load_error, pretrained_options
-from emi_features.extraction.config import VAD_MODEL_ID
+from emi_features.core.models import VAD_MODEL_ID
 from emi_features.extraction.frames import WAV2VEC2_GRID, FrameGrid
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ import numpy as np
 
 from emi_features import __version__
 from emi_features.cache.schema import SAMPLE_RATE, Attr
-from emi_features.extraction.config import VAD_MODEL_ID, ExtractConfig
+from emi_features.core.models import VAD_MODEL_ID
+from emi_features.extraction.config import ExtractConfig
 from emi_features.extraction.modality import Modality, SkipClip
 
 

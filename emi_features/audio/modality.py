@@ -6,10 +6,13 @@ modality's output; with `--stream NAME` a further backbone or layer joins a fini
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emi_features.extraction.config import VAD_MODEL_ID, ExtractConfig
+from emi_features.core.models import VAD_MODEL_ID
 from emi_features.extraction.modality import Modality
+
+if TYPE_CHECKING:  # the config's defaults build this modality's settings: no import at load
+    from emi_features.extraction.config import ExtractConfig
 
 
 class AudioModality(Modality):

@@ -30,22 +30,21 @@ from emi_features.cache.schema import (
     VAD_DIM,
     Attr,
     CacheError,  # noqa: F401  (its home; imported from here too)
+    decode_strings,
     frames_per_second,
     read_attrs,
 )
 from emi_features.cache.streams import stream_names, stream_problems
+from emi_features.cache.text_group import read_transcripts
 from emi_features.core.dataset import duplicates
-
-
-def _strings(dataset: h5py.Dataset) -> list[str]:
-    return [s.decode() if isinstance(s, bytes) else str(s) for s in dataset[()]]
 
 
 def read_skipped(handle: h5py.File) -> dict[str, str]:
     """`/skipped` of an open cache or part: clip id -> reason."""
     if "skipped" not in handle:
         return {}
-    return dict(zip(_strings(handle[SKIPPED_IDS]), _strings(handle[SKIPPED_REASONS]), strict=True))
+    ids, reasons = decode_strings(handle[SKIPPED_IDS]), decode_strings(handle[SKIPPED_REASONS])
+    return dict(zip(ids, reasons, strict=True))
 
 
 class FeatureCache:
@@ -76,7 +75,7 @@ class FeatureCache:
             )
         try:
             self._check_links()
-            self.ids: list[str] = _strings(self._file[IDS])
+            self.ids: list[str] = decode_strings(self._file[IDS])
             self.offsets: np.ndarray = self._file[OFFSETS][()].astype(np.int64)
             self._check_structure()
         except CacheError:
@@ -228,9 +227,7 @@ class FeatureCache:
         return view_stream(self._file, name)
 
     def transcripts(self):
-        """The cache's /text (`cache.transcripts.Transcripts`), or None when it has none."""
-        from emi_features.cache.transcripts import read_transcripts
-
+        """The cache's /text (`cache.text_group.Transcripts`), or None when it has none."""
         return read_transcripts(self._file)
 
     def recipe(self) -> dict[str, Any]:

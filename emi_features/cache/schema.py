@@ -65,6 +65,11 @@ VOLATILE_ATTRS = frozenset({Attr.BACKBONE, Attr.PACKAGE_VERSION, Attr.COMPLETE, 
 DEFAULT_FRAME_HOP = 320
 
 
+def decode_strings(dataset: Any) -> list[str]:
+    """A string dataset's values as str (h5py gives bytes for utf-8 datasets)."""
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in dataset[()]]
+
+
 def computed_with(attrs: dict) -> str:
     """How a cache's frames were computed: `torch fp32` (absent attributes: eager fp32, as every
     cache before the compiled path), `onnxruntime int8`, ... Runs and caches never mix these."""

@@ -28,7 +28,7 @@ from emi_features.cache.atomic import (
     remove_stale_temporaries,
 )
 from emi_features.cache.locks import ExclusiveLock, LockedError
-from emi_features.cache.reader import CacheError, _strings, read_skipped
+from emi_features.cache.reader import CacheError, read_skipped
 from emi_features.cache.schema import (
     FORMAT,
     FORMAT_VERSION,
@@ -44,11 +44,12 @@ from emi_features.cache.schema import (
     VAD_DIM,
     Attr,
     ClipFeatures,
+    decode_strings,
     read_attrs,
     settings_mismatch,
 )
 from emi_features.cache.streams import carry_streams
-from emi_features.cache.transcripts import carry_transcripts
+from emi_features.cache.text_group import carry_transcripts
 
 STRING = h5py.string_dtype("utf-8")
 BASE_PART = "base.h5"  # a finished cache being extended, linked into its parts folder
@@ -179,7 +180,7 @@ class CacheWriter:
                 self._has_frame_vad = FRAME_VAD in handle
             return _Part(
                 name=name,
-                ids=_strings(handle[IDS]),
+                ids=decode_strings(handle[IDS]),
                 lengths=np.diff(offsets),
                 num_samples=handle[NUM_SAMPLES][()],
                 vad=handle[VAD][()] if VAD in handle else None,

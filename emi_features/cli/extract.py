@@ -26,7 +26,7 @@ from emi_features.extraction.config import (
     EXTRACT_FIELDS,
     ExtractConfig,
 )
-from emi_features.extraction.modality import MODALITIES, modality_class
+from emi_features.extraction.registry import MODALITIES, modality_class
 
 D = EXTRACT_DEFAULTS
 
@@ -220,8 +220,9 @@ def main(
     config = extract_config(options, stream)
     if getattr(config.settings, "level", None) == "functionals" and pool != "frames":
         raise click.UsageError("--pool: the functionals are one vector per clip already")
-    from emi_features.extraction.modality import get_modality
+    from emi_features.extraction.per_clip import run_modality
     from emi_features.extraction.processes import sigterm_as_interrupt
+    from emi_features.extraction.registry import get_modality
     from emi_features.extraction.runner import USER_ERRORS
 
     try:
@@ -232,8 +233,9 @@ def main(
                 result = extract_stream(input_path, out=out, name=stream, config=config,
                                         pool=pool, progress=not quiet)  # fmt: skip
             else:
-                result = get_modality(config.modality).run(input_path, out=out, config=config,
-                                                           progress=not quiet)  # fmt: skip
+                modality = get_modality(config.modality)
+                result = run_modality(modality, input_path, out=out, config=config,
+                                      progress=not quiet)  # fmt: skip
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from emi_features.core.logs import setup_logging
+from emi_features.core.models import ASR_MODEL_ID, TEXT_MODEL_ID
 from emi_features.core.options import (
     COMMAND_SETTINGS,
     device_option,
@@ -15,7 +16,6 @@ from emi_features.core.options import (
     stream_option,
     trust_option,
 )
-from emi_features.extraction.config import ASR_MODEL_ID, TEXT_MODEL_ID
 
 
 @click.command(context_settings=COMMAND_SETTINGS)

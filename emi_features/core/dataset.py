@@ -10,9 +10,11 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from emi_features.core.task import ID_COLUMN, ID_WIDTH, TASKS
-from emi_features.extraction.config import Source
+
+Source = Literal["auto", "audio", "video"]  # what a clip is decoded from (`--source`)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 VIDEO_SUFFIXES = (".mp4", ".m4a", ".webm", ".mkv", ".mov")

@@ -9,26 +9,16 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from emi_features.core.dataclass_options import choice_problems
-from emi_features.extraction.modality import MODALITIES, modality_class
+from emi_features.core.dataset import Source
+from emi_features.core.models import (  # noqa: F401  (their names, where they were)
+    ASR_MODEL_ID,
+    IMAGE_MODEL_ID,
+    MODEL_LICENCES,
+    TEXT_MODEL_ID,
+    VAD_MODEL_ID,
+)
+from emi_features.extraction.registry import MODALITIES, modality_class
 
-VAD_MODEL_ID = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
-# The default models of the other modalities (emi transcribe, emi embed-text, --modality vision)
-ASR_MODEL_ID = "openai/whisper-large-v3"
-TEXT_MODEL_ID = "sentence-transformers/paraphrase-multilingual-mpnet-base-v2"
-IMAGE_MODEL_ID = "openai/clip-vit-base-patch32"
-# What the models emi names are licensed under (from their model cards); an exported model card
-# lists the licence of every model its features need.
-MODEL_LICENCES = {
-    VAD_MODEL_ID: "CC BY-NC-SA 4.0 (research only)",
-    ASR_MODEL_ID: "Apache 2.0",
-    TEXT_MODEL_ID: "Apache 2.0",
-    IMAGE_MODEL_ID: "MIT",
-    "fbank": "none: no weights (log-mel filter bank)",
-    "fbank-10ms": "none: no weights (log-mel filter bank)",
-    "tiny-random": "none: random weights built offline (a fixture, not a real encoder)",
-    "tiny-random-untrained": "none: random weights built offline (a fixture)",
-}
-Source = Literal["auto", "audio", "video"]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 

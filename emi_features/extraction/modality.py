@@ -11,28 +11,20 @@ backbones override `run` with their batched, windowed runner on the same writer 
 Light at import (no torch): `emi extract --help` lists every modality's options before torch
 loads. A modality module imports its heavy dependencies inside `open`.
 
-Adding a modality: one module with a `Modality` subclass, and one line in `MODALITIES`.
+Adding a modality: one module with a `Modality` subclass, and one line in `MODALITIES`
+(`extraction.registry`). A modality with a runner of its own defines `run` (audio's batched
+runner); `per_clip.run_modality` runs either.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from emi_features.cache.schema import ClipFeatures
     from emi_features.core.dataset import Clip
     from emi_features.extraction.config import ExtractConfig
-
-MODALITIES: dict[str, str] = {
-    "audio": "emi_features.audio.modality:AudioModality",
-    "vision": "emi_features.vision.encode:VisionModality",
-    "egemaps": "emi_features.audio.egemaps:EgemapsModality",
-    "layers": "emi_features.audio.layers:LayersModality",
-}
-
 
 class SkipClip(ValueError):
     """A clip this modality cannot encode; the message is the reason recorded in the cache."""
@@ -67,25 +59,6 @@ class Modality:
     frame_unit: ClassVar[str] = "s"  # what the progress bar counts
 
     def open(self, config: ExtractConfig, device: Any) -> ClipEncoder:
-        """The per-clip encoder that the shared runner drives (a modality that overrides `run`
-        with a runner of its own, as audio does, has none)."""
+        """The per-clip encoder that the shared runner drives (a modality with a `run` of its
+        own, as audio has, has none)."""
         raise NotImplementedError(f"--modality {self.name} runs its own runner, not per clip")
-
-    def run(self, input_path: str | Path, *, out: str | Path, config: ExtractConfig,
-            progress: bool = True) -> Any:  # fmt: skip
-        """Every clip of INPUT into the cache `out` (resumable); returns an `ExtractResult`."""
-        from emi_features.extraction.per_clip import run_per_clip
-
-        return run_per_clip(self, input_path, out=out, config=config, progress=progress)
-
-
-def modality_class(name: str) -> type[Modality]:
-    """The registered modality NAME (imported on use)."""
-    if name not in MODALITIES:
-        raise ValueError(f"modality {name!r} is unknown (known: {', '.join(MODALITIES)})")
-    module, attribute = MODALITIES[name].split(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-def get_modality(name: str) -> Modality:
-    return modality_class(name)()

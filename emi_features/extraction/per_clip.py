@@ -82,3 +82,13 @@ def run_per_clip(
         )  # fmt: skip
     ranks.close()
     return result
+
+
+def run_modality(modality: Modality, input_path: str | Path, *, out: str | Path,
+                 config: ExtractConfig, progress: bool = True) -> Any:  # fmt: skip
+    """Every clip of INPUT into the cache `out` (resumable): by the modality's own runner
+    (`run`, as audio's batched one), else by the shared per-clip runner; an `ExtractResult`."""
+    own = getattr(modality, "run", None)
+    if own is not None:
+        return own(input_path, out=out, config=config, progress=progress)
+    return run_per_clip(modality, input_path, out=out, config=config, progress=progress)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from emi_features.extraction.modality import MODALITIES, modality_class
+from emi_features.extraction.registry import MODALITIES, modality_class
 
 # a hub id (`owner/name`, or a legacy `name`) or a built-in name: nothing that walks a path
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")

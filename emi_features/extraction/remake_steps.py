@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from emi_features.extraction.modality import modality_class
+from emi_features.extraction.registry import modality_class
 from emi_features.extraction.remake import RecipeSpec, StreamSpec
 
 

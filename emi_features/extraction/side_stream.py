@@ -30,7 +30,8 @@ from emi_features.cache.schema import FRAMES, MEAN, Attr, frames_per_second
 from emi_features.cache.streams import Stream, check_stream_name, clip_stream, frame_stream
 from emi_features.core.logs import summarise_ids
 from emi_features.extraction.config import ExtractConfig
-from emi_features.extraction.modality import get_modality, modality_class
+from emi_features.extraction.per_clip import run_modality
+from emi_features.extraction.registry import get_modality, modality_class
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ def extract_stream(
     refuse_existing(cache, [name], config.overwrite)
     side = side_cache(cache, name)
     side.parent.mkdir(exist_ok=True)
-    result = get_modality(config.modality).run(input_path, out=side, config=config,
-                                               progress=progress)  # fmt: skip
+    result = run_modality(get_modality(config.modality), input_path, out=side, config=config,
+                          progress=progress)  # fmt: skip
     if result.rank != 0:
         return result
     stream = stream_from_side(side, ids, pool, config)

@@ -23,7 +23,7 @@ from emi_features.cache.attach import attach_streams, ready_to_rewrite, refuse_e
 from emi_features.cache.reader import CacheError, open_cache
 from emi_features.cache.streams import check_stream_name, clip_stream, frame_stream
 from emi_features.core.hub import TINY_RANDOM, load_error, pretrained_options, resolve_model
-from emi_features.extraction.config import TEXT_MODEL_ID
+from emi_features.core.models import TEXT_MODEL_ID
 
 log = logging.getLogger(__name__)
 MAX_TOKENS = 512

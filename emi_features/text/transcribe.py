@@ -33,7 +33,7 @@ from emi_features.cache.transcripts import attach_transcripts, read_transcripts_
 from emi_features.core.dataset import find_clips
 from emi_features.core.devices import default_device, resolve_device
 from emi_features.core.hub import load_error, pretrained_options, resolve_model
-from emi_features.extraction.config import ASR_MODEL_ID
+from emi_features.core.models import ASR_MODEL_ID
 
 log = logging.getLogger(__name__)
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper reads 30 s windows

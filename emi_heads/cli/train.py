@@ -23,7 +23,8 @@ from emi_features.core.options import COMMAND_SETTINGS, device_option, logging_o
 from emi_features.core.task import METRICS, TASKS
 from emi_heads.cli.errors import user_errors as _user_errors
 from emi_heads.cli.options import build_config, build_head_config, config_options, head_options
-from emi_heads.heads.settings import ALIASES, HEADS, ConfigError, HeadConfig
+from emi_heads.heads.settings import ALIASES, HEADS, ConfigError
+from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.config import TrainConfig
 from emi_heads.training.presets import PRESETS
 
@@ -304,7 +305,7 @@ def _recorded_run(run_dir: Path) -> dict[str, Any]:
     """A run's config.json, its head and training settings checked (light: no torch)."""
     try:
         recorded = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        HeadConfig.from_dict(recorded["head"])
+        head_from_dict(recorded["head"])
         TrainConfig.from_dict(recorded["train"])
         recorded["cache"]["path"], recorded["train_csvs"], recorded["valid_csv"]  # noqa: B018
     except (OSError, ValueError, KeyError, TypeError) as error:

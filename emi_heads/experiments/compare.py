@@ -15,7 +15,7 @@ from typing import Any
 
 from emi_features.core.task import TaskError, run_task
 from emi_heads.heads.reads import inputs_read
-from emi_heads.heads.settings import HeadConfig
+from emi_heads.heads.settings_json import head_from_dict
 
 LEADING = ["run", "head", "preset", "inputs", "loss", "seed", "best", "valid_r"]
 SCORES_KEY = "_scores"  # each row's per-target score columns (the task's short names)
@@ -42,7 +42,7 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
 def _inputs_read(head: dict[str, Any]) -> list[str]:
     """What the run's head reads (not every input its training cache held)."""
     try:
-        return inputs_read(HeadConfig.from_dict(head))
+        return inputs_read(head_from_dict(head))
     except (ValueError, KeyError):  # an edited config: what it records
         return sorted(head.get("dims", {}))
 

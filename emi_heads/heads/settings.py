@@ -21,16 +21,13 @@ from typing import Any, ClassVar, Literal
 
 from emi_features.core.dataclass_options import choice_problems
 from emi_heads.heads import reads
+from emi_heads.training.config_json import ConfigError  # noqa: F401  (imported from here too)
 
 MAX_WIDTH = 1 << 16  # the widest layer a config may ask for: 65,536 units
 MAX_LAYERS = 16
 MAX_OUTPUTS = 1024  # targets a task may have
 NOT_SETTINGS = ("head", "dims", "outputs")  # set by the data, not on the command line
 ALIASES = {"linear": "ridge"}  # the names heads had before (runs saved with them still load)
-
-
-class ConfigError(ValueError):
-    """A config that cannot be built; one line naming the field."""
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -84,13 +81,6 @@ class HeadConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> HeadConfig:
-        """The config a run's config.json holds (see `config_json.head_from_dict`)."""
-        from emi_heads.training.config_json import head_from_dict
-
-        return head_from_dict(data)
 
     @classmethod
     def network_class(cls) -> type:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from emi_features.extraction.config import ASR_MODEL_ID, VAD_MODEL_ID
+from emi_features.core.models import ASR_MODEL_ID, VAD_MODEL_ID
 from emi_heads.training.presets import PRESETS
 
 SKYY = "github.com/Skyy93/CVPR2024_abaw"

@@ -1,6 +1,7 @@
 """Configs read back from a run's config.json: each value checked against its field's type,
 unknown and missing fields refused by name, and fields added after a run was saved given the
-value that run was trained with (`BEFORE_FIELD`). Light: no torch.
+value that run was trained with (`BEFORE_FIELD`). A head's config by its head's own settings
+class is `heads.settings.head_from_dict`. Light: no torch, and no import of the settings.
 """
 
 from __future__ import annotations
@@ -10,20 +11,23 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any, Literal
 
-from emi_heads.heads.settings import ConfigError, HeadConfig, all_settings, head_class
+
+class ConfigError(ValueError):
+    """A config that cannot be built; one line naming the field."""
+
 
 # Fields added after runs were first saved: a config.json without one was trained as this value,
 # not as today's default.
 BEFORE_FIELD = {"standardize": False, "min_steps": 0, "select_window": 1}
 
 
-def _matches(value: Any, annotation: Any) -> bool:
+def matches(value: Any, annotation: Any) -> bool:
     """A JSON value against a field's annotation (the few kinds the configs use)."""
     origin = typing.get_origin(annotation)
     if annotation is Any:
         return True
     if origin in (types.UnionType, typing.Union):
-        return any(_matches(value, a) for a in typing.get_args(annotation))
+        return any(matches(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
     if origin is Literal:
@@ -37,10 +41,10 @@ def _matches(value: Any, annotation: Any) -> bool:
     if annotation is str:
         return isinstance(value, str)
     if origin is tuple:
-        return isinstance(value, (list, tuple)) and all(_matches(v, float) for v in value)
+        return isinstance(value, (list, tuple)) and all(matches(v, float) for v in value)
     if origin is dict:
         return isinstance(value, dict) and all(
-            isinstance(k, str) and _matches(v, int) for k, v in value.items()
+            isinstance(k, str) and matches(v, int) for k, v in value.items()
         )
     return True
 
@@ -64,27 +68,8 @@ def from_dict(cls: type, data: Any, label: str | None = None) -> Any:
         raise ConfigError(f"{label}: missing field(s) {', '.join(missing)}")
     hints = typing.get_type_hints(cls)
     for name, value in data.items():
-        if not _matches(value, hints[name]):
+        if not matches(value, hints[name]):
             raise ConfigError(f"{label}.{name}: {value!r} is not a {known[name].type}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     before = {k: v for k, v in BEFORE_FIELD.items() if k in known}
     return cls(**{**before, **values})
-
-
-def head_from_dict(data: Any) -> HeadConfig:
-    """A head's config from a run's config.json: its own settings class by its name (an old
-    name such as `linear` too). Settings of other heads (all of them, in a run saved when one
-    flat config held every head's settings) are checked for their type and left out."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"HeadConfig: expected an object, got {type(data).__name__}")
-    if not isinstance(data.get("head"), str):
-        raise ConfigError("HeadConfig: missing field(s) head")
-    config_class = head_class(data["head"])
-    own = {f.name for f in fields(config_class)}
-    owners = all_settings()
-    for name in sorted((set(data) - own) & set(owners)):
-        if not _matches(data[name], typing.get_type_hints(owners[name])[name]):
-            declared = owners[name].__dataclass_fields__[name].type
-            raise ConfigError(f"HeadConfig.{name}: {data[name]!r} is not a {declared}")
-    kept = {k: v for k, v in data.items() if k in own or k not in owners}
-    return from_dict(config_class, {**kept, "head": config_class.name}, "HeadConfig")

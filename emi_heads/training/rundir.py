@@ -38,6 +38,7 @@ from emi_features.core.task import EMI, Task, TaskError
 from emi_features.core.task import run_task as task_of_run
 from emi_heads.heads.base import build_head
 from emi_heads.heads.settings import ConfigError, HeadConfig
+from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.config import TrainConfig
 
 WEIGHTS = "weights.safetensors"
@@ -223,7 +224,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         raise RunError(f"{path}: missing field(s) {', '.join(missing)}")
     task = run_task(config, path)
     try:
-        head = HeadConfig.from_dict(config["head"])
+        head = head_from_dict(config["head"])
         TrainConfig.from_dict(config["train"])
     except (ConfigError, TypeError) as error:
         raise RunError(f"{path}: {error}") from None
@@ -275,7 +276,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not (run_dir / CONFIG).is_file() or not (run_dir / WEIGHTS).is_file():
         raise RunError(f"{run_dir}: not a run directory (no {CONFIG} or {WEIGHTS})")
     config = read_run_config(run_dir)
-    head_config = HeadConfig.from_dict(config["head"])
+    head_config = head_from_dict(config["head"])
     _check_weights(run_dir, head_config)
     model = build_head(head_config)
     state = load_file(str(run_dir / WEIGHTS))

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from emi_heads.training.metrics import score_columns
 from emi_heads.training.rundir import predict_outputs
+from emi_heads.training.steps import StepPlan
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ def train_branches_first(job) -> list[dict]:
     epoch's branches. Returns the AdamW parameter groups of the fusion stage: the fusion at the
     full lr, the branches at lr x encoder_lr_scale (left out and frozen at 0)."""
     from dataclasses import replace
-
-    from emi_heads.training.sgd import StepPlan
 
     model, config = job.model, job.config
     if not hasattr(model, "unimodal_loss"):

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from emi_features.cache.atomic import WriteError, check_writable_folder, describe_os_error
+from emi_features.core.models import MODEL_LICENCES
 from emi_features.core.task import EMI, Task
-from emi_features.extraction.config import MODEL_LICENCES
 from emi_features.extraction.remake import (
     ModelPlace,
     RecipeSchemaError,
@@ -26,7 +26,7 @@ from emi_features.extraction.remake import (
     producer_of,
 )
 from emi_heads.heads.reads import streams_read
-from emi_heads.heads.settings import HeadConfig
+from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.rundir import CONFIG, METRICS, WEIGHTS, RunError, read_run_config
 from emi_heads.use.ensemble import MODEL_INDEX, MODEL_VERSIONS, common_task, expand_members
 
@@ -110,7 +110,7 @@ def _carry_local_models(run: Path, config: dict[str, Any], staging: Path) -> dic
     if recipe is None:
         return {}
     try:
-        reads = streams_read(HeadConfig.from_dict(config["head"]))
+        reads = streams_read(head_from_dict(config["head"]))
         spec = parse_recipe(recipe, ModelPlace(run), f"{run / CONFIG}: cache.recipe", reads)
     except RecipeSchemaError as error:
         raise RunError(str(error)) from None
@@ -134,7 +134,7 @@ def portable_config(config: dict[str, Any], moved: dict[str, str] | None = None)
     portable["cache"].pop("path", None)
     recipe = portable["cache"].get("recipe")
     if recipe is not None:  # only the streams the head reads: what a user must make again
-        read = streams_read(HeadConfig.from_dict(portable["head"]))
+        read = streams_read(head_from_dict(portable["head"]))
         recipe["streams"] = {k: v for k, v in recipe["streams"].items() if k in read}
         if not any(producer_of(v) == "embed-text" for v in recipe["streams"].values()):
             recipe["text"] = None

@@ -27,7 +27,7 @@ from emi_features.core.task import EMI, Task
 from emi_features.extraction.remake import ModelPlace, RecipeSchemaError, RecipeSpec, parse_recipe
 from emi_features.extraction.remake_steps import stage_one_commands
 from emi_heads.heads.reads import inputs_read, streams_read
-from emi_heads.heads.settings import HeadConfig
+from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.rundir import CONFIG, RunError, load_run, write_atomically
 from emi_heads.use.ensemble import MODEL_INDEX, Member, common_task, expand_members
 from emi_heads.use.media import (
@@ -128,7 +128,7 @@ class EmiModel:
         none of them holds the clip (a vision-only run given a file with no video track)."""
         found: dict[str, str] = {}
         for run, (_, config) in self.runs.items():
-            head = HeadConfig.from_dict(config["head"])
+            head = head_from_dict(config["head"])
             names = streams_read(head)
             if len(names) != len(inputs_read(head)) or not ids:
                 continue  # it reads the backbone's own features too: always there
@@ -233,7 +233,7 @@ def _run_recipe(run: Path, config: dict) -> RecipeSpec | None:
         return None
     exported = (run.parent / MODEL_INDEX).is_file()
     place = ModelPlace(run.parent if exported else run, local_paths=not exported)
-    reads = streams_read(HeadConfig.from_dict(config["head"]))
+    reads = streams_read(head_from_dict(config["head"]))
     try:
         return parse_recipe(recipe, place, f"{run / CONFIG}: cache.recipe", reads)
     except RecipeSchemaError as error:

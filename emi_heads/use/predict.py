@@ -21,7 +21,7 @@ from emi_features.core.devices import resolve_device
 from emi_features.core.logs import summarise_ids
 from emi_features.core.task import EMI, SUBMISSION_HEADER, Task
 from emi_heads.heads.reads import streams_read
-from emi_heads.heads.settings import HeadConfig
+from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.config import InputSpec
 from emi_heads.training.data import load_inputs
 from emi_heads.training.labels import has_labels, read_labels
@@ -199,7 +199,7 @@ def caches_for(runs: dict, paths: list[str | Path], allow_incomplete: bool) -> d
                     f"holds them computed with {computed_with(cache.attrs)}: extract with the "
                     f"run's --runtime and --precision"
                 )
-            needed = streams_read(HeadConfig.from_dict(config["head"]))
+            needed = streams_read(head_from_dict(config["head"]))
             held = cache.stream_fingerprints() if cache is not None else {}
             recorded = config["cache"].get("streams", {})
             for name in needed:
