@@ -33,6 +33,7 @@ def test_a_small_set_is_trained_for_the_floor_of_steps_and_a_large_one_as_given(
         assert passes_per_epoch(TrainConfig(**preset.train), 4) == 1, name
 
 
+@pytest.mark.slow
 def test_the_schedule_spans_the_stretched_run(synthetic, tmp_path):
     # 240 clips, batch 32: 8 batches a pass; 2 epochs and a floor of 64 steps: 4 passes an epoch
     out = tmp_path / "run"
@@ -105,6 +106,7 @@ def test_a_run_saved_before_standardisation_loads_as_it_was_trained(synthetic, t
     assert model.standardizer is None and config["head"].get("standardize") is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["concat", "lstm"])
 def test_default_heads_learn_as_well_as_ridge_on_a_small_set(synthetic, tmp_path, head):
     """240 training clips, nothing but the defaults (the issue's user): within 0.05 of ridge."""

@@ -12,6 +12,7 @@ import time
 
 import h5py
 import numpy as np
+import pytest
 from conftest import extract_args, write_wav_folder
 
 from emi_features.cache.reader import open_cache
@@ -37,6 +38,7 @@ def command(folder, model_dir, out, ranks: int) -> list[str]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process_and_resume_after_a_kill(tiny_model_dir, tmp_path):
     folder = write_wav_folder(tmp_path / "clips", 60, 0.3, 2.5)
     single = tmp_path / "single.h5"

@@ -71,6 +71,7 @@ def test_without_opensmile_and_with_anothers_option_one_line(folder_and_cache, m
     assert no_stream.exit_code == 2 and "give --stream NAME" in no_stream.output
 
 
+@pytest.mark.slow
 def test_two_torchrun_ranks_write_the_stream_one_process_writes(folder_and_cache, tmp_path):
     """Every modality runs under torchrun like audio extraction: each rank takes its share of
     the clips, rank 0 consolidates and attaches; the stream equals the one-process stream."""

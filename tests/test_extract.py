@@ -101,6 +101,7 @@ def test_long_clips_run_in_windows_on_the_whole_clip_grid(tiny_model_dir):
     np.testing.assert_allclose(windowed, alone, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_challenge_layout_video_by_default_audio_on_request(tiny_model_dir, sample_root, tmp_path):
     run_extract(
         sample_root,

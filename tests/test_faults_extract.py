@@ -69,6 +69,7 @@ def clips(tmp_path_factory) -> Path:
     return write_wav_folder(tmp_path_factory.mktemp("faults") / "clips", 40, 0.3, 1.5)
 
 
+@pytest.mark.slow
 def test_a_second_extraction_into_the_same_cache_is_refused_and_nothing_is_lost(
     clips, tiny_model_dir, tmp_path
 ):
@@ -90,6 +91,7 @@ def test_a_second_extraction_into_the_same_cache_is_refused_and_nothing_is_lost(
         assert cache.complete and cache.ids == [f"{k:05d}" for k in range(40)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_a_killed_extraction_leaves_no_decoder_running_and_resumes(
     clips, tiny_model_dir, tmp_path, how
@@ -139,6 +141,7 @@ def test_stale_temporaries_of_killed_writers_are_removed(clips, tmp_path):
     assert not stale.exists() and not stale_part.exists() and live.exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_what_was_committed(
     clips, tiny_model_dir, small_disk, tmp_path, monkeypatch
 ):

@@ -64,6 +64,7 @@ def recordings(runs: dict, folder: Path, count: int = 2) -> list[Path]:
             enumerate(runs["audio"][:count])]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_work_folder_of_the_users_is_never_emptied(runs, tmp_path):
     mine = tmp_path / "project"
     (mine / "media").mkdir(parents=True)
@@ -79,6 +80,7 @@ def test_a_work_folder_of_the_users_is_never_emptied(runs, tmp_path):
     assert (mine / "windows" / "notes").is_dir()
 
 
+@pytest.mark.slow
 def test_only_the_tools_own_links_and_windows_are_cleaned(runs, tmp_path):
     files = recordings(runs, tmp_path / "in", 2)
     work = tmp_path / "work"
@@ -105,6 +107,7 @@ def test_out_is_never_a_recording(runs, tmp_path):
     assert victim.read_bytes() == before and not (tmp_path / "other.wav").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_predicted_twice_never_reads_the_tools_own_files(runs, tmp_path):
     folder = tmp_path / "here"
     folder.mkdir()
@@ -118,6 +121,7 @@ def test_a_folder_predicted_twice_never_reads_the_tools_own_files(runs, tmp_path
     assert counts[0] == counts[1] > 2
 
 
+@pytest.mark.slow
 def test_a_second_prediction_in_the_same_work_folder_waits_its_turn(runs, tmp_path):
     files = recordings(runs, tmp_path / "in", 1)
     work = tmp_path / "work"
@@ -138,6 +142,7 @@ def test_a_second_prediction_in_the_same_work_folder_waits_its_turn(runs, tmp_pa
     assert len(rows(tmp_path / "a.csv")) == 1 and not (tmp_path / "b.csv").exists()
 
 
+@pytest.mark.slow
 def test_weights_apply_with_media(runs, tmp_path):
     files = recordings(runs, tmp_path / "in", 2)
     values = {}
@@ -189,6 +194,7 @@ def test_window_counts_are_bounded_before_any_work(runs, tmp_path, window, hop, 
     assert time.perf_counter() - started < 60  # bounded work, not a wall-clock target
 
 
+@pytest.mark.slow
 def test_links_that_lead_nowhere_are_skipped_with_a_reason(runs, tmp_path, caplog):
     folder = tmp_path / "in"
     recordings(runs, folder, 1)
@@ -203,6 +209,7 @@ def test_links_that_lead_nowhere_are_skipped_with_a_reason(runs, tmp_path, caplo
     assert "gone.wav: skipped (a link that leads nowhere)" in caplog.text
 
 
+@pytest.mark.slow
 def test_files_of_one_name_in_two_folders_get_a_plot_each(runs, tmp_path):
     for sub in ("a", "b"):
         (tmp_path / "in" / sub).mkdir(parents=True)
@@ -215,6 +222,7 @@ def test_files_of_one_name_in_two_folders_get_a_plot_each(runs, tmp_path):
                                                                        "b__take.png"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_file_rewritten_with_the_same_size_and_time_gets_new_features(runs, tmp_path):
     clip = tmp_path / "in" / "clip.wav"
     clip.parent.mkdir()
@@ -319,6 +327,7 @@ def test_export_replaces_only_an_emi_model_folder(runs, tmp_path):
     one_line(result, "version 99")
 
 
+@pytest.mark.slow
 def test_an_export_of_a_local_backbone_carries_it_and_no_machine_path(sample_root, tiny_model_dir,
                                                                      tmp_path):  # fmt: skip
     backbone = shutil.copytree(tiny_model_dir, tmp_path / "my models" / "vad-small")
@@ -384,6 +393,7 @@ def test_a_full_or_read_only_place_is_one_line_and_leaves_nothing(runs, small_di
         subprocess.run(["umount", "-l", str(read_only)], check=False, capture_output=True)
 
 
+@pytest.mark.slow
 def test_stage_one_ends_with_a_killed_prediction(runs, tmp_path):
     """`kill -9` of `emi predict --media` takes its extraction step with it."""
     clip = tmp_path / "long.wav"

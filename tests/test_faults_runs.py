@@ -141,6 +141,7 @@ def test_non_finite_predictions_leave_the_old_submission_alone(synthetic, run, t
     assert out.read_text() == "an older submission\n"
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_refused_and_overwrite_replaces_it_whole(synthetic, tmp_path):
     out = tmp_path / "run"
     train(synthetic, out, "--epochs", "2", head="concat")
@@ -251,6 +252,7 @@ def edit(run_dir, how):
     config_path.write_text(json.dumps(config))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("how", "message"),
     [

@@ -30,6 +30,7 @@ def journal_of(cache):
     return cache.with_name(f"{cache.name}.streams") / "text.jsonl"
 
 
+@pytest.mark.slow
 def test_a_transcription_killed_twice_before_its_first_batch_resumes(wav_cache, tiny_whisper):  # noqa: F811
     """Real kills (SIGKILL) as soon as the journal exists, twice; then a run finishes."""
     folder, cache = wav_cache

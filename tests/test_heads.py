@@ -55,6 +55,7 @@ def metrics(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["ridge", "concat", "lstm"])
 def test_each_head_learns_and_beats_a_shuffled_label_control(synthetic, tmp_path, head):
     run_train(synthetic, head, tmp_path / "real")
@@ -76,6 +77,7 @@ def test_each_head_learns_and_beats_a_shuffled_label_control(synthetic, tmp_path
     assert config["labels"][3] == "Empathic Pain" and config["head"]["head"] == head
 
 
+@pytest.mark.slow
 def test_same_seed_repeats_exactly_and_another_seed_differs(synthetic, tmp_path):
     for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         run_train(synthetic, "concat", tmp_path / name, "--seed", seed, "--epochs", "5")
@@ -87,6 +89,7 @@ def test_same_seed_repeats_exactly_and_another_seed_differs(synthetic, tmp_path)
     ).read_text().splitlines()[1].split(",")[:4]
 
 
+@pytest.mark.slow
 def test_ema_follows_its_formula_and_is_what_is_saved(synthetic, tmp_path):
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
@@ -130,6 +133,7 @@ def test_ablation_switches_remove_inputs(synthetic, tmp_path):
     assert weights["mlp.1.weight"].shape[1] == 32  # LSTM state only, no global mean
 
 
+@pytest.mark.slow
 def test_vad_latent_supervised_free_and_off(synthetic, tmp_path):
     from emi_features.cache.reader import open_cache
     from emi_heads.training.config import TrainConfig, input_spec
@@ -157,6 +161,7 @@ def test_vad_latent_supervised_free_and_off(synthetic, tmp_path):
     assert latent_error["supervised"] < 0.5 * latent_error["free"], latent_error
 
 
+@pytest.mark.slow
 def test_final_model_on_train_plus_valid_without_validation(synthetic, tmp_path):
     args = [
         str(synthetic["cache"]),
@@ -262,6 +267,7 @@ def test_losses_parse_and_compute():
         parse_loss("mse+2*")
 
 
+@pytest.mark.slow
 def test_heads_adapt_to_a_cache_without_vad(tmp_path, caplog):
     from conftest import write_synthetic_cache
 
@@ -333,6 +339,7 @@ def test_lstm_padded_path_equals_packed_sequences():
     assert gradient[1, 1:].abs().max() == 0 and gradient[3, 9:].abs().max() == 0  # no padding
 
 
+@pytest.mark.slow
 def test_masked_attention_pooling_ignores_padding_and_learns(synthetic, tmp_path):
     """`--frame-pool attention` (concat-frames): a clip's vector comes from its own frames only
     — padding of any value changes nothing — and the head learns the synthetic labels."""

@@ -74,6 +74,7 @@ def own_runs(lab):
     return runs
 
 
+@pytest.mark.slow
 def test_every_head_trains_on_own_targets_and_records_its_task(lab, own_runs):
     for head, run in own_runs.items():
         config = json.loads((run / "config.json").read_text())

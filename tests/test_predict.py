@@ -66,6 +66,7 @@ def read_rows(path):
         return list(csv.reader(handle))
 
 
+@pytest.mark.slow
 def test_ensemble_is_the_mean_of_its_runs(synthetic, two_runs, tmp_path):
     outs = {}
     for name, runs in (("a", two_runs[:1]), ("b", two_runs[1:]), ("ab", two_runs)):

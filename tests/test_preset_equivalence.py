@@ -139,6 +139,7 @@ def concat_names(state: dict) -> dict:
     return renamed
 
 
+@pytest.mark.slow
 def test_concat_2026_trains_as_the_published_loop(synthetic, tmp_path, monkeypatch):
     ours = train_preset(synthetic, tmp_path, monkeypatch, "concat-2026")
 
@@ -150,6 +151,7 @@ def test_concat_2026_trains_as_the_published_loop(synthetic, tmp_path, monkeypat
     compare(synthetic, ours, model, concat_names, pooled, train_concat_fusion, "ema")
 
 
+@pytest.mark.slow
 def test_lstm_2024_trains_as_the_published_loop(synthetic, tmp_path, monkeypatch):
     width = 16 + 3  # frames ⊕ frame VAD; the published LSTM is as wide as its input (1027)
     ours = train_preset(

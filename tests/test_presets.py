@@ -144,6 +144,7 @@ def test_ema_without_warmup_and_the_correlation_ramp():
 OWN_SIZE = {"lstm-2024": ["--hidden", "24"], "concat-2026": ["--branch-dim", "32"]}  # its head's
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_train_with_a_preset_records_it_and_options_override(synthetic, tmp_path, name):
     out = tmp_path / name

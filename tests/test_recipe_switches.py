@@ -95,6 +95,7 @@ def test_unimodal_epochs_need_a_head_with_branches():
         train_branches_first(job)
 
 
+@pytest.mark.slow
 def test_every_layer_pooled_then_weighted(sample_root, tiny_model_dir, tmp_path):
     """`--layers all --pool stats` stores each hidden layer's clip mean and sd, as computed from
     the encoder's hidden states directly; `--layer-weights` learns a softmax weight per layer,

@@ -80,6 +80,7 @@ def test_bad_arguments_are_refused_in_one_line(sample_root, tmp_path):
     assert a_file.returncode == 2 and "is a file" in a_file.stderr.splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "extra", "head"),
     [
@@ -105,6 +106,7 @@ def test_a_recipe_runs_from_the_media_to_a_checked_submission(sample_root, tmp_p
         assert config["head"]["triplet_weight"] == 0.05
 
 
+@pytest.mark.slow
 def test_a_failed_step_resumes_and_a_re_run_skips_what_is_done(sample_root, tmp_path):
     """hallmen-2025 end to end, its training failing first (0 epochs) and then resumed."""
     out = tmp_path / "h"
@@ -219,6 +221,7 @@ def test_the_mimicmetrics_head_has_the_published_shapes():
     assert [type(m).__name__ for m in ours.fusion] == [type(m).__name__ for m in reference[3]]
 
 
+@pytest.mark.slow
 def test_the_audio_only_recipe_runs_its_preset_to_a_checked_submission(sample_root, tmp_path):
     out = tmp_path / "a"
     result = recipe("audio-2024", str(sample_root), "--out", str(out), "--set",

@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from conftest import extract_args, write_wav_folder
 
 from emi_features.cache.reader import open_cache
@@ -32,6 +33,7 @@ def cache_arrays(path):
         return cache.ids, cache.offsets, groups
 
 
+@pytest.mark.slow
 def test_kill_nine_mid_run_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
     folder = write_wav_folder(tmp_path / "clips", 60, 0.3, 1.5)
     out = tmp_path / "killed.h5"

@@ -37,6 +37,7 @@ def groups(path):
         return {g: cache.read(g) for g in ("frames", "frame_vad", "mean", "vad")}, cache.attrs
 
 
+@pytest.mark.slow
 def test_compiled_runtimes_give_the_eager_frames(clips, tiny_model_dir, tmp_path, caplog):
     caplog.set_level("INFO")
     extract(clips, tiny_model_dir, tmp_path / "torch.h5")

@@ -72,6 +72,7 @@ def test_loudness_carries_no_label_and_labels_follow_the_stated_function():
     assert np.abs(quiet).max() != pytest.approx(np.abs(loud).max(), rel=0.05)
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_beats_the_shuffled_control(tmp_path):
     """The README's main job on the bundled sample (as a smoke run, --fast): every head clears
     0.4 mean r on valid, at least 0.3 above the shuffled-label control; the submission passes

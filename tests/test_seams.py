@@ -56,6 +56,7 @@ def loaded(result: subprocess.CompletedProcess) -> set[str]:
     return set(filter(None, line.removeprefix("LOADED:").split(",")))
 
 
+@pytest.mark.slow
 def test_importing_stage_two_never_loads_transformers():
     code = (
         "import sys, emi_heads.cli.train, emi_heads.training.train, emi_heads.use.predict,"
@@ -67,6 +68,7 @@ def test_importing_stage_two_never_loads_transformers():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_help_argument_errors_and_check_answer_before_torch_loads(synthetic, tmp_path):
     commands = ("train", "predict", "extract", "transcribe", "embed-text")
     for args in (["--help"], *([name, "--help"] for name in commands)):
@@ -102,6 +104,7 @@ def test_emi_group_runs_each_tool():
         assert name in models.output
 
 
+@pytest.mark.slow
 def test_every_config_field_is_an_option_and_checked_before_the_cache(synthetic, tmp_path):
     from dataclasses import fields
 

@@ -90,6 +90,7 @@ def as_vision(config: dict, settings: dict, model: str) -> None:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_recorded_setting_cannot_turn_on_remote_code(base, tmp_path):
     marker = tmp_path / "ran"
     settings = {"fps": 5.0, "crop": "none", "trust_remote_code": "--quiet"}
@@ -106,6 +107,7 @@ def test_a_recorded_setting_cannot_turn_on_remote_code(base, tmp_path):
     assert not marker.exists() and not (tmp_path / "x.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_inside_the_model_runs_no_code_without_the_users_flag(base, tmp_path):
     """A valid recipe naming a model inside the folder that carries its own code: stage one
     runs, and transformers refuses the code because no --trust-remote-code was given."""
@@ -136,6 +138,7 @@ def test_a_model_outside_the_folder_is_refused(base, tmp_path, model):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_recorded_fingerprint_never_names_a_file(base, tmp_path):
     victim = tmp_path / "victim.h5"
     shutil.copy(base["cache"], victim)

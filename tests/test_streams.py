@@ -155,6 +155,7 @@ def test_a_stream_survives_extending_the_cache_with_another_split(sample_root, t
             assert not loaded.present[row] and (loaded.values[row] == 0).all()
 
 
+@pytest.mark.slow
 def test_inputs_choose_streams_and_predict_checks_their_fingerprint(cache, tmp_path):
     path, latents = cache
     np.savez(tmp_path / "good.npz", **{k: latents[i] for i, k in enumerate(IDS)})
@@ -181,6 +182,7 @@ def test_inputs_choose_streams_and_predict_checks_their_fingerprint(cache, tmp_p
     assert refused.exit_code == 1 and "holds other features under that name" in refused.output
 
 
+@pytest.mark.slow
 def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_path, caplog):
     from emi_features.audio.backbones import load_backbone
 
@@ -219,6 +221,7 @@ def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_p
     assert tiny.kind == "clip" and tiny.values.shape == (16, 128) and tiny.attrs["pooled"]
 
 
+@pytest.mark.slow
 def test_one_lstm_per_frame_stream(cache, tmp_path):
     import torch
     from safetensors.torch import load_file
@@ -272,6 +275,7 @@ def test_modality_dropout_blanks_streams_as_missing_clips_do():
     assert not torch.equal(text_blank, blank)  # each stream draws its own clips
 
 
+@pytest.mark.slow
 def test_a_head_trained_with_modality_dropout_predicts_clips_that_lack_a_stream(cache, tmp_path):
     """The stream carries the labels exactly but the valid clips lack it: the head trained with
     --modality-dropout falls back on the audio; the one trained without it does not."""
@@ -293,6 +297,7 @@ def test_a_head_trained_with_modality_dropout_predicts_clips_that_lack_a_stream(
     assert scores["0.5"] > scores["0"] + 0.01, scores  # measured 0.932 against 0.907
 
 
+@pytest.mark.slow
 def test_predict_and_runs_use_only_the_inputs_a_run_reads(cache, tmp_path):
     from emi_heads.experiments.compare import compare_runs
 
@@ -347,6 +352,7 @@ def test_stream_is_the_one_word_and_the_old_names_still_work_and_say_so(cache, t
         assert "--stream" in CliRunner().invoke(command, ["--help"]).output
 
 
+@pytest.mark.slow
 def test_a_stream_no_head_asks_for_is_never_read(cache, tmp_path, monkeypatch):
     """Training and prediction read the streams a head's settings name, nothing else: a cache
     holding a large stream the head never asks for costs it nothing."""

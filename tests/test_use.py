@@ -80,6 +80,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_predict_media_names_files_and_predicts_as_the_cache_does(trained, sample_root, tmp_path):
     from emi_heads import load_model
 
@@ -110,6 +111,7 @@ def test_predict_media_names_files_and_predicts_as_the_cache_does(trained, sampl
     assert len(read_rows(tmp_path / "again.csv")) == 5
 
 
+@pytest.mark.slow
 def test_intensities_over_time_with_a_plot_per_file(trained, sample_root, tmp_path):
     long_clip = max((sample_root / "audio").iterdir(), key=lambda p: p.stat().st_size)
     shutil.copy(long_clip, tmp_path / "long talk.mp3")
@@ -124,6 +126,7 @@ def test_intensities_over_time_with_a_plot_per_file(trained, sample_root, tmp_pa
     assert (tmp_path / "time-plots" / "long talk.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_the_python_api_as_a_user_imports_it(trained, sample_root, tmp_path):
     renamed_recordings(sample_root, tmp_path / "mine")
     script = f"""
@@ -142,6 +145,7 @@ print(sum(bool(r) for r in result.reasons))
     assert done.stdout.split("\n")[:2] == ["True (5, 6) True", "2"]
 
 
+@pytest.mark.slow
 def test_an_exported_model_folder_predicts_the_same_anywhere(trained, sample_root, tmp_path):
     model = tmp_path / "model"
     invoke(export_command, trained["ridge"], trained["concat"], "--out", model)
@@ -165,6 +169,7 @@ def test_an_exported_model_folder_predicts_the_same_anywhere(trained, sample_roo
     assert [r["Joy"] for r in first] == [r["Joy"] for r in second] and first[0]["Joy"]
 
 
+@pytest.mark.slow
 def test_media_that_cannot_be_predicted_is_one_line(trained, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

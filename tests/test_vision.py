@@ -64,6 +64,7 @@ def test_video_frames_become_a_stream_at_the_chosen_rate(tmp_path, tiny_vit, cap
     assert counts[3] == 0 and not stream.mean[3].any()
 
 
+@pytest.mark.slow
 def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tiny_vit, caplog):
     caplog.set_level("INFO")
     folder = tmp_path / "clips"

@@ -44,6 +44,7 @@ def predict_to(out, *runs, cache=None, extra=()):
 FAST = ("--epochs", "4", "--lr", "3e-3", "--min-steps", "0")
 
 
+@pytest.mark.slow
 def test_seeds_in_one_process_and_predict_ensembles_the_parent(synthetic, tmp_path):
     parent = tmp_path / "seeds"
     result = invoke(train_command, *base(synthetic, parent, *FAST, "--seeds", "0,1"))
@@ -60,6 +61,7 @@ def test_seeds_in_one_process_and_predict_ensembles_the_parent(synthetic, tmp_pa
     np.testing.assert_allclose(both[inside], ((one + two) / 2)[inside], atol=2e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["ridge", "concat"])
 def test_folds_give_out_of_fold_predictions_and_a_refit_with_the_chosen_setting(
     synthetic, tmp_path, head
@@ -89,6 +91,7 @@ def test_folds_give_out_of_fold_predictions_and_a_refit_with_the_chosen_setting(
         assert refit["train"]["epochs"] == round(statistics.median(chosen))
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_the_grid_and_compares(synthetic, tmp_path):
     parent = tmp_path / "sweep"
     result = invoke(
@@ -107,6 +110,7 @@ def test_a_sweep_runs_the_grid_and_compares(synthetic, tmp_path):
     assert bad.exit_code == 2 and "KEY=V1,V2,... with KEY one of" in bad.output
 
 
+@pytest.mark.slow
 def test_runs_table_sorts_groups_seeds_and_writes_csv_and_png(synthetic, tmp_path):
     invoke(train_command, *base(synthetic, tmp_path / "runs" / "c", *FAST, "--seeds", "0,1,2"))
     invoke(train_command, *base(synthetic, tmp_path / "runs" / "ridge", head="ridge"))
@@ -153,6 +157,7 @@ def two_caches(synthetic, tmp_path_factory):
     return {"other": other, **runs}
 
 
+@pytest.mark.slow
 def test_ensembles_across_caches_with_fixed_and_fitted_weights(synthetic, two_caches, tmp_path):
     a, b = two_caches["a"], two_caches["b"]
     common = ["--ids", synthetic["valid"]]
@@ -182,6 +187,7 @@ def test_fitted_weights_favour_the_informative_run(synthetic, two_caches, caplog
     assert (weights[0] > 0.8).sum() >= 5, weights
 
 
+@pytest.mark.slow
 def test_from_a_run_repeats_it_and_set_overrides(synthetic, tmp_path):
     first = tmp_path / "first"
     invoke(train_command, *base(synthetic, first, *FAST, "--seed", "3"))
@@ -199,6 +205,7 @@ def test_from_a_run_repeats_it_and_set_overrides(synthetic, tmp_path):
     assert short["train"]["epochs"] == 2 and short["train"]["seed"] == 3
 
 
+@pytest.mark.slow
 def test_what_a_user_sees_ridge_undertraining_and_tensorboard(synthetic, tmp_path, caplog):
     caplog.set_level("INFO")
     invoke(train_command, *base(synthetic, tmp_path / "ridge", head="ridge"))
