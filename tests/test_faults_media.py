@@ -4,6 +4,7 @@ line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -344,6 +345,12 @@ def test_an_export_of_a_local_backbone_carries_it_and_no_machine_path(sample_roo
             assert str(tmp_path) not in path.read_text(), path
     moved = shutil.copytree(model, tmp_path / "elsewhere" / "model")
     shutil.rmtree(tmp_path / "my models")  # the copy is what loads
+    kept = invoke(predict_command, run, "--cache", cache, "--ids", sample_root / "test_split.csv",
+                  "--out", tmp_path / "s.csv")  # fmt: skip
+    assert kept.exit_code == 0, kept.output  # the run itself still predicts from its cache
+    gone = invoke(predict_command, run, "--media", next((sample_root / "audio").glob("*.mp3")),
+                  "--out", tmp_path / "y.csv")  # fmt: skip
+    assert gone.exit_code == 1 and "vad-small" in gone.output  # its features: one line why
     clip = next((sample_root / "audio").glob("*.mp3"))
     result = invoke(predict_command, "--model", moved, "--media", clip, "--out",
                     tmp_path / "x.csv", "--quiet")  # fmt: skip
@@ -353,13 +360,10 @@ def test_an_export_of_a_local_backbone_carries_it_and_no_machine_path(sample_roo
 
 def fill(path: Path) -> None:
     """Write `path` until its file system is full."""
-    try:
-        with path.open("wb") as handle:
-            while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
-    except OSError:  # the write, or the close's flush
-        pass
+    with contextlib.suppress(OSError), path.open("wb") as handle:  # the write or its flush
+        while True:
+            handle.write(b"\0" * 4096)
+            handle.flush()
 
 
 def test_a_full_or_read_only_place_is_one_line_and_leaves_nothing(runs, small_disk, tmp_path):

@@ -215,6 +215,8 @@ class EmiModel:
         recipes: dict[str, RecipeSpec] = {}
         for run, (_, config) in self.runs.items():
             recipe = self._recipes[run]
+            if isinstance(recipe, RunError):
+                raise recipe
             if recipe is None:
                 raise RunError(
                     f"{run} does not record how its features were made (trained before emi "
@@ -225,9 +227,11 @@ class EmiModel:
         return recipes
 
 
-def _run_recipe(run: Path, config: dict) -> RecipeSpec | None:
-    """The run's recorded stage-one recipe, checked against the schema (one line if not); an
-    exported folder's models only by hub id, built-in name or a folder inside it."""
+def _run_recipe(run: Path, config: dict) -> RecipeSpec | RunError | None:
+    """The run's recorded stage-one recipe, checked against the schema; an exported folder's
+    models only by hub id, built-in name or a folder inside it. A received (exported) folder
+    outside the schema is refused at once; a run of this machine's whose recipe no longer holds
+    (its backbone folder moved) still predicts from caches, and says why at `--media`."""
     recipe = config["cache"].get("recipe")
     if recipe is None:
         return None
@@ -237,7 +241,9 @@ def _run_recipe(run: Path, config: dict) -> RecipeSpec | None:
     try:
         return parse_recipe(recipe, place, f"{run / CONFIG}: cache.recipe", reads)
     except RecipeSchemaError as error:
-        raise RunError(str(error)) from None
+        if exported:
+            raise RunError(str(error)) from None
+        return RunError(str(error))
 
 
 def _number(seconds: float) -> str:
