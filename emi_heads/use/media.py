@@ -13,14 +13,10 @@ the only place anything is ever removed — and there only the links and window 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
 import re
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,10 +195,11 @@ def cut_windows(paths: list[Path], folder: Path, window: float, hop: float) -> M
 
 
 def run_stage_one(commands: list[list[str]], progress: bool, cwd: Path | None = None) -> None:
-    """Each command as `python -m emi_heads ...` (the `emi` group), its output passing through,
-    run in `cwd` (the work folder: a recorded hub id never meets a folder of the user's). A
-    step ends with this process however it ends (`kill -9` included: the kernel's parent-death
-    signal on Linux), its cache keeping what it committed."""
+    """Each command as the `emi` step a user would type (`cli.steps.run_command`: a subprocess
+    that ends with this process, `kill -9` included), its output passing through, run in `cwd`
+    (the work folder: a recorded hub id never meets a folder of the user's)."""
+    from emi_heads.cli.steps import StepFailed, run_command
+
     seen: set[tuple[str, ...]] = set()
     for command in commands:
         if tuple(command) in seen:  # a transcription shared by two text streams
@@ -210,21 +207,8 @@ def run_stage_one(commands: list[list[str]], progress: bool, cwd: Path | None = 
         seen.add(tuple(command))
         log.info("$ emi %s", " ".join(command))
         quiet = [] if progress else ["--quiet"]
-        child = subprocess.Popen([sys.executable, "-m", "emi_heads", *command, *quiet],
-                                 cwd=cwd, preexec_fn=_end_with_parent)  # fmt: skip
         try:
-            returncode = child.wait()
-        except BaseException:
-            child.terminate()
-            child.wait()
-            raise
-        if returncode != 0:
-            raise MediaError(f"emi {command[0]} failed (exit {returncode}); see above")
-
-
-def _end_with_parent() -> None:
-    """In the child, before it runs: SIGTERM when the parent dies (Linux `prctl`)."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: Ctrl-C reaches the group
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            run_command(f"emi-{command[0]}", [*command[1:], *quiet], show=False, cwd=cwd)
+        except StepFailed as error:
+            raise MediaError(f"emi {command[0]} failed (exit {error.returncode}); see "
+                             "above") from None  # fmt: skip
