@@ -24,6 +24,7 @@ from emi_heads.training.rundir import CONFIG, WEIGHTS, RunError, run_task
 log = logging.getLogger(__name__)
 HELD_OUT = ("valid_predictions.csv", "oof_predictions.csv")
 MODEL_INDEX = "emi-model.json"  # an exported model folder: its members and their runs
+MODEL_FORMAT = "emi-model"  # emi-model.json's `format`
 MODEL_VERSIONS = (1,)  # the emi-model.json format versions this emi reads
 MIN_FIT_CLIPS = 10
 
@@ -60,9 +61,9 @@ def _exported_members(folder: Path) -> list[Member]:
         members = [Member(folder, [folder / name for name in runs]) for runs in index["members"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunError(f"{folder / MODEL_INDEX}: not a model index ({error})") from None
-    if index.get("format") != "emi-model" or index.get("format_version") not in MODEL_VERSIONS:
+    if index.get("format") != MODEL_FORMAT or index.get("format_version") not in MODEL_VERSIONS:
         raise RunError(f"{folder / MODEL_INDEX}: format {index.get('format')!r} version "
-                       f"{index.get('format_version')!r}; this emi reads emi-model version "
+                       f"{index.get('format_version')!r}; this emi reads {MODEL_FORMAT} version "
                        f"{', '.join(map(str, MODEL_VERSIONS))}")  # fmt: skip
     outside = [r for m in members for r in m.runs if r.resolve().parent != folder.resolve()]
     if outside or not members or not all(m.runs for m in members):

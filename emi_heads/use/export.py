@@ -28,7 +28,13 @@ from emi_features.extraction.remake import (
 from emi_heads.heads.reads import streams_read
 from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.rundir import CONFIG, METRICS, WEIGHTS, RunError, read_run_config
-from emi_heads.use.ensemble import MODEL_INDEX, MODEL_VERSIONS, common_task, expand_members
+from emi_heads.use.ensemble import (
+    MODEL_FORMAT,
+    MODEL_INDEX,
+    MODEL_VERSIONS,
+    common_task,
+    expand_members,
+)
 
 
 def export_model(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
@@ -76,7 +82,7 @@ def _is_model_folder(folder: Path) -> bool:
         index = json.loads((folder / MODEL_INDEX).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return folder.is_dir() and isinstance(index, dict) and index.get("format") == "emi-model"
+    return folder.is_dir() and isinstance(index, dict) and index.get("format") == MODEL_FORMAT
 
 
 def _write_folder(staging: Path, members: list) -> None:
@@ -96,11 +102,11 @@ def _write_folder(staging: Path, members: list) -> None:
             configs[name] = portable_config(config, moved)
             (staging / name / CONFIG).write_text(json.dumps(configs[name], indent=2) + "\n")
             index[-1].append(name)
-    header = {"format": "emi-model", "format_version": MODEL_VERSIONS[-1]}
+    header = {"format": MODEL_FORMAT, "format_version": MODEL_VERSIONS[-1]}
     task = common_task(list(configs.values()))
     index_data = {**header, "labels": list(task.targets), "members": index}
     (staging / MODEL_INDEX).write_text(json.dumps(index_data, indent=2) + "\n")
-    (staging / "README.md").write_text(model_card(configs, staging))
+    (staging / "README.md").write_text(model_card(configs, staging, task))
 
 
 def _carry_local_models(run: Path, config: dict[str, Any], staging: Path) -> dict[str, str]:
@@ -211,11 +217,10 @@ def _what_it_predicts(task: Task, metric: str, version: str) -> list[str]:
             f"`{task.id_column}`. Made with emi {version}."]  # fmt: skip
 
 
-def model_card(configs: dict[str, dict[str, Any]], folder: Path) -> str:
+def model_card(configs: dict[str, dict[str, Any]], folder: Path, task: Task) -> str:
     """README.md: the Hugging Face metadata block, then what the model is and needs."""
     needed = models_needed(configs, folder)
     research_only = any("NC" in licence for licence in needed.values())
-    task = common_task(list(configs.values()))
     rows = _score_rows(configs, folder, task)
     metric = {"pearson": "Pearson r", "ccc": "concordance correlation (CCC)"}[task.metric]
     first = next(iter(configs.values()))
