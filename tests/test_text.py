@@ -354,3 +354,48 @@ def test_tiny_random_is_an_encoder_everywhere_and_offline_never_asks_the_hub(
     assert marker.exists()  # asked for explicitly: the folder's code ran (and failed: one line)
     assert trusted.exit_code == 1 and "Traceback" not in trusted.output
     invoke(embed_text_command, cache, "--model", custom, ok=False)  # the next command: off again
+
+
+def test_cls_pooling_dropped_special_tokens_and_a_stand_in_for_empty_transcripts(
+    wav_cache, tiny_bert, tmp_path
+):
+    """The 8th ABAW winner's text vector (the first token's last state) and CASIA's token
+    stream (special tokens dropped, an empty transcript embedded as "[EMPTY]"), each checked
+    against the encoder run by hand; the settings are recorded and made again by remake."""
+    from transformers import BertModel, BertTokenizer
+
+    from emi_features.extraction.remake import ModelPlace, parse_recipe
+    from emi_features.extraction.remake_steps import fields_flags
+    from emi_features.text.settings import TextSettings
+
+    folder, cache = wav_cache
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("Filename,text\n0,hello world\n1,dark tone low\n2,\n")
+    invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
+    invoke(embed_text_command, cache, "--model", tiny_bert, "--stream", "cls", "--pooling", "cls")
+    invoke(embed_text_command, cache, "--model", tiny_bert, "--stream", "casia", "--tokens",
+           "--special-tokens", "drop", "--empty-text", "[EMPTY]")  # fmt: skip
+    tokenizer, model = BertTokenizer.from_pretrained(tiny_bert), BertModel.from_pretrained(tiny_bert)
+
+    def states(text: str) -> torch.Tensor:
+        with torch.no_grad():
+            return model(**tokenizer([text], return_tensors="pt")).last_hidden_state[0]
+
+    with open_cache(cache) as opened:
+        cls, pooled, tokens = opened.stream("cls"), opened.stream("casia"), opened.stream("casia-tokens")
+        recipe = opened.recipe()
+    np.testing.assert_allclose(cls.values[1], states("dark tone low")[0].numpy(), atol=1e-5)
+    assert cls.attrs["pooling"] == "cls" and cls.present.tolist() == [True, True, False, False]
+    assert pooled.present.tolist() == [True, True, True, False]  # "[EMPTY]" stands in for clip 2
+    np.testing.assert_allclose(pooled.values[2], states("[EMPTY]").mean(0).numpy(), atol=1e-5)
+    lengths = np.diff(tokens.offsets).tolist()
+    assert lengths[:2] == [2, 3]  # [CLS] and [SEP] dropped: the words' states only
+    rows = tokens.frames[tokens.offsets[1] : tokens.offsets[2]].astype(np.float32)
+    np.testing.assert_allclose(rows, states("dark tone low")[1:-1].numpy(), atol=2e-3)
+    assert json.loads(tokens.attrs["settings"]) == {
+        "pooling": "auto", "special_tokens": "drop", "empty_text": "[EMPTY]"}  # fmt: skip
+    stream = parse_recipe(recipe, ModelPlace(tmp_path), "cache").streams["casia-tokens"]
+    assert stream.tokens and fields_flags(TextSettings, stream.settings) == [
+        "--pooling", "auto", "--special-tokens", "drop", "--empty-text", "[EMPTY]"]  # fmt: skip
+    bad = invoke(embed_text_command, cache, "--model", tiny_bert, "--empty-text", "x" * 80, ok=False)
+    assert bad.exit_code == 2 and "--empty-text must be printable" in bad.output

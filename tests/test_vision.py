@@ -146,3 +146,31 @@ def test_a_portrait_phone_video_is_sampled_upright(tmp_path):
     frame = next(sample_frames(path, 5.0))
     assert frame.shape == (32, 16, 3)  # portrait
     assert frame[:8, :, 0].mean() > 200 and frame[12:, :, 0].mean() < 50  # white on top
+
+
+def test_frame_pooling_mean_is_the_mean_of_every_token(tiny_vit):
+    """`--frame-pooling mean`: each sample is the mean of the last hidden state over every
+    token, [CLS] and patches (the 8th ABAW winner's extract_google.py), not its [CLS]."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModel
+
+    from emi_features.core.devices import resolve_device
+    from emi_features.vision.encode import ImageEncoder, VisionSettings
+
+    images = [np.random.default_rng(k).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+              for k in range(3)]  # fmt: skip
+    device = resolve_device("cpu")
+    mean = ImageEncoder(str(tiny_vit), device=device, pooling="mean")
+    cls = ImageEncoder(str(tiny_vit), device=device)
+    network, processor = AutoModel.from_pretrained(tiny_vit), AutoImageProcessor.from_pretrained(tiny_vit)
+    with torch.no_grad():
+        states = network(**processor(images=images, return_tensors="pt")).last_hidden_state
+    assert states.shape[1] > 1  # [CLS] and the patches
+    np.testing.assert_allclose(mean.embed(images), states.mean(1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(cls.embed(images), states[:, 0].numpy(), atol=1e-5)
+    assert mean.fingerprint != cls.fingerprint
+    with pytest.raises(ValueError, match="settings.frame_pooling: 'max' is not one of cls, mean"):
+        from emi_features.extraction.remake import checked_settings
+
+        checked_settings("vision", {"frame_pooling": "max"}, "stream")
+    assert VisionSettings().frame_pooling == "cls"

@@ -5,8 +5,11 @@ Options are parsed before anything heavy loads; each command calls one library f
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import click
 
+from emi_features.core.dataclass_options import dataclass_options
 from emi_features.core.logs import setup_logging
 from emi_features.core.models import ASR_MODEL_ID, TEXT_MODEL_ID
 from emi_features.core.options import (
@@ -16,6 +19,7 @@ from emi_features.core.options import (
     stream_option,
     trust_option,
 )
+from emi_features.text.settings import TextSettings
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
@@ -88,6 +92,7 @@ def transcribe_command(input_path: str, out: str, verbose: bool, quiet: bool, **
     default=None,
     help="Truncate each transcript to N tokens  [default: the encoder's own limit]",
 )
+@dataclass_options(TextSettings)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Texts per batch.")
 @device_option
 @click.option("--overwrite", is_flag=True, help="Replace streams of that name.")
@@ -100,13 +105,18 @@ def embed_text_command(cache: str, stream: str, verbose: bool, quiet: bool, **op
     \b
     emi embed-text vad.h5                                    # a multilingual sentence encoder
     emi embed-text vad.h5 --model FacebookAI/xlm-roberta-large --stream xlmr --tokens
+    emi embed-text vad.h5 --model thenlper/gte-large --stream gte --pooling cls
     """
     setup_logging(verbose)
     from emi_features.extraction.runner import USER_ERRORS
     from emi_features.text.embed import embed_text
 
     try:
-        summary = embed_text(cache, name=stream, **options)
+        settings = TextSettings(**{f.name: options.pop(f.name) for f in fields(TextSettings)})
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        summary = embed_text(cache, name=stream, settings=settings, **options)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emi_features.extraction.registry import MODALITIES, modality_class
+from emi_features.text.settings import TextSettings
 
 # a hub id (`owner/name`, or a legacy `name`) or a built-in name: nothing that walks a path
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
@@ -200,6 +201,9 @@ def _stream(name: str, attrs: dict, place: ModelPlace, label: str) -> StreamSpec
             **common, producer="embed-text", model=_model(recorded, place, f"{label}: model"),
             tokens=attrs.get("unit") == "token" or name.endswith("-tokens"),
             max_tokens=None if maximum is None else int(maximum), medium="text",
+            settings=checked_fields(
+                TextSettings, _object(_json_object(attrs.get("settings"), label),
+                                      f"{label}: settings"), label, "emi embed-text"),
         )  # fmt: skip
     return StreamSpec(**common, producer="imported", medium="imported")
 
@@ -209,11 +213,7 @@ def _recorded_modality(attrs: dict, source: str, label: str) -> tuple[str, dict[
     recorded, vision's from its frame rate and crop, else audio's."""
     if "modality" in attrs:
         modality = _choice(attrs["modality"], tuple(MODALITIES), f"{label}: modality")
-        raw = attrs.get("settings") or "{}"
-        try:
-            settings = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            raise RecipeSchemaError(f"{label}: settings is not JSON") from None
+        settings = _json_object(attrs.get("settings"), label)
     elif source.startswith("emi-extract --modality vision"):
         modality = "vision"
         settings = {"fps": attrs.get("frame_rate"), "crop": attrs.get("crop", "none")}
@@ -222,16 +222,30 @@ def _recorded_modality(attrs: dict, source: str, label: str) -> tuple[str, dict[
     return modality, checked_settings(modality, _object(settings, f"{label}: settings"), label)
 
 
+def _json_object(raw: Any, label: str) -> Any:
+    """A recorded `settings` attribute (JSON text, or absent: none recorded) as a value."""
+    try:
+        return json.loads(raw or "{}") if isinstance(raw, str) or raw is None else raw
+    except ValueError:
+        raise RecipeSchemaError(f"{label}: settings is not JSON") from None
+
+
 def checked_settings(modality: str, settings: dict, label: str) -> dict[str, Any]:
-    """`settings` as the modality's own settings class takes them: only its fields, each of its
-    type (a Literal one of its choices), its ranges checked by the class; JSON-ready."""
-    settings_class = modality_class(modality).settings
+    """`settings` as the modality's own settings class takes them (`checked_fields`)."""
+    return checked_fields(modality_class(modality).settings, settings, label,
+                          f"--modality {modality}")  # fmt: skip
+
+
+def checked_fields(settings_class: type, settings: dict, label: str, owner: str) -> dict[str, Any]:
+    """`settings` as `settings_class` takes them: only its fields, each of its type (a Literal
+    one of its choices), its ranges checked by the class; JSON-ready. `owner`: what the
+    settings belong to, for the message (`--modality vision`, `emi embed-text`)."""
     hints = typing.get_type_hints(settings_class)
     known = {f.name for f in fields(settings_class)}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise RecipeSchemaError(f"{label}: {', '.join(map(str, unknown))} is not a setting of "
-                                f"--modality {modality} (its settings: "
+                                f"{owner} (its settings: "
                                 f"{', '.join(sorted(known)) or 'none'})")  # fmt: skip
     values = {k: _typed(v, hints[k], f"{label}: settings.{k}") for k, v in settings.items()}
     try:

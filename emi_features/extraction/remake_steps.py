@@ -12,6 +12,7 @@ from typing import Any
 
 from emi_features.extraction.registry import modality_class
 from emi_features.extraction.remake import RecipeSpec, StreamSpec
+from emi_features.text.settings import TextSettings
 
 
 class RemakeError(ValueError):
@@ -51,8 +52,8 @@ def _stream_commands(stream: StreamSpec, spec: RecipeSpec, source: Path,
         limit = [] if stream.max_tokens is None else ["--max-tokens", str(stream.max_tokens)]
         return [["transcribe", str(source), "--model", spec.resolved(spec.asr_model), *common],
                 ["embed-text", str(cache), "--model", spec.resolved(str(stream.model)),
-                 "--stream", base,
-                 *(["--tokens"] if stream.tokens else []), *limit, "--overwrite"]]  # fmt: skip
+                 "--stream", base, *(["--tokens"] if stream.tokens else []), *limit,
+                 *fields_flags(TextSettings, stream.settings), "--overwrite"]]  # fmt: skip
     if stream.producer == "embed-text":
         raise RemakeError(
             f"the stream features/{stream.name} was embedded from imported transcripts: no "
@@ -67,10 +68,15 @@ def _stream_commands(stream: StreamSpec, spec: RecipeSpec, source: Path,
 
 
 def settings_flags(modality: str, settings: dict[str, Any]) -> list[str]:
-    """A modality's validated settings as its `emi extract` options (`--fps 5.0`, a switch as
-    `--x`/`--no-x`), named by the settings class, never by a recorded key."""
+    """A modality's validated settings as its `emi extract` options (`fields_flags`)."""
+    return fields_flags(modality_class(modality).settings, settings)
+
+
+def fields_flags(settings_class: type, settings: dict[str, Any]) -> list[str]:
+    """Validated settings as the options of the command `settings_class` belongs to (`--fps
+    5.0`, a switch as `--x`/`--no-x`), named by the settings class, never by a recorded key."""
     flags: list[str] = []
-    for item in fields(modality_class(modality).settings):
+    for item in fields(settings_class):
         if item.name not in settings:
             continue
         flag = item.metadata.get("flag", item.name).replace("_", "-")

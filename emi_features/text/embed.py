@@ -6,7 +6,10 @@ L2-normalised when it has a Normalize module); any other encoder by the mean of 
 state over the attention mask. A clip with no transcript, or an empty one (silence,
 non-speech), is recorded as missing from the stream, never embedded from an empty string. With
 `tokens`, the per-token states also become the frame stream `NAME-tokens` (unit "token": one
-row per token, never cropped by seconds).
+row per token, never cropped by seconds). `TextSettings` (`text.settings`) choose the pooling
+(the first token's state, as the 8th ABAW EMI winner read its text encoder), whether the token
+stream keeps the special tokens, and a text that stands in for an empty transcript (CASIA's
+"[EMPTY]").
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from emi_features.cache.reader import CacheError, open_cache
 from emi_features.cache.streams import check_stream_name, clip_stream, frame_stream
 from emi_features.core.hub import TINY_RANDOM, load_error, pretrained_options, resolve_model
 from emi_features.core.models import TEXT_MODEL_ID
+from emi_features.text.settings import TextSettings
 
 log = logging.getLogger(__name__)
 MAX_TOKENS = 512
@@ -80,6 +84,7 @@ class TextEncoder:
         device: torch.device,
         offline: bool = False,
         max_tokens: int | None = None,
+        settings: TextSettings = TextSettings(),
     ):
         import transformers
         from transformers import AutoModel, AutoTokenizer
@@ -92,22 +97,28 @@ class TextEncoder:
             self.network = AutoModel.from_pretrained(model, **options).eval().to(device)
         except (OSError, ValueError) as error:
             raise load_error(model, "text", offline, error, [TINY_RANDOM]) from error
-        if Path(model).is_dir():
+        if settings.pooling != "auto":
+            self.pooling, self.normalise = settings.pooling, False
+        elif Path(model).is_dir():
             self.pooling, self.normalise = sentence_pooling(model)
         else:
             self.pooling, self.normalise = "mean", False
+        self.drop_special = settings.special_tokens == "drop"
         self.device = device
         self.max_tokens = token_limit(self.tokenizer.model_max_length, self.network.config)
         if max_tokens is not None:  # a recipe's own limit (the 8th ABAW winner: 128)
             self.max_tokens = min(self.max_tokens, max_tokens)
         self.hidden_size = int(self.network.config.hidden_size)
-        self.fingerprint = state_fingerprint(self.network, self.pooling, self.normalise)
+        made_as = ("drop-special",) if self.drop_special else ()  # earlier streams: unchanged
+        self.fingerprint = state_fingerprint(self.network, self.pooling, self.normalise, *made_as)
 
     @torch.inference_mode()
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
         batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        ).to(self.device)
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt",
+            return_special_tokens_mask=self.drop_special,
+        ).to(self.device)  # fmt: skip
+        special = batch.pop("special_tokens_mask", None)
         states = self.network(**batch).last_hidden_state.float()
         if getattr(self.network.config, "model_type", "") in SEQUENCE_FIRST:
             states = states.transpose(0, 1)
@@ -119,7 +130,11 @@ class TextEncoder:
             pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         if self.normalise:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        tokens = [states[k, mask[k]].cpu().numpy() for k in range(len(texts))]
+        kept = mask
+        if special is not None:  # as CASIA's extractor: a text of nothing else keeps them
+            plain = mask & ~special.bool()
+            kept = torch.where(plain.any(dim=1, keepdim=True), plain, mask)
+        tokens = [states[k, kept[k]].cpu().numpy() for k in range(len(texts))]
         return pooled.cpu().numpy(), tokens
 
 
@@ -149,9 +164,11 @@ def embed_text(
     overwrite: bool = False,
     offline: bool = False,
     max_tokens: int | None = None,
+    settings: TextSettings = TextSettings(),
 ) -> dict[str, int]:
     """Embed /text into /features/NAME (and NAME-tokens); a summary of what was written.
-    `max_tokens`: truncate each transcript to that many tokens (default: the encoder's limit)."""
+    `max_tokens`: truncate each transcript to that many tokens (default: the encoder's limit);
+    `settings`: the pooling, the special tokens, the stand-in for an empty transcript."""
     from emi_features.core.devices import default_device, resolve_device
 
     cache_path = Path(cache_path)
@@ -164,18 +181,22 @@ def embed_text(
         raise CacheError(f"{cache_path} has no transcripts: run `emi transcribe` first")
     refuse_existing(cache_path, [name, f"{name}-tokens"] if tokens else [name], overwrite)
     encoder = TextEncoder(model, device=resolve_device(device or default_device()),
-                          offline=offline, max_tokens=max_tokens)  # fmt: skip
-    rows = [
-        k
-        for k, (p, t) in enumerate(zip(transcripts.present, transcripts.text, strict=True))
-        if p and t.strip()
-    ]
-    values, token_states = _encode_rows(encoder, transcripts.text, rows, len(ids), batch_size)
+                          offline=offline, max_tokens=max_tokens, settings=settings)  # fmt: skip
+    texts = list(transcripts.text)
+    said = [bool(p and t.strip()) for p, t in zip(transcripts.present, texts, strict=True)]
+    empty = int(transcripts.present.sum()) - sum(said)
+    if settings.empty_text:  # an empty transcript is embedded as the stand-in
+        texts = [t if s or not p else settings.empty_text
+                 for t, s, p in zip(texts, said, transcripts.present, strict=True)]  # fmt: skip
+        said = [bool(p) for p in transcripts.present]
+    rows = [k for k, s in enumerate(said) if s]
+    values, token_states = _encode_rows(encoder, texts, rows, len(ids), batch_size)
     present = np.zeros(len(ids), dtype=bool)
     present[rows] = True
-    empty = int(transcripts.present.sum()) - len(rows)
     if empty:
-        log.info("%d clip(s) have an empty transcript: recorded as missing from %s", empty, name)
+        log.info("%d clip(s) have an empty transcript: %s", empty,
+                 f"embedded as {settings.empty_text!r}" if settings.empty_text
+                 else f"recorded as missing from {name}")  # fmt: skip
     attrs = {
         "source": f"emi embed-text --model {model}",
         "producer": "embed-text",
@@ -183,6 +204,7 @@ def embed_text(
         "fingerprint": encoder.fingerprint,
         "pooling": encoder.pooling,
         "max_tokens": encoder.max_tokens,
+        "settings": json.dumps(settings.to_dict()),
         "transcripts": transcripts.attrs.get("source", ""),
     }
     pooled_rows = [values[k] if present[k] else None for k in range(len(ids))]

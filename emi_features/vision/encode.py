@@ -5,10 +5,12 @@ runner into a side cache that `extraction.side_stream` attaches as `/features/NA
 Each clip's video track is sampled at `fps`: sample k (from 0, while k / fps is inside the
 clip) is the last decoded frame shown at time k / fps, so the stream's frame rate is exactly
 `fps` whatever the source's. A Hugging Face image encoder (ViT, or the vision tower of CLIP)
-embeds each sample; the stream holds its [CLS] token, (T, D) float16 at `fps` frames/s, and its
-clip mean. With `crop="face"` each sample is cropped to the largest face OpenCV's frontal-face
-Haar cascade finds (a sample with no face is kept whole, and counted); OpenCV is then needed.
-Clips without a video track are recorded as skipped, so they are missing from the stream.
+embeds each sample; the stream holds its [CLS] token (or, with `frame_pooling="mean"`, the mean
+of all its tokens, as the 8th ABAW EMI winner read ViT-H), (T, D) float16 at `fps` frames/s,
+and its clip mean. With `crop="face"` each sample is cropped to the largest face OpenCV's
+frontal-face Haar cascade finds (a sample with no face is kept whole, and counted); OpenCV is
+then needed. Clips without a video track are recorded as skipped, so they are missing from
+the stream.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from emi_features.extraction.modality import Modality, SkipClip
 
 log = logging.getLogger(__name__)
 IMAGES_PER_BATCH = 32
+LAYER_OF = {"cls": "cls", "mean": "token-mean"}  # frame_pooling -> the stream's `layer`
 
 
 class NoVideoError(ValueError):
@@ -37,9 +40,10 @@ class NoVideoError(ValueError):
 
 
 class ImageEncoder:
-    """A Hugging Face image model's [CLS] embedding: (N, H, W, 3) uint8 RGB -> (N, D) float32."""
+    """A Hugging Face image model's [CLS] embedding, or the mean of its last hidden state over
+    every token (`pooling="mean"`): (N, H, W, 3) uint8 RGB -> (N, D) float32."""
 
-    def __init__(self, model: str, *, device: Any, offline: bool = False):
+    def __init__(self, model: str, *, device: Any, offline: bool = False, pooling: str = "cls"):
         import transformers
         from transformers import AutoImageProcessor, AutoModel
 
@@ -60,7 +64,8 @@ class ImageEncoder:
         self.network = network.eval().to(device)
         self.device = device
         self.hidden_size = int(network.config.hidden_size)
-        self.fingerprint = state_fingerprint(network, type(network).__name__, "cls")
+        self.pooling = pooling
+        self.fingerprint = state_fingerprint(network, type(network).__name__, LAYER_OF[pooling])
 
     def embed(self, images: list[np.ndarray]) -> np.ndarray:
         import torch
@@ -68,7 +73,9 @@ class ImageEncoder:
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             output = self.network(pixel_values=pixels.to(self.device))
-        return output.last_hidden_state[:, 0].float().cpu().numpy()
+        states = output.last_hidden_state.float()
+        pooled = states.mean(dim=1) if self.pooling == "mean" else states[:, 0]
+        return pooled.cpu().numpy()
 
 
 def face_cropper() -> Any:
@@ -138,7 +145,7 @@ def sample_frames(path: Path, fps: float) -> Iterator[np.ndarray]:
 def embed_clip(
     path: Path, encoder: ImageEncoder, fps: float, crop: Any = None
 ) -> tuple[np.ndarray, int]:
-    """(T, D) float32 [CLS] embeddings of a clip's samples, and how many had no face."""
+    """(T, D) float32 embeddings of a clip's samples, and how many had no face."""
     rows, batch, faceless = [], [], 0
     for image in sample_frames(path, fps):
         if crop is not None:
@@ -164,6 +171,12 @@ class VisionSettings:
                           "the whole frame when none is found)."},
     )  # fmt: skip
 
+    frame_pooling: Literal["cls", "mean"] = field(
+        default="cls",
+        metadata={"help": "vision: each sample's embedding: the [CLS] token, or the mean over "
+                          "all tokens of the last hidden state."},
+    )  # fmt: skip
+
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 100:
             raise ValueError("--fps must be in (0, 100]")
@@ -171,7 +184,7 @@ class VisionSettings:
 
 class VisionModality(Modality):
     name = "vision"
-    description = "per-frame [CLS] embeddings of the video track by an image model (ViT, CLIP)"
+    description = "per-frame embeddings ([CLS] or token mean) of the video track by an image model"
     source = "video"
     default_model = IMAGE_MODEL_ID
     settings = VisionSettings
@@ -186,13 +199,14 @@ class VisionEncoder:
     def __init__(self, config: ExtractConfig, device: Any):
         self.settings: VisionSettings = config.settings
         self.crop = face_cropper() if self.settings.crop == "face" else None
-        self.encoder = ImageEncoder(config.model, device=device, offline=config.offline)
+        self.encoder = ImageEncoder(config.model, device=device, offline=config.offline,
+                                    pooling=self.settings.frame_pooling)  # fmt: skip
         self.faceless = 0
         self.attrs = {
             Attr.BACKBONE: config.model,
             Attr.FINGERPRINT: self.encoder.fingerprint,
             Attr.HIDDEN_SIZE: self.encoder.hidden_size,
-            Attr.LAYER: "cls",
+            Attr.LAYER: LAYER_OF[self.settings.frame_pooling],
             Attr.SOURCE: "video",
             Attr.DTYPE: "float32",
             Attr.FRAME_RATE: float(self.settings.fps),
