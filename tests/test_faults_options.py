@@ -41,8 +41,13 @@ def streams(tmp_path_factory):
           "--triplet-stream", "features/nope"], 1, "--triplet-stream: features/nope not in the "
          "cache (it has mean, vad, frame_stats, frame_vad_stats, frames, features/cl, "
          "features/fr)"),
-        (["--head", "streams-lstm", "--inputs", "frames,features/cl"], 1,
-         "--inputs: features/cl is a clip stream; streams-lstm reads frame streams"),
+        (["--head", "streams-lstm", "--inputs", "frames,features/cl", "--stream-hidden",
+          "features/cl=8"], 1, "--stream-hidden: features/cl is not one of the frame streams "
+         "the head reads (frames)"),
+        (["--head", "streams-lstm", "--stream-hidden", "frames=-1"], 2,
+         "stream_hidden: 'frames=-1' is not NAME=VALUE with a whole width >= 0"),
+        (["--head", "streams-lstm", "--stream-max-seconds", "features/fr=0"], 2,
+         "stream_max_seconds: 'features/fr=0' is not NAME=VALUE with seconds > 0"),
         (["--head", "concat-frames", "--inputs", "seq/features/fr"], 1,
          "--inputs: seq/features/fr: name the stream as features/fr"),
         (["--head", "concat-frames", "--triplet-weight", "inf"], 2,

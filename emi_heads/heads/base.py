@@ -160,8 +160,8 @@ def readout(width: int, config: HeadConfig) -> nn.Sequential:
 
 def check_inputs(config: HeadConfig, offered: tuple[str, ...] = ()) -> None:
     """One line when a setting names an input the cache does not hold (`--inputs`,
-    `--triplet-stream`, `--stream-aux-weights`), or one of a kind the head cannot read (a clip
-    stream to streams-lstm), or `--layer-weights` reads no layers stream."""
+    `--triplet-stream`, `--stream-aux-weights`, `--stream-hidden`: a frame stream the head
+    reads), or `--layer-weights` reads no layers stream."""
     named = [(n.strip(), "--inputs") for n in getattr(config, "inputs", "").split(",") if n.strip()]
     if getattr(config, "triplet_weight", 0):
         named.append((config.triplet_stream, "--triplet-stream"))
@@ -180,12 +180,12 @@ def check_inputs(config: HeadConfig, offered: tuple[str, ...] = ()) -> None:
                              f"({', '.join(fused)})")  # fmt: skip
         if name not in config.dims and f"seq/{name}" not in config.dims:
             raise ValueError(f"{option}: {name} not in the cache (it has {offered_text})")
-        clip_stream = name != "frames" and f"seq/{name}" not in config.dims
-        if config.name == "streams-lstm" and clip_stream:
-            raise ValueError(
-                f"{option}: {name} is a clip stream; streams-lstm reads frame streams (an LSTM "
-                "each): give it to concat or concat-frames"
-            )
+    widths = reads.parse_stream_widths(getattr(config, "stream_hidden", ""))
+    recurrent = [n.removeprefix("seq/") for n in reads.sequence_streams(config)] if widths else []
+    for name in widths:
+        if name not in recurrent:
+            raise ValueError(f"--stream-hidden: {name} is not one of the frame streams the head "
+                             f"reads ({', '.join(recurrent) or 'none'})")  # fmt: skip
     if getattr(config, "layer_weights", False) and not any(
         f"{reads.LAYERS}/{n}" in config.dims for n in reads.inputs_read(config)
     ):

@@ -196,6 +196,17 @@ class FrameConcatHead(Head):
         pooling, vector and auxiliary head (everything but the fusion)."""
         return [module for module in self.children() if module is not self.fusion]
 
+    def branch_modules_of(self, name: str) -> list[nn.Module]:
+        """The modules of the stream `name`'s branch alone (the VAD latent is the acoustic
+        stream's)."""
+        key = module_key(name)
+        modules = [self.project[key], self.vector[key], self.aux_heads[key]]
+        if self.attention is not None and key in self.attention:
+            modules.append(self.attention[key])
+        if name == self.ACOUSTIC and self.vad_head is not None:
+            modules += [self.vad_head, self.vad_fuse]
+        return modules
+
     def output_layers(self) -> list[nn.Linear]:
         return [self.fusion[-1], *(head[-1] for head in self.aux_heads.values())]
 
@@ -221,6 +232,8 @@ class FrameConcatHead(Head):
             vector = self.vector[key](self.pool(projected, lengths, key))
             aux[f"branch/{name}"] = self.activate(self.aux_heads[key](vector))
             vectors.append(vector)
+        if self.training and self.config.encoding_dropout:
+            vectors = drop_encodings(vectors, self.config.encoding_dropout)
         fused = torch.cat(vectors, dim=-1)
         if self.config.triplet_weight:
             aux["fused"] = fused
@@ -232,10 +245,11 @@ class FrameConcatHead(Head):
             return time_mean(frames, lengths)
         return self.attention[key](frames, lengths)
 
-    def unimodal_loss(self, output: HeadOutput, target: torch.Tensor, main_loss) -> torch.Tensor:
-        """Stage one of two-stage training: each stream's auxiliary head on the main loss, every
-        stream weighted alike (the streams' parameters are disjoint, so each learns alone)."""
-        values = [main_loss(output.aux[f"branch/{n}"].float(), target) for n in self.streams]
+    def unimodal_loss(self, output: HeadOutput, target: torch.Tensor, main_loss,
+                      streams: tuple[str, ...]) -> torch.Tensor:  # fmt: skip
+        """Stage one of two-stage training: the auxiliary heads of `streams` on the main loss,
+        each weighted alike (the streams' parameters are disjoint, so each learns alone)."""
+        values = [main_loss(output.aux[f"branch/{n}"].float(), target) for n in streams]
         return torch.stack(values).sum()
 
     def auxiliary_loss(self, output, batch, target, main_loss) -> torch.Tensor:
@@ -259,6 +273,21 @@ class FrameConcatHead(Head):
         elif latent is not None:
             total = total + self.config.vad_center_weight * ((latent.float() - 0.5) ** 2).mean()
         return total
+
+
+def drop_encodings(vectors: list[torch.Tensor], p: float) -> list[torch.Tensor]:
+    """Modality dropout on the branches' encodings (B, d_i), as MimicMetrics
+    (src/staged_fusion_training.py @f8e24a2, `_modality_dropout`, lines 483-495): each clip's
+    each encoding kept with probability 1 - p, one drawn back where all were dropped, the kept
+    scaled by 1 / (1 - p). Draws from torch's global generator in the published order."""
+    count, device = vectors[0].shape[0], vectors[0].device
+    keep = (torch.rand(count, len(vectors), device=device) >= p).float()
+    all_dropped = keep.sum(dim=1) == 0
+    if all_dropped.any():
+        choice = torch.randint(0, len(vectors), (int(all_dropped.sum()),), device=device)
+        keep[all_dropped, choice] = 1.0
+    scale = 1.0 / max(1e-3, 1.0 - p)
+    return [v * keep[:, i].unsqueeze(1).to(v.dtype) * scale for i, v in enumerate(vectors)]
 
 
 TRIPLET_DRAWS = 32  # triplets drawn per batch (the published n_triplets)

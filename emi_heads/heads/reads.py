@@ -52,6 +52,14 @@ def sequence_streams(config: HeadConfig) -> list[str]:
     return ["frames", *streams] if not chosen or "frames" in chosen else streams
 
 
+def joined_clip_streams(config: HeadConfig) -> list[str]:
+    """The clip streams `streams-lstm` joins to its last states as they are (no LSTM: a
+    sentence vector, as the 8th ABAW winner's text), in the order `inputs` names them; known
+    once the cache's widths are (a frame stream has `seq/NAME` in `dims`)."""
+    chosen = [n.strip() for n in config.inputs.split(",") if n.strip()]
+    return [n for n in chosen if n != "frames" and f"seq/{n}" not in config.dims]
+
+
 def _recurrent_extras(config: HeadConfig, frames: bool = True) -> list[str]:
     """The frame VAD beside the frames, and the clip summary joined to the last states."""
     vad = ["frame_vad"] if frames and config.use_vad and "frame_vad" in config.dims else []
@@ -65,7 +73,8 @@ def lstm_reads(config: HeadConfig) -> list[str]:
 
 def streams_lstm_reads(config: HeadConfig) -> list[str]:
     streams = sequence_streams(config)
-    return [*streams, *_recurrent_extras(config, frames="frames" in streams)]
+    extras = _recurrent_extras(config, frames="frames" in streams)
+    return [*streams, *joined_clip_streams(config), *extras]
 
 
 def fused_streams(config: HeadConfig) -> list[str]:
@@ -114,17 +123,31 @@ def streams_read(config: HeadConfig) -> list[str]:
     return list(dict.fromkeys(n.split("/", 1)[1] for n in names if n.startswith("features/")))
 
 
+def parse_pairs(spec: str, option: str, what: str, convert, valid) -> dict[str, object]:
+    """`NAME=VALUE,NAME=VALUE` -> {NAME: convert(VALUE)}: the one parser of such options
+    (`stream_aux_weights`, `stream_hidden`, `stream_max_seconds`); one line naming `option` for
+    a malformed pair or a value that `valid` refuses (`what` says what a value must be)."""
+    pairs: dict[str, object] = {}
+    for pair in filter(None, (p.strip() for p in spec.split(","))):
+        name, equals, text = pair.partition("=")
+        try:
+            value = convert(text.strip())
+        except ValueError:
+            value = None
+        if not equals or not name.strip() or value is None or not valid(value):
+            raise ValueError(f"{option}: {pair!r} is not NAME=VALUE with {what}")
+        pairs[name.strip()] = value
+    return pairs
+
+
 def parse_stream_weights(spec: str) -> dict[str, float]:
     """`frames=0.35,features/text=0.45` -> {"frames": 0.35, "features/text": 0.45}; one-line
     error for a malformed pair or a weight that is not a number >= 0."""
-    weights: dict[str, float] = {}
-    for pair in filter(None, (p.strip() for p in spec.split(","))):
-        name, equals, value = pair.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
-        if not equals or not name.strip() or not weight >= 0 or not math.isfinite(weight):
-            raise ValueError(f"stream_aux_weights: {pair!r} is not NAME=WEIGHT with a weight >= 0")
-        weights[name.strip()] = weight
-    return weights
+    return parse_pairs(spec, "stream_aux_weights", "a weight >= 0", float,
+                       lambda w: w >= 0 and math.isfinite(w))  # fmt: skip
+
+
+def parse_stream_widths(spec: str) -> dict[str, int]:
+    """`streams-lstm`'s `stream_hidden`: `features/face=768` -> {"features/face": 768}."""
+    return parse_pairs(spec, "stream_hidden", "a whole width >= 0 (0: the input's)", int,
+                       lambda w: 0 <= w <= 1 << 16)  # fmt: skip

@@ -39,7 +39,8 @@ def _inputs() -> Any:
     return field(default="", metadata=_help(
         "What the head reads, comma-separated; empty: all. concat, ridge: clip inputs and "
         "streams (frame_stats, mean, vad, frame_vad_stats, features/NAME); streams-lstm: frame "
-        "streams (frames, features/NAME)."))  # fmt: skip
+        "streams (frames, features/NAME), an LSTM each, and clip streams joined as they "
+        "are."))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,19 @@ class StreamsLstmConfig(RecurrentConfig):
     reads = staticmethod(reads.streams_lstm_reads)
 
     inputs: str = _inputs()
+    stream_hidden: str = field(
+        default="",
+        metadata=_help("streams-lstm: an LSTM width per stream, NAME=WIDTH,... (0: the input's "
+                       "width; a stream not named: --hidden), e.g. features/face=768."),
+    )  # fmt: skip
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        try:
+            reads.parse_stream_widths(self.stream_hidden)
+        except ValueError as error:
+            problems.append(str(error))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -297,6 +311,12 @@ class FrameConcatConfig(BranchConfig):
         default="features/text",
         metadata=_help("concat-frames: the stream whose distances guide the triplet term."),
     )
+    encoding_dropout: float = field(
+        default=0.0,
+        metadata=_help("concat-frames, training only: each clip's branch encodings dropped with "
+                       "probability p before the fusion (one kept), the kept scaled by "
+                       "1/(1-p) (MimicMetrics' modality dropout)."),
+    )  # fmt: skip
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -309,6 +329,8 @@ class FrameConcatConfig(BranchConfig):
             problems.append(str(error))
         if not 0 <= self.pool_steps <= MAX_WIDTH:
             problems.append(f"pool_steps must be in 0..{MAX_WIDTH}")
+        if not 0.0 <= self.encoding_dropout < 1.0:
+            problems.append("encoding_dropout must be in [0, 1)")
         if not 0 <= self.vad_center_weight < math.inf:
             problems.append("vad_center_weight must be finite and >= 0")
         if not all(0 <= w < math.inf for w in (self.triplet_weight, self.triplet_margin)):

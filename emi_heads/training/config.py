@@ -53,11 +53,12 @@ class TrainConfig:
         default="norm",
         metadata=_help("Clip the gradients' total norm, or each value."),
     )
-    lr_schedule: Literal["warmup-cosine", "cosine-epoch"] = field(
+    lr_schedule: Literal["warmup-cosine", "cosine-epoch", "plateau"] = field(
         default="warmup-cosine",
         metadata=_help(
-            "Linear warm-up then cosine decay stepped per batch, or cosine annealing stepped "
-            "per epoch without warm-up.",
+            "Linear warm-up then cosine decay stepped per batch, cosine annealing stepped "
+            "per epoch without warm-up, or halved when the valid r has not improved for "
+            "max(3, patience // 3) epochs (ReduceLROnPlateau, MimicMetrics).",
         ),
     )
     loss: str = field(default="mse+pearson", metadata=_help("e.g. mse, pearson, mse+0.1*ccc"))
@@ -112,6 +113,21 @@ class TrainConfig:
             "then the fusion over them (concat-frames; 0: one stage)."
         ),
     )
+    unimodal_runs: Literal["joint", "separate"] = field(
+        default="joint",
+        metadata=_help(
+            "Two-stage training: the branches trained in one run (their losses summed, one best "
+            "epoch), or a run each, one after another, each with its own optimizer, schedule, "
+            "early stop and best epoch (MimicMetrics)."
+        ),
+    )
+    l2_normalize: str = field(
+        default="",
+        metadata=_help(
+            "Clip streams scaled to unit length when read, comma-separated (features/NAME; "
+            "MimicMetrics' text vectors). A missing clip stays zero."
+        ),
+    )
     encoder_lr_scale: float = field(
         default=0.0,
         metadata=_help(
@@ -122,6 +138,13 @@ class TrainConfig:
     max_seconds: float | None = field(
         default=12.0,
         metadata=_help("Use each clip's first seconds of frames (0: all).", zero_is_none=True),
+    )
+    stream_max_seconds: str = field(
+        default="",
+        metadata=_help(
+            "Per stream, NAME=SECONDS,...: its crop instead of --max-seconds (frames, "
+            "features/NAME; the 8th ABAW winner: 12 s of audio, 400 face frames = 80 s at 5/s)."
+        ),
     )
     seed: int = field(default=0, metadata=_help("Seed of initialisation and batch order."))
 
@@ -137,6 +160,10 @@ class TrainConfig:
             problems.append("modality_dropout must be in [0, 1)")
         if self.unimodal_epochs < 0 or not 0.0 <= self.encoder_lr_scale <= 1.0:
             problems.append("unimodal_epochs must be >= 0 and encoder_lr_scale in [0, 1]")
+        bad = [n for n in self.l2_normalize.split(",") if n.strip() and
+               not n.strip().startswith("features/")]  # fmt: skip
+        if bad:
+            problems.append(f"l2_normalize: {bad[0].strip()} is not a stream (features/NAME)")
         if self.encoder_lr_scale and not self.unimodal_epochs:
             problems.append("encoder_lr_scale is the fusion stage's rate of two-stage training: "
                             "give unimodal_epochs too")  # fmt: skip
@@ -156,6 +183,7 @@ class TrainConfig:
             problems.append("max_seconds must be > 0 (or None: every frame)")
         try:
             parse_loss_terms(self.loss)
+            stream_crops(self.stream_max_seconds)
         except ValueError as error:
             problems.append(str(error))
         problems += choice_problems(self)
@@ -178,9 +206,19 @@ class InputSpec:
     use_vad: bool
     max_seconds: float | None
     streams: tuple[str, ...] | None = None  # the /features streams read; None: every one
+    stream_max_seconds: tuple[tuple[str, float], ...] = ()  # (input, seconds): its own crop
+    unit_length: tuple[str, ...] = ()  # clip streams scaled to unit L2 length when read
+
+    def seconds_of(self, name: str) -> float | None:
+        """The crop of the input `name` (`frames`, `features/NAME`), in seconds (None: all)."""
+        return dict(self.stream_max_seconds).get(name, self.max_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         block = {"frames": self.need_frames, "vad": self.use_vad, "max_seconds": self.max_seconds}
+        if self.stream_max_seconds:  # runs saved before these read as they did
+            block["stream_max_seconds"] = dict(self.stream_max_seconds)
+        if self.unit_length:
+            block["unit_length"] = list(self.unit_length)
         return block if self.streams is None else {**block, "streams": list(self.streams)}
 
     @classmethod
@@ -190,8 +228,11 @@ class InputSpec:
         if "reads" in recorded:
             block = recorded["reads"]
             streams = block.get("streams")
+            crops = block.get("stream_max_seconds", {})
+            crops = tuple((str(k), float(v)) for k, v in crops.items())
             return cls(bool(block["frames"]), bool(block["vad"]), block["max_seconds"],
-                       None if streams is None else tuple(map(str, streams)))  # fmt: skip
+                       None if streams is None else tuple(map(str, streams)), crops,
+                       tuple(map(str, block.get("unit_length", ()))))  # fmt: skip
         from emi_heads.heads.settings import head_class
 
         head = head_class(recorded["head"]["head"])
@@ -203,4 +244,15 @@ def input_spec(head: HeadConfig, train: TrainConfig) -> InputSpec:
     name them (a cache's other streams are never read)."""
     from emi_heads.heads.reads import requested_streams
 
-    return InputSpec(head.needs_frames, head.use_vad, train.max_seconds, requested_streams(head))
+    crops = tuple(stream_crops(train.stream_max_seconds).items())
+    unit = tuple(n.strip() for n in train.l2_normalize.split(",") if n.strip())
+    return InputSpec(head.needs_frames, head.use_vad, train.max_seconds, requested_streams(head),
+                     crops, unit)  # fmt: skip
+
+
+def stream_crops(spec: str) -> dict[str, float]:
+    """`stream_max_seconds` (`features/face=80`) as {input: seconds}, each > 0."""
+    from emi_heads.heads.reads import parse_pairs
+
+    return parse_pairs(spec, "stream_max_seconds", "seconds > 0", float,
+                       lambda v: v > 0 and math.isfinite(v))  # fmt: skip

@@ -187,8 +187,8 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
     group. The crop `spec.max_seconds` is turned into frames with the cache's own frame rate."""
     rows = [cache.index(i) for i in ids]
     max_frames = None
-    if spec.max_seconds is not None:
-        max_frames = max(1, int(spec.max_seconds * cache.frames_per_second))
+    if spec.seconds_of(FRAMES) is not None:
+        max_frames = max(1, int(spec.seconds_of(FRAMES) * cache.frames_per_second))
     vectors: dict[str, torch.Tensor] = {}
     vectors["mean"] = torch.from_numpy(cache.read(MEAN)[rows].astype(np.float32))
     if spec.use_vad and VAD in cache:
@@ -213,11 +213,14 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
         stream = cache.stream_view(name)
         if stream.kind == CLIP:  # missing clips are zero rows
             values = stream.values[()][rows]
+            if f"{FEATURES}/{name}" in spec.unit_length:  # zero rows stay zero
+                values = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
             if int(stream.attrs.get("layers", 0)) > 1:  # every hidden layer's mean and sd
                 layers[f"{FEATURES}/{name}"] = int(stream.attrs["layers"])
         else:  # a frame stream with its own offsets and frame rate
             rate = float(stream.attrs.get("frame_rate", cache.frames_per_second))
-            crop = None if spec.max_seconds is None else max(1, int(spec.max_seconds * rate))
+            seconds = spec.seconds_of(f"{FEATURES}/{name}")
+            crop = None if seconds is None else max(1, int(seconds * rate))
             if stream.attrs.get("unit") == "token":  # text tokens: no seconds to crop by
                 crop = None
             extra, extra_offsets = _read_clip_rows(stream.frames, stream.offsets, rows, crop)

@@ -4,14 +4,13 @@ bar with an ETA runs over the whole run's steps.
 
 The pieces it is made of: `train_step` (one optimizer step) and `StepPlan` (optimizer,
 schedule, EMA, loss and batches of a run), both in `steps`; `Selection` (best epoch and early
-stopping), `averaged` (evaluate on the EMA weights).
+stopping, in `selection`), `averaged` (evaluate on the EMA weights).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from emi_heads.training.losses import Loss
 from emi_heads.training.metrics import format_scores, score_columns
 from emi_heads.training.optim import Ema
 from emi_heads.training.rundir import LOG, EpochLog, RunWriter, predict
+from emi_heads.training.selection import Selection, smoothed  # noqa: F401  (imported from here too)
 from emi_heads.training.stages import train_branches_first
 from emi_heads.training.steps import StepPlan
 
@@ -87,6 +87,7 @@ def train_sgd(job: Job) -> Outcome:
             with averaged(model, plan.ema):
                 if valid is not None:
                     row.update(validate(model, valid, plan.loss_fn, device))
+                    plan.end_epoch(row["valid_r"])
                 improved = selection.update(row)
                 if improved:
                     run.save_weights(model)
@@ -138,49 +139,6 @@ def validate(
         "valid_r": float(columns.mean()),
         **{f"r_{t}": float(v) for t, v in zip(labels.task.targets, columns, strict=True)},
     }
-
-
-class Selection:
-    """The best epoch by the mean valid r of the last `select_window` epochs (`smoothed`), above
-    the best by more than `min_improvement`; `stale` counts the epochs since. Without
-    validation every epoch is the best so far."""
-
-    def __init__(self, config: TrainConfig):
-        self.window, self.margin = config.select_window, config.min_improvement
-        self.history: list[float] = []
-        self.best_r, self.best_epoch, self.stale = -math.inf, 0, 0
-
-    def update(self, row: dict[str, float]) -> bool:
-        """Record an epoch's row (adding `valid_r_smoothed`); True when it is the new best."""
-        improved = "valid_r" not in row
-        if not improved:
-            self.history.append(row["valid_r"])
-            row["valid_r_smoothed"] = smoothed(self.history, self.window)
-            improved = row["valid_r_smoothed"] > self.best_r + self.margin
-        if improved:
-            self.best_r, self.best_epoch, self.stale = (
-                row.get("valid_r_smoothed", -math.inf), row["epoch"], 0,
-            )  # fmt: skip
-        else:
-            self.stale += 1
-        return improved
-
-    def summary(self) -> str:
-        if not self.history:  # no validation: every epoch is kept
-            return f"epoch {self.best_epoch}"
-        what = "r" if self.window == 1 else f"{self.window}-epoch mean r"
-        return f"valid r {self.history[-1]:.3f}, best {what} {self.best_r:.3f} (epoch " \
-               f"{self.best_epoch})"  # fmt: skip
-
-
-def smoothed(history: list[float], window: int) -> float:
-    """The mean of the last `window` epochs' valid r: the best epoch is chosen on it, so one
-    lucky epoch in a noisy run is not kept over a steadily better stretch. NaN when this epoch's
-    r is not finite (diverged, or constant predictions), so that epoch is never kept."""
-    if not math.isfinite(history[-1]):
-        return math.nan
-    recent = [r for r in history[-window:] if math.isfinite(r)]
-    return sum(recent) / len(recent)
 
 
 def epoch_line(row: dict[str, float], config: TrainConfig, task: Task) -> str:

@@ -34,15 +34,17 @@ def train_step(
     grad_clip: float,
     clip_mode: str = "norm",
     autocast: torch.autocast,
-    unimodal: bool = False,
+    unimodal: tuple[str, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step: forward, the main loss plus the head's own auxiliary terms, backward,
-    clipping, AdamW, the schedule, EMA. Returns the (main, auxiliary) losses, detached.
-    `unimodal`: stage one of two-stage training, the branches' own losses alone."""
+    clipping, AdamW, the schedule (None: one stepped per epoch), EMA. Returns the (main,
+    auxiliary) losses, detached. `unimodal`: stage one of two-stage training, the own losses of
+    these branches alone."""
     with autocast:
         output = model(batch)
     if unimodal:
-        loss, aux = model.unimodal_loss(output, target, loss_fn), target.new_zeros(())
+        loss = model.unimodal_loss(output, target, loss_fn, unimodal)
+        aux = target.new_zeros(())
     else:
         loss = loss_fn(output.prediction.float(), target)
         aux = model.auxiliary_loss(output, batch, target, loss_fn)
@@ -53,7 +55,8 @@ def train_step(
     else:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    scheduler.step()
+    if scheduler is not None:
+        scheduler.step()
     if ema is not None:
         ema.update(model)
     return loss.detach(), aux.detach()
@@ -72,12 +75,14 @@ class StepPlan:
     steps_per_epoch: int
     options: dict = field(default_factory=dict)  # train_step's keyword arguments
     generator: torch.Generator | None = None
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None  # stepped per epoch
 
     @classmethod
     def build(cls, model: Head, train: tuple[Labels, Inputs], config: TrainConfig,
               device: torch.device, groups: list[dict] | None = None,
-              unimodal: bool = False) -> StepPlan:  # fmt: skip
-        """`groups`: AdamW parameter groups (each with its `lr`); default: every parameter."""
+              unimodal: tuple[str, ...] = ()) -> StepPlan:  # fmt: skip
+        """`groups`: AdamW parameter groups (each with its `lr`); default: every parameter.
+        `unimodal`: the branches whose own losses stage one trains."""
         labels, inputs = train
         batches_per_pass = math.ceil(len(inputs) / config.batch_size)
         passes = passes_per_epoch(config, batches_per_pass)
@@ -92,12 +97,17 @@ class StepPlan:
             groups or model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
             foreach=True,
         )  # fmt: skip
+        plateau = scheduler = None
+        if config.lr_schedule == "plateau":  # MimicMetrics' train_stage, lines 649-651
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=0.5, patience=max(3, config.patience // 3))
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda s: lr_factor(s, config, steps))
         options = {
             "loss_fn": parse_loss(config.loss),
             "optimizer": optimizer,
-            "scheduler": torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda s: lr_factor(s, config, steps)
-            ),
+            "scheduler": scheduler,
             "ema": Ema(model, ema_decay_for(config, steps * config.epochs), config.ema_warmup)
             if config.ema
             else None,
@@ -110,7 +120,7 @@ class StepPlan:
         }
         targets = torch.from_numpy(labels.values)
         generator = torch.Generator().manual_seed(config.seed)
-        return cls(inputs, targets, config, device, passes, steps, options, generator)
+        return cls(inputs, targets, config, device, passes, steps, options, generator, plateau)
 
     @property
     def ema(self) -> Ema | None:
@@ -138,5 +148,10 @@ class StepPlan:
             sums += torch.stack([loss, aux]).double().cpu() * len(index)
             bar.update()
         seen = self.passes * len(self.inputs)
-        lr = self.options["scheduler"].get_last_lr()[0]
+        lr = self.options["optimizer"].param_groups[0]["lr"]
         return {"loss": float(sums[0]) / seen, "aux_loss": float(sums[1]) / seen, "lr": lr}
+
+    def end_epoch(self, valid_r: float) -> None:
+        """After an epoch's validation: a plateau schedule reads its r (NaN: no better)."""
+        if self.plateau is not None:
+            self.plateau.step(valid_r)
