@@ -22,6 +22,8 @@ def _list(context: click.Context, _: click.Parameter, value: bool) -> None:
         click.echo(f"  downloads: {', '.join(models)}")
         for note in recipe.notes:
             click.echo(f"  note: {note}")
+        for difference in recipe.differs:
+            click.echo(f"  differs: {difference}")
     context.exit()
 
 
@@ -30,6 +32,8 @@ def _show(recipe, planned, out: Path) -> None:
     click.echo(f"# {recipe.name}: {recipe.system} ({recipe.published}), into {out}")
     for citation in recipe.citations:
         click.echo(f"#   {citation}")
+    for difference in recipe.differs:
+        click.echo(f"# differs: {difference}")
     for item in planned:
         click.echo(("# done: " if item.done else "") + item.shell())
 

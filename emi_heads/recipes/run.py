@@ -23,7 +23,8 @@ from emi_features.cache.atomic import (
     describe_os_error,
 )
 from emi_heads.cli.steps import run_command
-from emi_heads.recipes.book import RECIPES, WHOLE_NUMBER_SETTINGS, Recipe, Step
+from emi_heads.recipes.book import RECIPES
+from emi_heads.recipes.parts import WHOLE_NUMBER_SETTINGS, Recipe, Step
 
 LEDGER = "recipe.json"
 
