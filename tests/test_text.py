@@ -375,14 +375,16 @@ def test_cls_pooling_dropped_special_tokens_and_a_stand_in_for_empty_transcripts
     invoke(embed_text_command, cache, "--model", tiny_bert, "--stream", "cls", "--pooling", "cls")
     invoke(embed_text_command, cache, "--model", tiny_bert, "--stream", "casia", "--tokens",
            "--special-tokens", "drop", "--empty-text", "[EMPTY]")  # fmt: skip
-    tokenizer, model = BertTokenizer.from_pretrained(tiny_bert), BertModel.from_pretrained(tiny_bert)
+    tokenizer = BertTokenizer.from_pretrained(tiny_bert)
+    model = BertModel.from_pretrained(tiny_bert)
 
     def states(text: str) -> torch.Tensor:
         with torch.no_grad():
             return model(**tokenizer([text], return_tensors="pt")).last_hidden_state[0]
 
     with open_cache(cache) as opened:
-        cls, pooled, tokens = opened.stream("cls"), opened.stream("casia"), opened.stream("casia-tokens")
+        cls, pooled = opened.stream("cls"), opened.stream("casia")
+        tokens = opened.stream("casia-tokens")
         recipe = opened.recipe()
     np.testing.assert_allclose(cls.values[1], states("dark tone low")[0].numpy(), atol=1e-5)
     assert cls.attrs["pooling"] == "cls" and cls.present.tolist() == [True, True, False, False]
@@ -397,5 +399,6 @@ def test_cls_pooling_dropped_special_tokens_and_a_stand_in_for_empty_transcripts
     stream = parse_recipe(recipe, ModelPlace(tmp_path), "cache").streams["casia-tokens"]
     assert stream.tokens and fields_flags(TextSettings, stream.settings) == [
         "--pooling", "auto", "--special-tokens", "drop", "--empty-text", "[EMPTY]"]  # fmt: skip
-    bad = invoke(embed_text_command, cache, "--model", tiny_bert, "--empty-text", "x" * 80, ok=False)
+    bad = invoke(embed_text_command, cache, "--model", tiny_bert, "--empty-text", "x" * 80,
+                 ok=False)  # fmt: skip
     assert bad.exit_code == 2 and "--empty-text must be printable" in bad.output

@@ -162,7 +162,8 @@ def test_frame_pooling_mean_is_the_mean_of_every_token(tiny_vit):
     device = resolve_device("cpu")
     mean = ImageEncoder(str(tiny_vit), device=device, pooling="mean")
     cls = ImageEncoder(str(tiny_vit), device=device)
-    network, processor = AutoModel.from_pretrained(tiny_vit), AutoImageProcessor.from_pretrained(tiny_vit)
+    network = AutoModel.from_pretrained(tiny_vit)
+    processor = AutoImageProcessor.from_pretrained(tiny_vit)
     with torch.no_grad():
         states = network(**processor(images=images, return_tensors="pt")).last_hidden_state
     assert states.shape[1] > 1  # [CLS] and the patches

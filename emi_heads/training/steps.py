@@ -48,7 +48,7 @@ def train_step(
     else:
         loss = loss_fn(output.prediction.float(), target)
         aux = model.auxiliary_loss(output, batch, target, loss_fn)
-    optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)  # every gradient: a stage before may have left some
     (loss + aux).backward()
     if clip_mode == "value":
         torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
