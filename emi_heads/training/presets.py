@@ -26,7 +26,8 @@ PRESETS: dict[str, Preset] = {
         "the audio-only system (2nd, 6th ABAW EMI, arXiv 2403.11879): frames + frame VAD "
         "(1027-d) -> LSTM(1027, 2 layers), [time-mean, last state] -> Linear(2054) -> tanh "
         "-> Linear(6)",
-        "github.com/Skyy93/CVPR2024_abaw: abaw/model.py, train_hume.py, abaw/trainer.py",
+        "github.com/Skyy93/CVPR2024_abaw @2c4e3c1 (branch blackimgs): abaw/model.py, "
+        "train_hume.py, abaw/trainer.py",
         head={
             "head": "lstm",
             "hidden": 1027,
@@ -66,7 +67,7 @@ PRESETS: dict[str, Preset] = {
         "the concatenation fusion (10th ABAW EMI, arXiv 2603.13760): per stream LayerNorm -> "
         "Linear(256) -> GELU -> Dropout, mean over time, LayerNorm -> Linear(256); VAD latent on "
         "the acoustic stream; shared and auxiliary heads; EMA",
-        "github.com/ReLU-H/Team-CASIA26-ABAW-10th-EMI-track: code_all/emi_mmta_train_v15_"
+        "github.com/ReLU-H/Team-CASIA26-ABAW-10th-EMI-track @48ce627: code_all/emi_mmta_train_v15_"
         "ablation.py with --fusion_type concat and the temporal modules off",
         head={
             "head": "concat-frames",
