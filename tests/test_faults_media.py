@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from conftest import run_extract_cli, write_labels, write_synthetic_cache, write_wav
 
 from emi_features.core.task import EMOTIONS
-from emi_heads.cli.train import export_command, predict_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import export_command, predict_command
 
 
 def invoke(command, *args):

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from conftest import write_labels
 from safetensors.torch import load_file, save_file
 
-from emi_heads.cli.train import predict_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import predict_command
 from emi_heads.training.rundir import RunWriter
 
 HEADER = "Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,Joy"

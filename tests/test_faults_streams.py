@@ -21,7 +21,8 @@ from test_text import invoke, tiny_whisper, transcripts_of, wav_cache  # noqa: F
 from emi_features.cache.reader import CacheError, open_cache
 from emi_features.cli.extract import add_features_command
 from emi_features.cli.text import transcribe_command
-from emi_heads.cli.train import predict_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import predict_command
 
 IDS = [f"{i:05d}" for i in range(40)]
 

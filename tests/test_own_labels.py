@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from conftest import write_synthetic_cache
 
 from emi_features.core.task import EMI, ERI
-from emi_heads.cli.train import export_command, predict_command, runs_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import export_command, predict_command, runs_command
 from emi_heads.training.metrics import ccc_columns
 
 OWN = ("warmth", "mimicry", "arousal")

@@ -11,7 +11,8 @@ from conftest import write_labels, write_synthetic_cache
 from scipy.stats import pearsonr
 
 from emi_features.core.task import EMOTIONS
-from emi_heads.cli.train import predict_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import predict_command
 from emi_heads.training.metrics import mean_pearson, pearson_columns
 from emi_heads.use.submission import SubmissionError, check_submission
 

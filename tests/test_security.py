@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_extract_cli
 
-from emi_heads.cli.train import export_command, predict_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import export_command, predict_command
 
 EVIL_CODE = '''
 from pathlib import Path

@@ -15,7 +15,8 @@ from conftest import write_labels, write_synthetic_cache
 from emi_features.cache.reader import open_cache
 from emi_features.cli.extract import add_features_command
 from emi_features.cli.extract import main as extract_command
-from emi_heads.cli.train import predict_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import predict_command
 from emi_heads.training.config import InputSpec
 from emi_heads.training.data import load_inputs
 

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from emi_features.cli.extract import add_features_command
 from emi_features.cli.extract import main as extract_command
 from emi_features.core.task import EMOTIONS
-from emi_heads.cli.train import export_command, predict_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import export_command, predict_command
 
 
 def invoke(command, *args, ok=True):

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_synthetic_cache
 
-from emi_heads.cli.train import predict_command, runs_command, train_command
+from emi_heads.cli.train import train_command
+from emi_heads.cli.use import predict_command, runs_command
 
 
 def invoke(command, *args, ok=True):

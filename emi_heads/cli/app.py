@@ -32,15 +32,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("emi_heads.cli.train:train_command", "Train one head on a cache's features."),
     "predict": (
-        "emi_heads.cli.train:predict_command",
+        "emi_heads.cli.use:predict_command",
         "Ensemble runs into a submission (--check one), or predict recordings (--media).",
     ),
     "runs": (
-        "emi_heads.cli.train:runs_command",
+        "emi_heads.cli.use:runs_command",
         "Compare runs: settings that differ, scores, seeds.",
     ),
     "export": (
-        "emi_heads.cli.train:export_command",
+        "emi_heads.cli.use:export_command",
         "Write runs as a self-contained model folder (model card, no machine paths).",
     ),
     "recipe": (

@@ -313,7 +313,4 @@ def _recorded_run(run_dir: Path) -> dict[str, Any]:
     return recorded
 
 
-# The commands that use trained runs live in their own module; named here too, as before.
-from emi_heads.cli.use import export_command, predict_command, runs_command  # noqa: E402
-
-__all__ = ["train_command", "predict_command", "runs_command", "export_command"]
+__all__ = ["train_command"]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from emi_features.core.pairs import split_pair
 from emi_features.core.task import EMI, Task
 from emi_heads.heads.settings import ConfigError, HeadConfig, all_settings, head_class, head_config
 from emi_heads.training.config import TrainConfig, input_spec
@@ -63,9 +64,12 @@ def parse_settings(items: list[str]) -> dict[str, list[Any]]:
     )
     settings: dict[str, list[Any]] = {}
     for item in items:
-        key, _, values = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not _ or key not in owners or key == "dims":
+        try:
+            key, values = split_pair(item, "--set")
+        except ValueError:
+            key, values = "", ""
+        key = key.replace("-", "_")
+        if key not in owners or key == "dims":
             known = ", ".join(sorted(k for k in owners if k != "dims"))
             raise ConfigError(f"--set {item!r}: KEY=V1,V2,... with KEY one of {known}")
         settings[key] = [_parse_value(owners[key], key, v.strip()) for v in values.split(",")]

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from emi_features.cache.atomic import atomic_path
 from emi_features.cache.reader import FeatureCache
 
 log = logging.getLogger(__name__)
@@ -73,17 +73,14 @@ def cache_frame_stats(cache: FeatureCache, group: str, max_frames: int | None) -
             return stats
     log.info("pooling %s of %d clips (once per cache: kept in %s)", group, len(cache), sidecar.name)
     stats = _compute(cache.dataset(group), cache.offsets, max_frames)
-    temporary = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open("wb") as handle:
+        with atomic_path(sidecar) as temporary, temporary.open("wb") as handle:
             np.save(handle, stats)
-        os.replace(temporary, sidecar)
         for stale in Path(cache.path.parent).glob(
             f"{cache.path.name}.frame-stats-{group}-{crop}-*"
         ):
             if stale != sidecar:
                 stale.unlink(missing_ok=True)
-    except OSError as error:
+    except OSError as error:  # a read-only folder (a WriteError): computed again next time
         log.debug("frame stats not kept beside the cache: %s", error)
-        temporary.unlink(missing_ok=True)
     return stats

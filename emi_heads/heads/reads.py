@@ -9,6 +9,7 @@ import math
 from typing import TYPE_CHECKING
 
 from emi_features.cache.schema import FEATURES
+from emi_features.core.pairs import split_pair
 
 if TYPE_CHECKING:
     from emi_heads.heads.settings import HeadConfig
@@ -129,14 +130,14 @@ def parse_pairs(spec: str, option: str, what: str, convert, valid) -> dict[str, 
     a malformed pair or a value that `valid` refuses (`what` says what a value must be)."""
     pairs: dict[str, object] = {}
     for pair in filter(None, (p.strip() for p in spec.split(","))):
-        name, equals, text = pair.partition("=")
         try:
-            value = convert(text.strip())
+            name, text = split_pair(pair, option)
+            value = convert(text)
         except ValueError:
-            value = None
-        if not equals or not name.strip() or value is None or not valid(value):
+            name, value = "", None
+        if value is None or not valid(value):
             raise ValueError(f"{option}: {pair!r} is not NAME=VALUE with {what}")
-        pairs[name.strip()] = value
+        pairs[name] = value
     return pairs
 
 

@@ -22,6 +22,7 @@ from emi_features.cache.atomic import (
     check_writable_folder,
     describe_os_error,
 )
+from emi_features.core.pairs import split_pair
 from emi_heads.cli.steps import run_command
 from emi_heads.recipes.book import RECIPES
 from emi_heads.recipes.parts import WHOLE_NUMBER_SETTINGS, Recipe, Step
@@ -56,14 +57,14 @@ def parse_sets(recipe: Recipe, pairs: tuple[str, ...]) -> dict[str, str]:
     not one of them."""
     overrides: dict[str, str] = {}
     for pair in pairs:
-        key, equals, value = pair.partition("=")
-        if not equals or not key.strip():
-            raise RecipeError(f"--set {pair!r}: expected KEY=VALUE")
-        if key.strip() not in recipe.settings:
-            raise RecipeError(f"--set {key.strip()}: not a setting of {recipe.name} (its "
+        try:
+            key, value = split_pair(pair, "--set")
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
+        if key not in recipe.settings:
+            raise RecipeError(f"--set {key}: not a setting of {recipe.name} (its "
                               f"settings: {', '.join(recipe.settings)})")  # fmt: skip
-        overrides[key.strip()] = _checked_value(key.strip(), value.strip(),
-                                                recipe.settings[key.strip()])  # fmt: skip
+        overrides[key] = _checked_value(key, value, recipe.settings[key])
     return overrides
 
 
