@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common import report
 
-from emi_heads.recipes.book import RECIPES
+from emi_heads.pipelines.recipes.book import RECIPES
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "sample"
 TINY = ["audio_model=fbank", "text_model=tiny-random", "image_model=tiny-random", "crop=none",

@@ -1,13 +1,14 @@
-"""MkDocs hook: one page per recipe, written from the recipe itself (`emi_heads.recipes.book`:
-its system, settings, steps as `emi recipe NAME --dry-run` prints them, citations and what it
-does unlike the published system), so that the pages never restate what the code holds."""
+"""MkDocs hook: one page per recipe, written from the recipe itself
+(`emi_heads.pipelines.recipes.book`: its system, settings, steps as `emi recipe NAME
+--dry-run` prints them, citations and what it does unlike the published system), so that the
+pages never restate what the code holds."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from emi_heads.recipes.book import RECIPES
-from emi_heads.recipes.run import plan
+from emi_heads.pipelines.recipes.book import RECIPES
+from emi_heads.pipelines.recipes.run import plan
 
 
 def recipe_page(name: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from emi_heads.cli.app import SUBCOMMANDS
-from emi_heads.recipes.book import RECIPES
+from emi_heads.pipelines.recipes.book import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
 

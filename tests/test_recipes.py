@@ -16,7 +16,7 @@ from torch import nn
 from emi_heads.cli.app import main as emi
 from emi_heads.heads.base import build_head
 from emi_heads.heads.settings import head_config
-from emi_heads.recipes.book import RECIPES
+from emi_heads.pipelines.recipes.book import RECIPES
 
 TINY = ["--set", "audio_model=fbank", "--set", "text_model=tiny-random",
         "--set", "image_model=tiny-random", "--set", "crop=none", "--set", "epochs=2"]  # fmt: skip

@@ -34,8 +34,8 @@ from emi_features.cache.streams import clip_stream, frame_stream
 from emi_heads.cli.options import build_config, build_head_config
 from emi_heads.cli.train import train_command
 from emi_heads.heads.base import build_head
-from emi_heads.recipes.book import RECIPES
-from emi_heads.recipes.run import plan
+from emi_heads.pipelines.recipes.book import RECIPES
+from emi_heads.pipelines.recipes.run import plan
 from emi_heads.training.config import TrainConfig
 
 FACE_RATE = 5.0

@@ -132,7 +132,7 @@ def test_without_a_bundled_sample_the_demo_says_it_generates_one(tmp_path, monke
     """An installed package has no data/: the demo says so in its first line and makes the
     same sample in OUT."""
     import emi_features.sample.generate as generate
-    from emi_heads.cli import demo
+    from emi_heads.pipelines import demo
 
     made = []
     monkeypatch.setattr(demo, "BUNDLED_SAMPLE", tmp_path / "not-installed")

@@ -1,6 +1,6 @@
 """`emi recipe NAME DATA --out DIR`: a published EMI system whole, from the media to a checked
-submission (the recipes: `emi_heads.recipes.book`). Light: no torch in this process; each step
-runs as its own `emi` command."""
+submission (the recipes: `emi_heads.pipelines.recipes.book`). Light: no torch in this process;
+each step runs as its own `emi` command."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 
 from emi_features.core.logs import setup_logging
 from emi_features.core.options import COMMAND_SETTINGS, logging_options
-from emi_heads.recipes.book import MODEL_KEYS, RECIPES
+from emi_heads.pipelines.recipes.book import MODEL_KEYS, RECIPES
 
 
 def _list(context: click.Context, _: click.Parameter, value: bool) -> None:
@@ -72,7 +72,7 @@ def recipe_command(
     emi recipe casia-2026 /data/vidmimic2 --out casia --trust-remote-code
     """
     setup_logging(verbose)
-    from emi_heads.recipes.run import (
+    from emi_heads.pipelines.recipes.run import (
         RecipeError,
         check_data,
         get_recipe,

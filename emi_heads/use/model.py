@@ -28,9 +28,7 @@ from emi_features.extraction.remake import ModelPlace, RecipeSchemaError, Recipe
 from emi_features.extraction.remake_steps import stage_one_commands
 from emi_heads.heads.reads import inputs_read, streams_read
 from emi_heads.heads.settings_json import head_from_dict
-from emi_heads.training.rundir import CONFIG, RunError, load_run, write_atomically
-from emi_heads.use.ensemble import MODEL_INDEX, Member, common_task, expand_members
-from emi_heads.use.media import (
+from emi_heads.pipelines.media import (
     MediaError,
     check_out,
     check_windows,
@@ -40,6 +38,8 @@ from emi_heads.use.media import (
     prepare_work,
     run_stage_one,
 )
+from emi_heads.training.rundir import CONFIG, RunError, load_run, write_atomically
+from emi_heads.use.ensemble import MODEL_INDEX, Member, common_task, expand_members
 from emi_heads.use.predict import average, caches_for, clip_to_range, member_weights
 
 log = logging.getLogger(__name__)

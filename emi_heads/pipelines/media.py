@@ -198,7 +198,7 @@ def run_stage_one(commands: list[list[str]], progress: bool, cwd: Path | None = 
     """Each command as the `emi` step a user would type (`cli.steps.run_command`: a subprocess
     that ends with this process, `kill -9` included), its output passing through, run in `cwd`
     (the work folder: a recorded hub id never meets a folder of the user's)."""
-    from emi_heads.cli.steps import StepFailed, run_command
+    from emi_heads.pipelines.steps import StepFailed, run_command
 
     seen: set[tuple[str, ...]] = set()
     for command in commands:

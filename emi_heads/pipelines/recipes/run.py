@@ -23,9 +23,9 @@ from emi_features.cache.atomic import (
     describe_os_error,
 )
 from emi_features.core.pairs import split_pair
-from emi_heads.cli.steps import run_command
-from emi_heads.recipes.book import RECIPES
-from emi_heads.recipes.parts import WHOLE_NUMBER_SETTINGS, Recipe, Step
+from emi_heads.pipelines.recipes.book import RECIPES
+from emi_heads.pipelines.recipes.parts import WHOLE_NUMBER_SETTINGS, Recipe, Step
+from emi_heads.pipelines.steps import run_command
 
 LEDGER = "recipe.json"
 

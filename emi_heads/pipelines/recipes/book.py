@@ -13,7 +13,7 @@ checked against a re-implementation of the published module and loop in the test
 from __future__ import annotations
 
 from emi_features.core.models import VAD_MODEL_ID
-from emi_heads.recipes.parts import (
+from emi_heads.pipelines.recipes.parts import (
     EXTRACT_AUDIO,
     MODEL_KEYS,
     PREDICT,
