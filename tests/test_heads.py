@@ -309,7 +309,7 @@ def test_heads_adapt_to_a_cache_without_vad(tmp_path, caplog):
 
 def test_frame_statistics_are_exact_and_kept_beside_the_cache(synthetic, tmp_path):
     from emi_features.cache.reader import open_cache
-    from emi_heads.heads.pooling import cache_frame_stats
+    from emi_heads.training.pooled_stats import cache_frame_stats
 
     cache_path = tmp_path / "copy.h5"
     cache_path.write_bytes(synthetic["cache"].read_bytes())

@@ -20,9 +20,9 @@ from torch.nn.utils.rnn import pad_sequence
 from emi_features.cache.reader import FeatureCache
 from emi_features.cache.schema import FEATURES, FRAME_VAD, FRAMES, MEAN, VAD, VAD_DIM
 from emi_features.cache.streams import CLIP
-from emi_heads.heads.pooling import cache_frame_stats, pooled_stats
 from emi_heads.heads.reads import LAYERS
 from emi_heads.training.config import InputSpec
+from emi_heads.training.pooled_stats import cache_frame_stats, pooled_stats
 
 
 def _read_clip_rows(

@@ -8,8 +8,9 @@ import math
 
 import torch
 
+from emi_heads.training.inference import predict
 from emi_heads.training.metrics import score_columns
-from emi_heads.training.rundir import LOG, EpochLog, predict
+from emi_heads.training.rundir import LOG, EpochLog
 from emi_heads.training.sgd import Job, Outcome
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,12 @@ from emi_heads.heads.base import Head
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.config import TrainConfig
 from emi_heads.training.data import Inputs
+from emi_heads.training.inference import predict
 from emi_heads.training.labels import Labels
 from emi_heads.training.losses import Loss
 from emi_heads.training.metrics import format_scores, score_columns
 from emi_heads.training.optim import Ema
-from emi_heads.training.rundir import LOG, EpochLog, RunWriter, predict
+from emi_heads.training.rundir import LOG, EpochLog, RunWriter
 from emi_heads.training.selection import Selection, smoothed  # noqa: F401  (imported from here too)
 from emi_heads.training.stages import train_branches_first
 from emi_heads.training.steps import StepPlan

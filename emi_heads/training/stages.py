@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from emi_heads.training.inference import predict_outputs
 from emi_heads.training.metrics import score_columns
-from emi_heads.training.rundir import predict_outputs
 from emi_heads.training.selection import Selection
 from emi_heads.training.steps import StepPlan
 

@@ -24,6 +24,7 @@ from emi_heads.heads.base import Head, build_head, check_inputs, resolve_head_co
 from emi_heads.heads.settings import HeadConfig
 from emi_heads.training.config import TrainConfig, input_spec
 from emi_heads.training.data import Inputs
+from emi_heads.training.inference import predict
 from emi_heads.training.labels import Labels
 from emi_heads.training.metrics import format_scores, score_columns
 from emi_heads.training.optim import seed_everything
@@ -35,7 +36,6 @@ from emi_heads.training.rundir import (
     WEIGHTS,
     RunError,
     RunWriter,
-    predict,
     save_json,
     save_predictions,
 )

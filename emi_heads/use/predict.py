@@ -24,9 +24,10 @@ from emi_heads.heads.reads import streams_read
 from emi_heads.heads.settings_json import head_from_dict
 from emi_heads.training.config import InputSpec
 from emi_heads.training.data import load_inputs
+from emi_heads.training.inference import predict
 from emi_heads.training.labels import has_labels, read_labels
 from emi_heads.training.metrics import format_scores, score_columns
-from emi_heads.training.rundir import RunError, load_run, predict, save_predictions
+from emi_heads.training.rundir import RunError, load_run, save_predictions
 from emi_heads.use.ensemble import common_task, expand_members, fit_weights, parse_weights
 
 log = logging.getLogger(__name__)
