@@ -64,9 +64,15 @@ def reference(model_dir: Path, folder: Path, device: torch.device) -> tuple[dict
 
 
 def ours(
-    model_dir: Path, folder: Path, out: Path, device: str, dtype: str, batch_seconds: float,
-    runtime: str = "torch", precision: str = "fp32",
-) -> float:  # fmt: skip
+    model_dir: Path,
+    folder: Path,
+    out: Path,
+    device: str,
+    dtype: str,
+    batch_seconds: float,
+    runtime: str = "torch",
+    precision: str = "fp32",
+) -> float:
     out.unlink(missing_ok=True)
     result = extract(
         folder,
@@ -110,8 +116,11 @@ def inference_seconds(model_dir: Path, folder: Path, runtime: str, precision: st
     waves = []
     for path in sorted(folder.glob("*.wav")):
         signal, rate = soundfile.read(path, dtype="float32")
-        waves.append(backbone.feature_extractor(signal, sampling_rate=rate,
-                                                return_tensors="pt")["input_values"])  # fmt: skip
+        waves.append(
+            backbone.feature_extractor(signal, sampling_rate=rate, return_tensors="pt")[
+                "input_values"
+            ]
+        )
     started = time.perf_counter()
     with torch.inference_mode():
         for values in waves:
@@ -128,21 +137,25 @@ def runtime_rows(args, model_dir, folder, work, dtype, ref, audio, flops, rate) 
         runtime, precision = spec.split(":")
         out = work / f"{runtime}-{precision}.h5"
         ours(model_dir, folder, out, args.device, dtype, 0.0, runtime, precision)  # export
-        seconds = min(ours(model_dir, folder, out, args.device, dtype, 0.0, runtime, precision)
-                      for _ in range(args.rounds))  # fmt: skip
+        seconds = min(
+            ours(model_dir, folder, out, args.device, dtype, 0.0, runtime, precision)
+            for _ in range(args.rounds)
+        )
         frames_error, mean_error = drift(out, ref_outputs)
         encoder = inference_seconds(model_dir, folder, runtime, precision)
-        rows.append({
-            "path": f"--runtime {runtime} --precision {precision}",
-            "seconds": seconds,
-            "audio_s_per_s": audio / seconds,
-            "x_reference": ref_seconds / seconds,
-            "matmul_fraction": flops / seconds / rate,
-            "encoder_x_reference": ref_seconds / encoder,
-            "encoder_matmul_fraction": flops / encoder / rate,
-            "frames_rel_error": frames_error,
-            "mean_rel_error": mean_error,
-        })  # fmt: skip
+        rows.append(
+            {
+                "path": f"--runtime {runtime} --precision {precision}",
+                "seconds": seconds,
+                "audio_s_per_s": audio / seconds,
+                "x_reference": ref_seconds / seconds,
+                "matmul_fraction": flops / seconds / rate,
+                "encoder_x_reference": ref_seconds / encoder,
+                "encoder_matmul_fraction": flops / encoder / rate,
+                "frames_rel_error": frames_error,
+                "mean_rel_error": mean_error,
+            }
+        )
     return rows
 
 
@@ -217,8 +230,9 @@ def main() -> None:
             "matmul_fraction": flops / (our_seconds - load_seconds) / rate,
         },
     ]
-    rows += runtime_rows(args, model_dir, folder, work, dtype, (ref_outputs, ref_seconds), audio,
-                         flops, rate)  # fmt: skip
+    rows += runtime_rows(
+        args, model_dir, folder, work, dtype, (ref_outputs, ref_seconds), audio, flops, rate
+    )
     sweep = []
     for budget in (float(b) for b in filter(None, args.budgets.split(","))):
         seconds = ours(model_dir, folder, work / "sweep.h5", args.device, dtype, budget)

@@ -136,10 +136,17 @@ def measure(
             head_config, train_config = configs(head, preset, seed)
             started = time.perf_counter()
             result = train(
-                cache, [train_csv], valid_csv, work / f"{label}-{seed}".replace(" ", "_"),
-                head_config, train_config, device="cpu", progress=False, preset=preset,
+                cache,
+                [train_csv],
+                valid_csv,
+                work / f"{label}-{seed}".replace(" ", "_"),
+                head_config,
+                train_config,
+                device="cpu",
+                progress=False,
+                preset=preset,
                 overwrite=True,
-            )  # fmt: skip
+            )
             seconds.append(time.perf_counter() - started)
             scores.append(result.valid_r)
         yield {
@@ -194,21 +201,26 @@ def main() -> None:
     parser.add_argument("--kinds", default="voice,glide")
     parser.add_argument("--runs", default=DEFAULT_RUNS)
     parser.add_argument(
-        "--one-seed-above", type=int, default=None,
+        "--one-seed-above",
+        type=int,
+        default=None,
         help="heads that read every frame run one seed at sizes above this (their sd is then "
         "0: a CPU budget, shown in the table's seeds)",
-    )  # fmt: skip
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--preset-max", type=int, default=1000,
+        "--preset-max",
+        type=int,
+        default=1000,
         help="largest size the presets run at (the published LSTM, hidden 1027, takes minutes "
         "an epoch on a CPU at 3,000 clips)",
-    )  # fmt: skip
+    )
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument(
-        "--table", action="store_true",
+        "--table",
+        action="store_true",
         help="print the table and verdict of the rows measured so far and stop",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if args.table:
         rows = saved_rows()
@@ -228,8 +240,11 @@ def main() -> None:
         valid_csv = write_csv(folder / "valid.csv", valid_rows)
         for size in sizes:
             train_csv = write_csv(folder / f"train-{size}.csv", train_rows[:size])
-            runs = [r for r in wanted if (r[2] is None or size <= args.preset_max)
-                    and (kind, size, r[0]) not in done]  # fmt: skip
+            runs = [
+                r
+                for r in wanted
+                if (r[2] is None or size <= args.preset_max) and (kind, size, r[0]) not in done
+            ]
             for run in runs:
                 seeds = args.seeds
                 if head_class(run[1]).needs_frames and size > (args.one_seed_above or size):

@@ -82,8 +82,9 @@ def write_long_video(path: Path, minutes: float) -> Path:
         for start in range(0, int(minutes * 60 * rate), block):
             t = (start + np.arange(block)) / rate
             tone = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(block)
-            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]).astype(np.float32),
-                                               format="fltp", layout="stereo")  # fmt: skip
+            frame = av.AudioFrame.from_ndarray(
+                np.stack([tone, tone]).astype(np.float32), format="fltp", layout="stereo"
+            )
             frame.sample_rate = rate
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -95,8 +96,12 @@ def write_long_video(path: Path, minutes: float) -> Path:
 def measure_decode(path: Path) -> list[dict]:
     rows = []
     for mode in ("whole", "streamed"):
-        completed = subprocess.run([sys.executable, "-c", DECODE_CHILD, str(path), mode],
-                                   capture_output=True, text=True, check=True)  # fmt: skip
+        completed = subprocess.run(
+            [sys.executable, "-c", DECODE_CHILD, str(path), mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append({"decode": mode, **json.loads(completed.stdout.strip().splitlines()[-1])})
     whole, streamed = rows
     if (whole["samples"], whole["checksum"]) != (streamed["samples"], streamed["checksum"]):
@@ -133,8 +138,16 @@ def main() -> None:
     )
     video = write_long_video(work / "long.mp4", args.decode_minutes)
     decode = measure_decode(video)
-    report("memory", rows, {"device": args.device, "unwindowed_attention_gib": whole,
-                            "decode_minutes": args.decode_minutes, "decode": decode})  # fmt: skip
+    report(
+        "memory",
+        rows,
+        {
+            "device": args.device,
+            "unwindowed_attention_gib": whole,
+            "decode_minutes": args.decode_minutes,
+            "decode": decode,
+        },
+    )
     print(f"decoding a {args.decode_minutes:g}-minute stereo 44.1 kHz AAC track:")
     for row in decode:
         print(f"  {row['decode']:<9} peak {row['rss_mb']:7.0f} MB  {row['seconds']:6.1f} s")

@@ -70,9 +70,13 @@ def reference_run(root: Path, cache: Path, seed: int, reference, published: bool
             splits[split] = ({"audio" if published else "frames": frames}, labels.values)
     settings = {"vad_branches": ["audio"], "aux_weights": [0.35]} if published else {}
     _, info = reference.fit_predict(
-        *splits["train"], *splits["valid"], seed=seed, verbose=False, return_info=True,
+        *splits["train"],
+        *splits["valid"],
+        seed=seed,
+        verbose=False,
+        return_info=True,
         **settings,
-    )  # fmt: skip
+    )
     return float(info["best_valid_r"])
 
 
@@ -134,9 +138,10 @@ def main() -> None:
     parser.add_argument("--large-train", type=int, default=600)
     parser.add_argument("--large-valid", type=int, default=200)
     parser.add_argument(
-        "--runs", default=",".join(label for label, _, _ in RUNS),
+        "--runs",
+        default=",".join(label for label, _, _ in RUNS),
         help="comma-separated run labels (default: all)",
-    )  # fmt: skip
+    )
     parser.add_argument("--reference", type=Path, default=REFERENCE)
     parser.add_argument("--no-bundled", action="store_true", help="the generated set only")
     args = parser.parse_args()
@@ -146,9 +151,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="emi-bench-presets-"))
     large = generate_sample(
-        work / "large", train=args.large_train, valid=args.large_valid, test=0, seed=11,
+        work / "large",
+        train=args.large_train,
+        valid=args.large_valid,
+        test=0,
+        seed=11,
         long_seconds=20.0,
-    )  # fmt: skip
+    )
     rows = []
     sets = [(large, [r for r in runs if r != "lstm-2024 preset"])]
     if not args.no_bundled:

@@ -29,15 +29,24 @@ from common import report
 from emi_heads.pipelines.recipes.book import RECIPES
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "sample"
-TINY = ["audio_model=fbank", "text_model=tiny-random", "image_model=tiny-random", "crop=none",
-        f"transcripts={BUNDLED / 'transcripts.csv'}"]  # fmt: skip
+TINY = [
+    "audio_model=fbank",
+    "text_model=tiny-random",
+    "image_model=tiny-random",
+    "crop=none",
+    f"transcripts={BUNDLED / 'transcripts.csv'}",
+]
 
 
 def emi(*args: str) -> float:
     """Run `emi ARGS` quietly; its seconds."""
     tic = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "emi_heads", *args], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "emi_heads", *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - tic
 
 
@@ -46,9 +55,13 @@ def valid_r(run: Path) -> float:
 
 
 def summary(label: str, scores: list[float], seconds: list[float], published: str = "") -> dict:
-    return {"run": label, "valid r mean": statistics.mean(scores),
-            "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-            "s per run": statistics.mean(seconds), "published": published}  # fmt: skip
+    return {
+        "run": label,
+        "valid r mean": statistics.mean(scores),
+        "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "s per run": statistics.mean(seconds),
+        "published": published,
+    }
 
 
 SAMPLE_EPOCHS = 300  # the sample's budget: 120 clips make few steps per epoch
@@ -70,14 +83,28 @@ def bench_recipe(name: str, folder: Path, seeds: int, budget: str, baselines: bo
     rows = [summary(label, scores, seconds, recipe.published)]
     if not baselines:
         return rows
-    splits = ["--train", str(BUNDLED / "train_split.csv"), "--valid",
-              str(BUNDLED / "valid_split.csv")]  # fmt: skip
+    splits = [
+        "--train",
+        str(BUNDLED / "train_split.csv"),
+        "--valid",
+        str(BUNDLED / "valid_split.csv"),
+    ]
     for head in ("concat", "ridge"):
         scores, seconds = [], []
         for seed in range(seeds if head != "ridge" else 1):
             run = folder / f"{name}-{head}-{seed}"
-            emi("train", str(out / "cache.h5"), *splits, "--head", head, "--seed", str(seed),
-                "--out", str(run), "--quiet")  # fmt: skip
+            emi(
+                "train",
+                str(out / "cache.h5"),
+                *splits,
+                "--head",
+                head,
+                "--seed",
+                str(seed),
+                "--out",
+                str(run),
+                "--quiet",
+            )
             scores.append(valid_r(run))
             seconds.append(json.loads((run / "metrics.json").read_text())["seconds"])
         rows.append(summary(f"  {head} (ours), same cache", scores, seconds))

@@ -45,17 +45,24 @@ def main() -> None:
         "emi train --help": [*emi, "train", "--help"],
         "emi train (argument error)": [*emi, "train", str(work / "s.csv"), "--head", "x"],
         "emi predict --check": [
-            *emi, "predict", "--check", str(work / "s.csv"), "--ids", str(work / "ids.csv"),
+            *emi,
+            "predict",
+            "--check",
+            str(work / "s.csv"),
+            "--ids",
+            str(work / "ids.csv"),
         ],
         "emi extract --help": [*emi, "extract", "--help"],
         "emi extract --list-models": [*emi, "extract", "--list-models"],
         "import emi_heads.training.train (what emi train loads)": [
-            *python, "import emi_heads.training.train",
+            *python,
+            "import emi_heads.training.train",
         ],
         "import emi_features.extraction.runner (what emi extract loads)": [
-            *python, "import emi_features.extraction.runner",
+            *python,
+            "import emi_features.extraction.runner",
         ],
-    }  # fmt: skip
+    }
     seconds = {name: best_of(command, args.repeats) for name, command in cases.items()}
     baseline, torch_seconds = seconds["python -c pass"], seconds["python -c 'import torch'"]
     rows = [

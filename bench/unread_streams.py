@@ -48,8 +48,9 @@ def caches(work: Path, clips: int) -> None:
     extra = Path(shutil.copy(plain, work / "extra.h5"))
     blocks = [rng.standard_normal((500, 2048)).astype(np.float16) for _ in ids]
     means = [block.astype(np.float32).mean(axis=0) for block in blocks]
-    stream = frame_stream(blocks, 2048, {"source": "bench", "fingerprint": "unread",
-                                         "frame_rate": 50.0}, means)  # fmt: skip
+    stream = frame_stream(
+        blocks, 2048, {"source": "bench", "fingerprint": "unread", "frame_rate": 50.0}, means
+    )
     attach_streams(extra, {"unread": stream}, overwrite=True)
     cut = clips * 3 // 4
     write_labels(work / "train.csv", ids[:cut], latents[:cut])
@@ -65,24 +66,37 @@ def main() -> None:
         caches(args.write, args.clips)
         return
     work = Path(tempfile.mkdtemp(prefix="emi-bench-unread-"))
-    subprocess.run([sys.executable, __file__, "--write", str(work), "--clips", str(args.clips)],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, __file__, "--write", str(work), "--clips", str(args.clips)], check=True
+    )
     plain, extra = work / "plain.h5", work / "extra.h5"
     train, valid = work / "train.csv", work / "valid.csv"
-    heads = {"ridge on clip means": ["--head", "ridge", "--inputs", "frame_stats,mean"],
-             "lstm on the frames, 1 epoch": ["--head", "lstm", "--epochs", "1",
-                                             "--min-steps", "0"]}  # fmt: skip
+    heads = {
+        "ridge on clip means": ["--head", "ridge", "--inputs", "frame_stats,mean"],
+        "lstm on the frames, 1 epoch": ["--head", "lstm", "--epochs", "1", "--min-steps", "0"],
+    }
     rows = []
     for name, options in heads.items():
         for label, cache in (("without", plain), ("with the unread stream", extra)):
-            command = [str(cache), "--train", str(train), "--valid", str(valid), *options,
-                       "--out", str(work / "run"), "--overwrite", "--quiet"]  # fmt: skip
-            done = subprocess.run([sys.executable, "-c", CHILD, *command], capture_output=True,
-                                  text=True, check=True)  # fmt: skip
-            rows.append({"head": name, "cache": label,
-                         **json.loads(done.stdout.strip().splitlines()[-1])})  # fmt: skip
-    report("unread_streams", rows, {"clips": args.clips,
-                                    "stream_mb": extra.stat().st_size / 2**20})  # fmt: skip
+            command = [
+                str(cache),
+                "--train",
+                str(train),
+                "--valid",
+                str(valid),
+                *options,
+                "--out",
+                str(work / "run"),
+                "--overwrite",
+                "--quiet",
+            ]
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, *command], capture_output=True, text=True, check=True
+            )
+            rows.append(
+                {"head": name, "cache": label, **json.loads(done.stdout.strip().splitlines()[-1])}
+            )
+    report("unread_streams", rows, {"clips": args.clips, "stream_mb": extra.stat().st_size / 2**20})
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def recipe_page(name: str) -> str:
         "",
         "| key | default |",
         "| --- | --- |",
-        *(f"| `{key}` | `{value}` |" if value else f"| `{key}` | (empty) |"
-          for key, value in recipe.settings.items()),
+        *(
+            f"| `{key}` | `{value}` |" if value else f"| `{key}` | (empty) |"
+            for key, value in recipe.settings.items()
+        ),
         "",
         f"## The steps (`emi recipe {name} --dry-run`)",
         "",

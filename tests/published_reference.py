@@ -108,9 +108,13 @@ def train_audio_only_system(
 def regression_head(width: int, hidden: int, dropout: float) -> nn.Sequential:
     """A:424-431, A:615-622: LayerNorm -> Linear -> GELU -> Dropout -> Linear(6) -> sigmoid."""
     return nn.Sequential(
-        nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
-        nn.Linear(hidden, 6), nn.Sigmoid(),
-    )  # fmt: skip
+        nn.LayerNorm(width),
+        nn.Linear(width, hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, 6),
+        nn.Sigmoid(),
+    )
 
 
 class AudioVadConcatFusion(nn.Module):
@@ -129,13 +133,13 @@ class AudioVadConcatFusion(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden // 2, 3),
             nn.Sigmoid(),
-        )  # fmt: skip  A:513-520
+        )  # A:513-520
         self.fuse_proj = nn.Sequential(
             nn.LayerNorm(hidden + 3),
             nn.Linear(hidden + 3, hidden),
             nn.GELU(),
             nn.Dropout(dropout),
-        )  # fmt: skip  A:521-526
+        )  # A:521-526
         self.feat_fc = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, feat_dim))
         self.reg_head = regression_head(feat_dim, hidden, dropout)  # A:538-545
         self.fusion_head = regression_head(feat_dim, hidden, dropout)  # A:615-622
@@ -247,9 +251,12 @@ def mimicmetrics_branch(input_dim: int, hidden: int, dropout: float, attention: 
     if attention:
         branch.attn = nn.Linear(input_dim, 1)
     branch.proj = nn.Sequential(
-        nn.LayerNorm(input_dim), nn.Linear(input_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+        nn.LayerNorm(input_dim),
+        nn.Linear(input_dim, hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
         nn.LayerNorm(hidden),
-    )  # fmt: skip
+    )
     branch.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 6))
     return branch
 
@@ -258,6 +265,10 @@ def mimicmetrics_fusion(width: int, hidden: int, dropout: float) -> nn.Sequentia
     """FusionRegressor (lines 438-456): LayerNorm -> Dropout -> Linear -> GELU -> Dropout ->
     Linear(6)."""
     return nn.Sequential(
-        nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(),
-        nn.Dropout(dropout), nn.Linear(hidden, 6),
-    )  # fmt: skip
+        nn.LayerNorm(width),
+        nn.Dropout(dropout),
+        nn.Linear(width, hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, 6),
+    )

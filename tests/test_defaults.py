@@ -100,8 +100,10 @@ def test_a_run_saved_before_standardisation_loads_as_it_was_trained(synthetic, t
         del config["train"][key]
     (out / "config.json").write_text(json.dumps(config))
     weights = load_file(str(out / "weights.safetensors"))
-    save_file({k: v for k, v in weights.items() if "standardizer" not in k},
-              str(out / "weights.safetensors"))  # fmt: skip
+    save_file(
+        {k: v for k, v in weights.items() if "standardizer" not in k},
+        str(out / "weights.safetensors"),
+    )
     model, config = load_run(out)
     assert model.standardizer is None and config["head"].get("standardize") is None
 
@@ -127,8 +129,12 @@ def test_recurrent_heads_read_what_ridge_reads_beside_their_last_states(head):
     dims = {"frames": 4, "mean": 4, "frame_stats": 8}
     model = build_head(head_config(head, dims=dims, hidden=8, mlp_hidden=8, standardize=False))
     model.eval()
-    batch = {"frames": torch.randn(2, 5, 4), "lengths": torch.tensor([5, 3]),
-             "mean": torch.randn(2, 4), "frame_stats": torch.randn(2, 8)}  # fmt: skip
+    batch = {
+        "frames": torch.randn(2, 5, 4),
+        "lengths": torch.tensor([5, 3]),
+        "mean": torch.randn(2, 4),
+        "frame_stats": torch.randn(2, 8),
+    }
     with torch.no_grad():
         base = model(batch).prediction
         other_mean = model({**batch, "mean": batch["mean"] + 5}).prediction

@@ -36,8 +36,10 @@ def test_descriptors_are_a_100_per_second_stream_of_opensmiles_own_values(folder
     assert stream.kind == "frame" and stream.dim == 25 and stream.attrs["frame_rate"] == 100.0
     assert stream.present.tolist() == [True, True, False]
     assert stream.attrs["source"] == "emi-extract --modality egemaps"  # no model: weight-free
-    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                            feature_level=opensmile.FeatureLevel.LowLevelDescriptors)  # fmt: skip
+    smile = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02,
+        feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
+    )
     row = ids.index("00001")
     wave, _ = __import__("soundfile").read(folder / "00001.wav", dtype="float32")
     expected = smile.process_signal(wave, 16_000).to_numpy(dtype=np.float32)
@@ -49,8 +51,18 @@ def test_descriptors_are_a_100_per_second_stream_of_opensmiles_own_values(folder
 
 def test_functionals_are_a_clip_stream(folder_and_cache):
     folder, cache = folder_and_cache
-    run(folder, "--out", cache, "--quiet", "--modality", "egemaps", "--level", "functionals",
-        "--stream", "egf")  # fmt: skip
+    run(
+        folder,
+        "--out",
+        cache,
+        "--quiet",
+        "--modality",
+        "egemaps",
+        "--level",
+        "functionals",
+        "--stream",
+        "egf",
+    )
     with open_cache(cache) as opened:
         stream = opened.stream("egf")
     assert stream.kind == "clip" and stream.values.shape == (3, 88)
@@ -64,8 +76,9 @@ def test_without_opensmile_and_with_anothers_option_one_line(folder_and_cache, m
     missing = run(folder, "--out", cache, "--modality", "egemaps", "--stream", "e2", ok=False)
     assert missing.exit_code == 1 and "pip install 'emi[egemaps]'" in missing.output
     assert "Traceback" not in missing.output
-    other = run(folder, "--out", cache, "--modality", "egemaps", "--fps", "3", "--stream", "e3",
-                ok=False)  # fmt: skip
+    other = run(
+        folder, "--out", cache, "--modality", "egemaps", "--fps", "3", "--stream", "e3", ok=False
+    )
     assert other.exit_code == 2 and "--fps is a setting of --modality vision" in other.output
     no_stream = run(folder, "--out", cache, "--modality", "egemaps", ok=False)
     assert no_stream.exit_code == 2 and "give --stream NAME" in no_stream.output
@@ -83,12 +96,28 @@ def test_two_torchrun_ranks_write_the_stream_one_process_writes(folder_and_cache
     streams = {}
     for ranks in (1, 2):
         copy = shutil.copy(cache, tmp_path / f"c{ranks}.h5")
-        extract = ["-m", "emi_features", str(folder), "--out", str(copy), "--modality", "egemaps",
-                   "--stream", "by-ranks", "--device", "cpu", "--quiet"]  # fmt: skip
+        extract = [
+            "-m",
+            "emi_features",
+            str(folder),
+            "--out",
+            str(copy),
+            "--modality",
+            "egemaps",
+            "--stream",
+            "by-ranks",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
-        subprocess.run([sys.executable, *(launcher if ranks > 1 else []), *extract], check=True,
-                       capture_output=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        subprocess.run(
+            [sys.executable, *(launcher if ranks > 1 else []), *extract],
+            check=True,
+            capture_output=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         with open_cache(copy) as opened:
             streams[ranks] = opened.stream("by-ranks")
     assert streams[2].present.tolist() == streams[1].present.tolist() == [True, True, False]
@@ -105,8 +134,18 @@ def test_the_stream_records_how_to_make_it_again_for_new_media(folder_and_cache,
     from emi_features.extraction.remake_steps import stage_one_commands
 
     folder, cache = folder_and_cache
-    run(folder, "--out", cache, "--quiet", "--modality", "egemaps", "--level", "functionals",
-        "--stream", "again")  # fmt: skip
+    run(
+        folder,
+        "--out",
+        cache,
+        "--quiet",
+        "--modality",
+        "egemaps",
+        "--level",
+        "functionals",
+        "--stream",
+        "again",
+    )
     with open_cache(cache) as opened:
         stream = opened.stream("again")
     assert stream.attrs["modality"] == "egemaps"
@@ -114,9 +153,21 @@ def test_the_stream_records_how_to_make_it_again_for_new_media(folder_and_cache,
     with open_cache(cache) as opened:
         recipe = parse_recipe(opened.recipe(), ModelPlace(tmp_path)).only(["again"])
     (_, command) = stage_one_commands(recipe, folder, copy)
-    assert command == ["extract", str(folder), "--modality", "egemaps", "--stream", "again",
-                       "--level", "functionals", "--feature-set", "eGeMAPSv02", "--out",
-                       str(copy), "--overwrite"]  # fmt: skip
+    assert command == [
+        "extract",
+        str(folder),
+        "--modality",
+        "egemaps",
+        "--stream",
+        "again",
+        "--level",
+        "functionals",
+        "--feature-set",
+        "eGeMAPSv02",
+        "--out",
+        str(copy),
+        "--overwrite",
+    ]
     run(*command[1:], "--quiet")
     with open_cache(copy) as opened:
         np.testing.assert_array_equal(opened.stream("again").values, stream.values)

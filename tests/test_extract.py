@@ -14,8 +14,8 @@ from transformers import Wav2Vec2FeatureExtractor
 from emi_features.audio.backbones import VadWav2Vec2, load_backbone
 from emi_features.cache.reader import CacheError, open_cache
 from emi_features.cli.extract import main as extract_command
+from emi_features.extraction.encoding import encode_clips, encode_long_clip
 from emi_features.extraction.frames import frame_count
-from emi_features.extraction.runner import encode_clips, encode_long_clip
 
 
 def run_extract(*args: str, ok: bool = True):

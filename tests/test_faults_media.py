@@ -49,21 +49,41 @@ def runs(sample_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("faults-media")
     cache = work / "cache.h5"
     run_extract_cli(sample_root, "--model", "fbank", "--out", cache, "--quiet", "--workers", 0)
-    labels = ["--train", sample_root / "train_split.csv", "--valid",
-              sample_root / "valid_split.csv"]  # fmt: skip
+    labels = [
+        "--train",
+        sample_root / "train_split.csv",
+        "--valid",
+        sample_root / "valid_split.csv",
+    ]
     for head, extra in (("ridge", []), ("concat", ["--epochs", "2", "--min-steps", "0"])):
-        result = invoke(train_command, cache, *labels, "--head", head, *extra, "--out",
-                        work / "runs" / head, "--quiet")  # fmt: skip
+        result = invoke(
+            train_command,
+            cache,
+            *labels,
+            "--head",
+            head,
+            *extra,
+            "--out",
+            work / "runs" / head,
+            "--quiet",
+        )
         assert result.exit_code == 0, result.output
     audio = sorted((sample_root / "audio").glob("*.mp3"))
-    return {"cache": cache, "ridge": work / "runs" / "ridge", "concat": work / "runs" / "concat",
-            "parent": work / "runs", "audio": audio, "labels": labels}  # fmt: skip
+    return {
+        "cache": cache,
+        "ridge": work / "runs" / "ridge",
+        "concat": work / "runs" / "concat",
+        "parent": work / "runs",
+        "audio": audio,
+        "labels": labels,
+    }
 
 
 def recordings(runs: dict, folder: Path, count: int = 2) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copy(p, folder / f"take {k}.mp3")) for k, p in
-            enumerate(runs["audio"][:count])]  # fmt: skip
+    return [
+        Path(shutil.copy(p, folder / f"take {k}.mp3")) for k, p in enumerate(runs["audio"][:count])
+    ]
 
 
 @pytest.mark.slow
@@ -75,8 +95,17 @@ def test_a_work_folder_of_the_users_is_never_emptied(runs, tmp_path):
     (mine / "windows" / "notes").mkdir()
     files = recordings(runs, tmp_path / "in")
     for option in ([], ["--window", "2"]):
-        result = invoke(predict_command, runs["ridge"], "--media", *files, "--work", mine,
-                        "--out", tmp_path / "x.csv", *option)  # fmt: skip
+        result = invoke(
+            predict_command,
+            runs["ridge"],
+            "--media",
+            *files,
+            "--work",
+            mine,
+            "--out",
+            tmp_path / "x.csv",
+            *option,
+        )
         one_line(result, "holds files emi did not write there")
     assert (mine / "media" / "my interview.wav").read_bytes() == b"precious"
     assert (mine / "windows" / "notes").is_dir()
@@ -87,12 +116,25 @@ def test_only_the_tools_own_links_and_windows_are_cleaned(runs, tmp_path):
     files = recordings(runs, tmp_path / "in", 2)
     work = tmp_path / "work"
     out = tmp_path / "x.csv"
-    assert invoke(predict_command, runs["ridge"], "--media", *files, "--work", work, "--out",
-                  out, "--quiet").exit_code == 0  # fmt: skip
+    assert (
+        invoke(
+            predict_command,
+            runs["ridge"],
+            "--media",
+            *files,
+            "--work",
+            work,
+            "--out",
+            out,
+            "--quiet",
+        ).exit_code
+        == 0
+    )
     (work / "media" / "a sub-folder").mkdir()
     (work / "media" / "kept.txt").write_text("someone's")
-    result = invoke(predict_command, runs["ridge"], "--media", files[0], "--work", work, "--out",
-                    out, "--quiet")  # fmt: skip
+    result = invoke(
+        predict_command, runs["ridge"], "--media", files[0], "--work", work, "--out", out, "--quiet"
+    )
     assert result.exit_code == 0, result.output
     assert (work / "media" / "kept.txt").exists() and (work / "media" / "a sub-folder").is_dir()
     assert len(rows(out)) == 1 and len(list((work / "media").glob("m*.mp3"))) == 1
@@ -103,8 +145,9 @@ def test_out_is_never_a_recording(runs, tmp_path):
     before = victim.read_bytes()
     result = invoke(predict_command, runs["ridge"], "--media", victim, "--out", victim)
     one_line(result, "names a recording")
-    result = invoke(predict_command, runs["ridge"], "--media", victim, "--out",
-                    tmp_path / "other.wav")  # fmt: skip
+    result = invoke(
+        predict_command, runs["ridge"], "--media", victim, "--out", tmp_path / "other.wav"
+    )
     one_line(result, "names a recording")
     assert victim.read_bytes() == before and not (tmp_path / "other.wav").exists()
 
@@ -116,8 +159,17 @@ def test_a_folder_predicted_twice_never_reads_the_tools_own_files(runs, tmp_path
     shutil.copy(max(runs["audio"], key=lambda p: p.stat().st_size), folder / "long.mp3")
     counts = []
     for _ in range(2):
-        result = invoke(predict_command, runs["ridge"], "--media", folder, "--out",
-                        folder / "over.csv", "--window", "2", "--quiet")  # fmt: skip
+        result = invoke(
+            predict_command,
+            runs["ridge"],
+            "--media",
+            folder,
+            "--out",
+            folder / "over.csv",
+            "--window",
+            "2",
+            "--quiet",
+        )
         assert result.exit_code == 0, result.output
         counts.append(len(rows(folder / "over.csv")))
     assert counts[0] == counts[1] > 2
@@ -127,16 +179,46 @@ def test_a_folder_predicted_twice_never_reads_the_tools_own_files(runs, tmp_path
 def test_a_second_prediction_in_the_same_work_folder_waits_its_turn(runs, tmp_path):
     files = recordings(runs, tmp_path / "in", 1)
     work = tmp_path / "work"
-    assert invoke(predict_command, runs["ridge"], "--media", *files, "--work", work, "--out",
-                  tmp_path / "a.csv", "--quiet").exit_code == 0  # fmt: skip
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from emi_features.cache.locks import ExclusiveLock; "
-        f"lock = ExclusiveLock({str(work / 'work')!r}, 'w').acquire(); print('held', flush=True); "
-        "time.sleep(60)")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert (
+        invoke(
+            predict_command,
+            runs["ridge"],
+            "--media",
+            *files,
+            "--work",
+            work,
+            "--out",
+            tmp_path / "a.csv",
+            "--quiet",
+        ).exit_code
+        == 0
+    )
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from emi_features.cache.locks import ExclusiveLock; "
+                f"lock = ExclusiveLock({str(work / 'work')!r}, 'w').acquire(); "
+                "print('held', flush=True); "
+                "time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = invoke(predict_command, runs["ridge"], "--media", *files, "--work", work,
-                        "--out", tmp_path / "b.csv")  # fmt: skip
+        result = invoke(
+            predict_command,
+            runs["ridge"],
+            "--media",
+            *files,
+            "--work",
+            work,
+            "--out",
+            tmp_path / "b.csv",
+        )
         one_line(result, "in use by another process")
     finally:
         holder.kill()
@@ -148,15 +230,25 @@ def test_a_second_prediction_in_the_same_work_folder_waits_its_turn(runs, tmp_pa
 def test_weights_apply_with_media(runs, tmp_path):
     files = recordings(runs, tmp_path / "in", 2)
     values = {}
-    for name, args in (("ridge", [runs["ridge"]]), ("weighted", [runs["ridge"], runs["concat"],
-                       "--weights", "1,0"])):  # fmt: skip
+    for name, args in (
+        ("ridge", [runs["ridge"]]),
+        ("weighted", [runs["ridge"], runs["concat"], "--weights", "1,0"]),
+    ):
         out = tmp_path / f"{name}.csv"
         result = invoke(predict_command, *args, "--media", *files, "--out", out, "--quiet")
         assert result.exit_code == 0, result.output
         values[name] = [[float(r[e]) for e in EMOTIONS] for r in rows(out)]
     np.testing.assert_allclose(values["weighted"], values["ridge"], atol=1e-6)
-    result = invoke(predict_command, runs["ridge"], "--media", *files, "--out",
-                    tmp_path / "w.csv", "--weights", "1,2")  # fmt: skip
+    result = invoke(
+        predict_command,
+        runs["ridge"],
+        "--media",
+        *files,
+        "--out",
+        tmp_path / "w.csv",
+        "--weights",
+        "1,2",
+    )
     one_line(result, "one per RUN_DIR")
 
 
@@ -171,24 +263,47 @@ def test_weights_apply_with_media(runs, tmp_path):
     ],
 )
 def test_an_option_the_mode_would_ignore_is_refused(runs, sample_root, tmp_path, args, words):
-    places = {"MEDIA": runs["audio"][0], "CACHE": runs["cache"], "W": tmp_path / "w",
-              "IDS": sample_root / "test_split.csv"}  # fmt: skip
-    result = invoke(predict_command, runs["ridge"], *(places.get(a, a) for a in args), "--out",
-                    tmp_path / "x.csv")  # fmt: skip
+    places = {
+        "MEDIA": runs["audio"][0],
+        "CACHE": runs["cache"],
+        "W": tmp_path / "w",
+        "IDS": sample_root / "test_split.csv",
+    }
+    result = invoke(
+        predict_command,
+        runs["ridge"],
+        *(places.get(a, a) for a in args),
+        "--out",
+        tmp_path / "x.csv",
+    )
     one_line(result, words, code=2)
 
 
 @pytest.mark.parametrize(
     ("window", "hop", "words"),
-    [("1", "1e-7", "--hop at least"), ("inf", "1", "finite"), ("0.001", "1", "--window must"),
-     ("0.1", "0.01", "windows (at most")],
+    [
+        ("1", "1e-7", "--hop at least"),
+        ("inf", "1", "finite"),
+        ("0.001", "1", "--window must"),
+        ("0.1", "0.01", "windows (at most"),
+    ],
 )
 def test_window_counts_are_bounded_before_any_work(runs, tmp_path, window, hop, words):
     long_clip = tmp_path / "long.wav"
     write_wav(long_clip, 210.0)  # 0.1 s windows every 10 ms: 21,000 of them
     started = time.perf_counter()
-    result = invoke(predict_command, runs["ridge"], "--media", long_clip, "--window", window,
-                    "--hop", hop, "--out", tmp_path / "x.csv")  # fmt: skip
+    result = invoke(
+        predict_command,
+        runs["ridge"],
+        "--media",
+        long_clip,
+        "--window",
+        window,
+        "--hop",
+        hop,
+        "--out",
+        tmp_path / "x.csv",
+    )
     one_line(result, words)
     assert not (tmp_path / "x-features" / "windows").exists() or not any(
         (tmp_path / "x-features" / "windows").iterdir()
@@ -217,11 +332,22 @@ def test_files_of_one_name_in_two_folders_get_a_plot_each(runs, tmp_path):
         (tmp_path / "in" / sub).mkdir(parents=True)
         shutil.copy(runs["audio"][0 if sub == "a" else 1], tmp_path / "in" / sub / "take.mp3")
     out = tmp_path / "x.csv"
-    result = invoke(predict_command, runs["ridge"], "--media", tmp_path / "in", "--window", "2",
-                    "--out", out, "--quiet")  # fmt: skip
+    result = invoke(
+        predict_command,
+        runs["ridge"],
+        "--media",
+        tmp_path / "in",
+        "--window",
+        "2",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "x-plots").iterdir()) == ["a__take.png",
-                                                                       "b__take.png"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "x-plots").iterdir()) == [
+        "a__take.png",
+        "b__take.png",
+    ]
 
 
 @pytest.mark.slow
@@ -231,14 +357,18 @@ def test_a_file_rewritten_with_the_same_size_and_time_gets_new_features(runs, tm
     write_wav(clip, 2.0, seed=1)
     stamp = clip.stat()
     out = tmp_path / "x.csv"
-    assert invoke(predict_command, runs["ridge"], "--media", clip, "--out", out,
-                  "--quiet").exit_code == 0  # fmt: skip
+    assert (
+        invoke(predict_command, runs["ridge"], "--media", clip, "--out", out, "--quiet").exit_code
+        == 0
+    )
     first = rows(out)[0]
     write_wav(clip, 2.0, seed=2)  # the same length, other content
     os.utime(clip, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert clip.stat().st_size == stamp.st_size
-    assert invoke(predict_command, runs["ridge"], "--media", clip, "--out", out,
-                  "--quiet").exit_code == 0  # fmt: skip
+    assert (
+        invoke(predict_command, runs["ridge"], "--media", clip, "--out", out, "--quiet").exit_code
+        == 0
+    )
     assert rows(out)[0] != first
 
 
@@ -269,13 +399,29 @@ def test_a_run_of_streams_alone_says_when_a_clip_has_none_of_them(tmp_path):
     cache = write_synthetic_cache(tmp_path / "c.h5", ids, latents)
     faces = {i: latents[k] + 0.01 * rng.standard_normal(6) for k, i in enumerate(ids) if k % 4}
     np.savez(tmp_path / "face.npz", **faces)
-    assert invoke(add_features_command, cache, "--stream", "face", "--from",
-                  tmp_path / "face.npz").exit_code == 0  # fmt: skip
+    assert (
+        invoke(
+            add_features_command, cache, "--stream", "face", "--from", tmp_path / "face.npz"
+        ).exit_code
+        == 0
+    )
     write_labels(tmp_path / "t.csv", ids[:30], latents[:30])
     write_labels(tmp_path / "v.csv", ids[30:], latents[30:])
-    result = invoke(train_command, cache, "--train", tmp_path / "t.csv", "--valid",
-                    tmp_path / "v.csv", "--head", "ridge", "--inputs", "features/face",
-                    "--out", tmp_path / "face-only", "--quiet")  # fmt: skip
+    result = invoke(
+        train_command,
+        cache,
+        "--train",
+        tmp_path / "t.csv",
+        "--valid",
+        tmp_path / "v.csv",
+        "--head",
+        "ridge",
+        "--inputs",
+        "features/face",
+        "--out",
+        tmp_path / "face-only",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     predicted = load_model(tmp_path / "face-only").predict_cache(cache, ids[:8])
     for k, reason in enumerate(predicted.reasons):
@@ -293,8 +439,16 @@ def test_features_computed_otherwise_are_never_mixed(runs, tmp_path):
     shutil.copy(runs["cache"], int8)
     with h5py.File(int8, "a") as handle:
         handle.attrs["precision"] = "int8"
-    result = invoke(predict_command, runs["ridge"], "--cache", int8, "--ids",
-                    runs["labels"][3], "--out", tmp_path / "x.csv")  # fmt: skip
+    result = invoke(
+        predict_command,
+        runs["ridge"],
+        "--cache",
+        int8,
+        "--ids",
+        runs["labels"][3],
+        "--out",
+        tmp_path / "x.csv",
+    )
     one_line(result, "computed with torch fp32", "computed with torch int8")
     from emi_features.cache.reader import open_cache
 
@@ -308,9 +462,11 @@ def test_export_replaces_only_an_emi_model_folder(runs, tmp_path):
     docs = tmp_path / "thesis"
     docs.mkdir()
     (docs / "chapter 1.tex").write_text("two years")
-    for out, words in ((docs, "not an emi model folder"),
-                       (runs["parent"], "holds or is inside the run"),
-                       (runs["ridge"], "holds or is inside the run")):  # fmt: skip
+    for out, words in (
+        (docs, "not an emi model folder"),
+        (runs["parent"], "holds or is inside the run"),
+        (runs["ridge"], "holds or is inside the run"),
+    ):
         result = invoke(export_command, runs["ridge"], "--out", out, "--overwrite")
         one_line(result, words)
     assert (docs / "chapter 1.tex").read_text() == "two years"
@@ -324,20 +480,34 @@ def test_export_replaces_only_an_emi_model_folder(runs, tmp_path):
     index = json.loads((model / "emi-model.json").read_text())
     index["format_version"] = 99
     (model / "emi-model.json").write_text(json.dumps(index))
-    result = invoke(predict_command, "--model", model, "--media", runs["audio"][0], "--out",
-                    tmp_path / "x.csv")  # fmt: skip
+    result = invoke(
+        predict_command, "--model", model, "--media", runs["audio"][0], "--out", tmp_path / "x.csv"
+    )
     one_line(result, "version 99")
 
 
 @pytest.mark.slow
-def test_an_export_of_a_local_backbone_carries_it_and_no_machine_path(sample_root, tiny_model_dir,
-                                                                     tmp_path):  # fmt: skip
+def test_an_export_of_a_local_backbone_carries_it_and_no_machine_path(
+    sample_root, tiny_model_dir, tmp_path
+):
     backbone = shutil.copytree(tiny_model_dir, tmp_path / "my models" / "vad-small")
     cache = tmp_path / "c.h5"
     run_extract_cli(sample_root, "--model", backbone, "--out", cache, "--quiet", "--workers", 0)
     run = tmp_path / "run"
-    assert invoke(train_command, cache, "--train", sample_root / "train_split.csv", "--head",
-                  "ridge", "--out", run, "--quiet").exit_code == 0  # fmt: skip
+    assert (
+        invoke(
+            train_command,
+            cache,
+            "--train",
+            sample_root / "train_split.csv",
+            "--head",
+            "ridge",
+            "--out",
+            run,
+            "--quiet",
+        ).exit_code
+        == 0
+    )
     model = tmp_path / "model"
     assert invoke(export_command, run, "--out", model).exit_code == 0
     assert (model / "models" / "vad-small" / "config.json").is_file()
@@ -346,15 +516,30 @@ def test_an_export_of_a_local_backbone_carries_it_and_no_machine_path(sample_roo
             assert str(tmp_path) not in path.read_text(), path
     moved = shutil.copytree(model, tmp_path / "elsewhere" / "model")
     shutil.rmtree(tmp_path / "my models")  # the copy is what loads
-    kept = invoke(predict_command, run, "--cache", cache, "--ids", sample_root / "test_split.csv",
-                  "--out", tmp_path / "s.csv")  # fmt: skip
+    kept = invoke(
+        predict_command,
+        run,
+        "--cache",
+        cache,
+        "--ids",
+        sample_root / "test_split.csv",
+        "--out",
+        tmp_path / "s.csv",
+    )
     assert kept.exit_code == 0, kept.output  # the run itself still predicts from its cache
-    gone = invoke(predict_command, run, "--media", next((sample_root / "audio").glob("*.mp3")),
-                  "--out", tmp_path / "y.csv")  # fmt: skip
+    gone = invoke(
+        predict_command,
+        run,
+        "--media",
+        next((sample_root / "audio").glob("*.mp3")),
+        "--out",
+        tmp_path / "y.csv",
+    )
     assert gone.exit_code == 1 and "vad-small" in gone.output  # its features: one line why
     clip = next((sample_root / "audio").glob("*.mp3"))
-    result = invoke(predict_command, "--model", moved, "--media", clip, "--out",
-                    tmp_path / "x.csv", "--quiet")  # fmt: skip
+    result = invoke(
+        predict_command, "--model", moved, "--media", clip, "--out", tmp_path / "x.csv", "--quiet"
+    )
     assert result.exit_code == 0, result.output
     assert rows(tmp_path / "x.csv")[0]["Joy"]
 
@@ -380,20 +565,31 @@ def test_a_full_or_read_only_place_is_one_line_and_leaves_nothing(runs, small_di
             ExclusiveLock(small_disk / "cache.h5", "a cache").acquire()
     read_only = tmp_path / "ro"
     read_only.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                              str(read_only)], capture_output=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)], capture_output=True
+    )
     target = read_only if mounted.returncode == 0 else Path("/sys")
     try:
         for result in (
             invoke(export_command, runs["ridge"], "--out", target / "m"),
-            invoke(predict_command, runs["ridge"], "--media", runs["audio"][0], "--out",
-                   target / "x.csv"),  # fmt: skip
+            invoke(
+                predict_command,
+                runs["ridge"],
+                "--media",
+                runs["audio"][0],
+                "--out",
+                target / "x.csv",
+            ),
         ):
             one_line(result, f"cannot write {target}/")
         from emi_heads.cli.recipe import recipe_command
 
-        one_line(invoke(recipe_command, "audio-2024", runs["audio"][0].parent.parent, "--out",
-                        target / "r"), "cannot write")  # fmt: skip
+        one_line(
+            invoke(
+                recipe_command, "audio-2024", runs["audio"][0].parent.parent, "--out", target / "r"
+            ),
+            "cannot write",
+        )
     finally:
         subprocess.run(["umount", "-l", str(read_only)], check=False, capture_output=True)
 
@@ -405,10 +601,23 @@ def test_stage_one_ends_with_a_killed_prediction(runs, tmp_path):
     write_wav(clip, 600.0, seed=3)
     marker = tmp_path / "work"
     predict = subprocess.Popen(
-        [sys.executable, "-m", "emi_heads", "predict", str(runs["ridge"]), "--media", str(clip),
-         "--work", str(marker), "--out", str(tmp_path / "x.csv"), "--quiet"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "emi_heads",
+            "predict",
+            str(runs["ridge"]),
+            "--media",
+            str(clip),
+            "--work",
+            str(marker),
+            "--out",
+            str(tmp_path / "x.csv"),
+            "--quiet",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     child = None
     for _ in range(600):  # the extraction step starts within a minute on a busy machine
         child = _child_of(predict.pid)

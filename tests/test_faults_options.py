@@ -24,10 +24,14 @@ def streams(tmp_path_factory):
     np.savez(root / "clip.npz", **{i: rng.standard_normal(4) for i in ids})
     np.savez(root / "frames.npz", **{i: rng.standard_normal((5, 4)) for i in ids})
     runner = CliRunner()
-    for name, source, extra in (("cl", "clip.npz", []), ("fr", "frames.npz",
-                                ["--frame-rate", "5"])):  # fmt: skip
-        result = runner.invoke(add_features_command, [str(cache), "--stream", name, "--from",
-                                                      str(root / source), *extra])  # fmt: skip
+    for name, source, extra in (
+        ("cl", "clip.npz", []),
+        ("fr", "frames.npz", ["--frame-rate", "5"]),
+    ):
+        result = runner.invoke(
+            add_features_command,
+            [str(cache), "--stream", name, "--from", str(root / source), *extra],
+        )
         assert result.exit_code == 0, result.output
     train = write_labels(root / "t.csv", ids[:40], latents[:40])
     valid = write_labels(root / "v.csv", ids[40:], latents[40:])
@@ -37,35 +41,89 @@ def streams(tmp_path_factory):
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [
-        (["--head", "concat-frames", "--inputs", "frames,features/fr", "--triplet-weight", "0.1",
-          "--triplet-stream", "features/nope"], 1, "--triplet-stream: features/nope not in the "
-         "cache (it has mean, vad, frame_stats, frame_vad_stats, frames, features/cl, "
-         "features/fr)"),
-        (["--head", "streams-lstm", "--inputs", "frames,features/cl", "--stream-hidden",
-          "features/cl=8"], 1, "--stream-hidden: features/cl is not one of the frame streams "
-         "the head reads (frames)"),
-        (["--head", "streams-lstm", "--stream-hidden", "frames=-1"], 2,
-         "stream_hidden: 'frames=-1' is not NAME=VALUE with a whole width >= 0"),
-        (["--head", "streams-lstm", "--stream-max-seconds", "features/fr=0"], 2,
-         "stream_max_seconds: 'features/fr=0' is not NAME=VALUE with seconds > 0"),
-        (["--head", "concat-frames", "--inputs", "seq/features/fr"], 1,
-         "--inputs: seq/features/fr: name the stream as features/fr"),
-        (["--head", "concat-frames", "--triplet-weight", "inf"], 2,
-         "triplet_weight and triplet_margin must be finite"),
-        (["--head", "concat-frames", "--stream-aux-weights", "frames=2"], 2,
-         "the shares of aux_weight add up to 2, more than 1"),
-        (["--head", "concat-frames", "--inputs", "frames", "--stream-aux-weights",
-          "features/cl=0.5"], 1, "features/cl is not one of the fused streams (frames)"),
+        (
+            [
+                "--head",
+                "concat-frames",
+                "--inputs",
+                "frames,features/fr",
+                "--triplet-weight",
+                "0.1",
+                "--triplet-stream",
+                "features/nope",
+            ],
+            1,
+            "--triplet-stream: features/nope not in the "
+            "cache (it has mean, vad, frame_stats, frame_vad_stats, frames, features/cl, "
+            "features/fr)",
+        ),
+        (
+            [
+                "--head",
+                "streams-lstm",
+                "--inputs",
+                "frames,features/cl",
+                "--stream-hidden",
+                "features/cl=8",
+            ],
+            1,
+            "--stream-hidden: features/cl is not one of the frame streams the head reads (frames)",
+        ),
+        (
+            ["--head", "streams-lstm", "--stream-hidden", "frames=-1"],
+            2,
+            "stream_hidden: 'frames=-1' is not NAME=VALUE with a whole width >= 0",
+        ),
+        (
+            ["--head", "streams-lstm", "--stream-max-seconds", "features/fr=0"],
+            2,
+            "stream_max_seconds: 'features/fr=0' is not NAME=VALUE with seconds > 0",
+        ),
+        (
+            ["--head", "concat-frames", "--inputs", "seq/features/fr"],
+            1,
+            "--inputs: seq/features/fr: name the stream as features/fr",
+        ),
+        (
+            ["--head", "concat-frames", "--triplet-weight", "inf"],
+            2,
+            "triplet_weight and triplet_margin must be finite",
+        ),
+        (
+            ["--head", "concat-frames", "--stream-aux-weights", "frames=2"],
+            2,
+            "the shares of aux_weight add up to 2, more than 1",
+        ),
+        (
+            [
+                "--head",
+                "concat-frames",
+                "--inputs",
+                "frames",
+                "--stream-aux-weights",
+                "features/cl=0.5",
+            ],
+            1,
+            "features/cl is not one of the fused streams (frames)",
+        ),
         (["--head", "concat", "--layer-weights"], 1, "--layer-weights: the head reads no stream"),
-        (["--head", "concat-frames", "--encoder-lr-scale", "0.5"], 2,
-         "give unimodal_epochs too"),
+        (["--head", "concat-frames", "--encoder-lr-scale", "0.5"], 2, "give unimodal_epochs too"),
     ],
-)  # fmt: skip
-def test_a_head_setting_naming_what_is_not_there_is_one_line(streams, tmp_path, args, code,
-                                                            words):  # fmt: skip
-    result = CliRunner().invoke(train_command, [str(streams["cache"]), *streams["labels"],
-                                                *args, "--epochs", "1", "--out",
-                                                str(tmp_path / "run"), "--quiet"])  # fmt: skip
+)
+def test_a_head_setting_naming_what_is_not_there_is_one_line(streams, tmp_path, args, code, words):
+    result = CliRunner().invoke(
+        train_command,
+        [
+            str(streams["cache"]),
+            *streams["labels"],
+            *args,
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == code, result.output
     assert words in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "run").exists()
@@ -75,14 +133,20 @@ def test_a_head_setting_naming_what_is_not_there_is_one_line(streams, tmp_path, 
     ("args", "words"),
     [
         (["--modality", "egemaps", "--model", "x/y"], "--model: --modality egemaps reads no model"),
-        (["--modality", "vision", "--runtime", "onnxruntime"],
-         "--runtime: the compiled path runs the audio backbones"),
-        (["--layers", "all", "--pool", "stats", "--precision", "int8"],
-         "--precision: the compiled path runs the audio backbones"),
-        (["--modality", "egemaps", "--level", "functionals", "--pool", "mean"],
-         "--pool: the functionals are one vector per clip already"),
+        (
+            ["--modality", "vision", "--runtime", "onnxruntime"],
+            "--runtime: the compiled path runs the audio backbones",
+        ),
+        (
+            ["--layers", "all", "--pool", "stats", "--precision", "int8"],
+            "--precision: the compiled path runs the audio backbones",
+        ),
+        (
+            ["--modality", "egemaps", "--level", "functionals", "--pool", "mean"],
+            "--pool: the functionals are one vector per clip already",
+        ),
     ],
-)  # fmt: skip
+)
 def test_an_extraction_option_the_modality_ignores_is_refused(tmp_path, args, words):
     folder = tmp_path / "clips"
     folder.mkdir()

@@ -28,9 +28,19 @@ HEADER = "Filename,Admiration,Amusement,Determination,Empathic Pain,Excitement,J
 
 
 def train(synthetic, out, *extra, head="ridge", ok=True):
-    args = [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--valid",
-            str(synthetic["valid"]), "--head", head, "--out", str(out), "--quiet",
-            *extra]  # fmt: skip
+    args = [
+        str(synthetic["cache"]),
+        "--train",
+        str(synthetic["train"]),
+        "--valid",
+        str(synthetic["valid"]),
+        "--head",
+        head,
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     result = CliRunner().invoke(train_command, args)
     if ok:
         assert result.exit_code == 0, result.output
@@ -174,9 +184,17 @@ def test_an_overwrite_that_dies_before_its_first_weights_leaves_the_old_run(
     )  # Ctrl-C before the first epoch ends
     result = CliRunner().invoke(
         train_command,
-        [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--head", "concat",
-         "--out", str(out), "--overwrite"],
-    )  # fmt: skip
+        [
+            str(synthetic["cache"]),
+            "--train",
+            str(synthetic["train"]),
+            "--head",
+            "concat",
+            "--out",
+            str(out),
+            "--overwrite",
+        ],
+    )
     assert result.exit_code == 1 and "Aborted" in result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.") and p.is_dir()]
@@ -198,15 +216,20 @@ def test_leftovers_of_a_killed_training_are_cleaned_or_restored(synthetic, run, 
 def test_two_trainings_into_one_folder_the_second_is_refused(synthetic, tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from emi_heads.training.rundir import RunWriter
             with RunWriter({str(out)!r}):
                 print("held", flush=True)
                 time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         result = train(synthetic, out, ok=False)
@@ -282,8 +305,15 @@ def test_an_edited_or_received_run_is_one_line_before_anything_is_built(
     run_dir = tmp_path / "received"
     shutil.copytree(source, run_dir)
     edit(run_dir, how)
-    result = predict(run_dir, "--cache", synthetic["cache"], "--ids", synthetic["valid"],
-                     "--out", tmp_path / "s.csv")  # fmt: skip
+    result = predict(
+        run_dir,
+        "--cache",
+        synthetic["cache"],
+        "--ids",
+        synthetic["valid"],
+        "--out",
+        tmp_path / "s.csv",
+    )
     one_line_error(result, message)
     assert str(run_dir) in result.output
 
@@ -293,8 +323,17 @@ def test_validation_overlapping_training_is_warned(synthetic, tmp_path, caplog):
     overlap = write_labels(tmp_path / "v.csv", [f"{k:05d}" for k in range(10)], labels)
     result = CliRunner().invoke(
         train_command,
-        [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--valid", str(overlap),
-         "--head", "ridge", "--out", str(tmp_path / "r")],
-    )  # fmt: skip
+        [
+            str(synthetic["cache"]),
+            "--train",
+            str(synthetic["train"]),
+            "--valid",
+            str(overlap),
+            "--head",
+            "ridge",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert any(m.startswith("10 id(s) are in both --train and --valid") for m in caplog.messages)

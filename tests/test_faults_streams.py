@@ -35,9 +35,22 @@ def journal_of(cache):
 def test_a_transcription_killed_twice_before_its_first_batch_resumes(wav_cache, tiny_whisper):  # noqa: F811
     """Real kills (SIGKILL) as soon as the journal exists, twice; then a run finishes."""
     folder, cache = wav_cache
-    command = [sys.executable, "-m", "emi_heads", "transcribe", str(folder), "--out", str(cache),
-               "--model", str(tiny_whisper), "--max-new-tokens", "4", "--batch-size", "1",
-               "--quiet"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "emi_heads",
+        "transcribe",
+        str(folder),
+        "--out",
+        str(cache),
+        "--model",
+        str(tiny_whisper),
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "1",
+        "--quiet",
+    ]
     journal = journal_of(cache)
     for _ in range(2):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -46,8 +59,17 @@ def test_a_transcription_killed_twice_before_its_first_batch_resumes(wav_cache, 
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()
-    result = invoke(transcribe_command, folder, "--out", cache, "--model", tiny_whisper,
-                    "--max-new-tokens", 4, "--quiet")  # fmt: skip
+    result = invoke(
+        transcribe_command,
+        folder,
+        "--out",
+        cache,
+        "--model",
+        tiny_whisper,
+        "--max-new-tokens",
+        4,
+        "--quiet",
+    )
     assert "4 clips transcribed" in result.output
     assert transcripts_of(cache)[0].present.all() and not journal.exists()
 
@@ -69,8 +91,17 @@ def test_the_journal_tolerates_exactly_what_a_kill_leaves(wav_cache, tiny_whispe
     journal = journal_of(cache)
     journal.parent.mkdir()
     journal.write_text(left.format(header=header, row=row))
-    result = invoke(transcribe_command, folder, "--out", cache, "--model", tiny_whisper,
-                    "--max-new-tokens", 4, "--quiet")  # fmt: skip
+    result = invoke(
+        transcribe_command,
+        folder,
+        "--out",
+        cache,
+        "--model",
+        tiny_whisper,
+        "--max-new-tokens",
+        4,
+        "--quiet",
+    )
     assert "4 clips transcribed" in result.output
     assert (transcripts_of(cache)[0].text[2] == "kept") == bool(kept)
 
@@ -92,8 +123,17 @@ def test_an_edited_journal_row_is_one_line_naming_it(wav_cache, tiny_whisper, ro
     journal.parent.mkdir()
     first = '{"id": "00000", "text": "x", "language": "en"}'
     journal.write_text(f"{header}\n{first}\n{row}\n{first}\n")
-    result = invoke(transcribe_command, folder, "--out", cache, "--model", tiny_whisper,
-                    "--max-new-tokens", 4, ok=False)  # fmt: skip
+    result = invoke(
+        transcribe_command,
+        folder,
+        "--out",
+        cache,
+        "--model",
+        tiny_whisper,
+        "--max-new-tokens",
+        4,
+        ok=False,
+    )
     assert result.exit_code == 1 and "line 3: " in result.output and message in result.output
     assert "Traceback" not in result.output
 
@@ -110,19 +150,48 @@ def test_predict_weights_that_would_overflow_are_normalised_not_zeros(synthetic,
     runs = []
     for seed in (0, 1):
         runs.append(tmp_path / f"r{seed}")
-        invoke(train_command, synthetic["cache"], "--train", synthetic["train"], "--head",
-               "ridge", "--out", runs[-1], "--quiet")  # fmt: skip
+        invoke(
+            train_command,
+            synthetic["cache"],
+            "--train",
+            synthetic["train"],
+            "--head",
+            "ridge",
+            "--out",
+            runs[-1],
+            "--quiet",
+        )
     outputs = []
     for weights in ("1e308,1e308", "1,1"):
         out = tmp_path / f"{weights}.csv"
-        invoke(predict_command, *runs, "--cache", synthetic["cache"], "--ids", synthetic["valid"],
-               "--weights", weights, "--out", out)  # fmt: skip
+        invoke(
+            predict_command,
+            *runs,
+            "--cache",
+            synthetic["cache"],
+            "--ids",
+            synthetic["valid"],
+            "--weights",
+            weights,
+            "--out",
+            out,
+        )
         outputs.append(out.read_text())
     values = [v for line in outputs[0].splitlines()[1:] for v in line.split(",")[1:]]
     assert outputs[0] == outputs[1] and values.count("0.000000") < len(values) / 2
-    result = invoke(predict_command, *runs, "--cache", synthetic["cache"], "--ids",
-                    synthetic["valid"], "--weights", "inf,1", "--out", tmp_path / "x.csv",
-                    ok=False)  # fmt: skip
+    result = invoke(
+        predict_command,
+        *runs,
+        "--cache",
+        synthetic["cache"],
+        "--ids",
+        synthetic["valid"],
+        "--weights",
+        "inf,1",
+        "--out",
+        tmp_path / "x.csv",
+        ok=False,
+    )
     assert result.exit_code == 1 and "non-negative numbers" in result.output
 
 
@@ -221,8 +290,17 @@ def test_stream_names_that_inputs_cannot_select_are_refused(cache, tmp_path):
 
 
 def test_repeated_seeds_are_refused_before_training(synthetic, tmp_path):
-    args = [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--head", "ridge",
-            "--seeds", "0,0,1", "--out", str(tmp_path / "r")]  # fmt: skip
+    args = [
+        str(synthetic["cache"]),
+        "--train",
+        str(synthetic["train"]),
+        "--head",
+        "ridge",
+        "--seeds",
+        "0,0,1",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 2 and "--seeds: 0 appears twice" in result.output
     assert not (tmp_path / "r").exists()
@@ -245,8 +323,11 @@ def test_a_read_only_cache_is_refused_and_a_rewrite_keeps_the_mode(cache, tmp_pa
         assert opened.streams() == ["a"]
 
 
-def test_a_transcript_longer_than_the_encoders_positions_is_truncated(wav_cache, tmp_path,  # noqa: F811
-                                                                         monkeypatch):  # fmt: skip
+def test_a_transcript_longer_than_the_encoders_positions_is_truncated(
+    wav_cache,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
     """The tiny encoder has 64 positions; a 200-word transcript is cut to fit, not a crash."""
     from emi_features.cli.text import embed_text_command
 
@@ -278,15 +359,22 @@ def test_a_held_cache_is_refused_before_any_work(sample_root, tmp_path):
     from emi_features.cli.extract import main as extract_command
 
     cache = tmp_path / "c.h5"
-    invoke(extract_command, sample_root, "--model", "fbank", "--out", cache, "--quiet",
-           "--workers", 0)  # fmt: skip
+    invoke(
+        extract_command, sample_root, "--model", "fbank", "--out", cache, "--quiet", "--workers", 0
+    )
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time;"
-         " from emi_features.cache.locks import ExclusiveLock;"
-         " held = ExclusiveLock(sys.argv[1], 'c').acquire(); print('held', flush=True); "
-         "time.sleep(120)",
-         str(cache)], stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time;"
+            " from emi_features.cache.locks import ExclusiveLock;"
+            " held = ExclusiveLock(sys.argv[1], 'c').acquire(); print('held', flush=True); "
+            "time.sleep(120)",
+            str(cache),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         for extra in ([], ["--stream", "fb10", "--model", "fbank-10ms", "--pool", "mean"]):
@@ -316,24 +404,46 @@ def test_a_full_disk_at_the_lock_is_one_line(cache, tmp_path, monkeypatch):
 
 def test_training_options_that_would_mislead_are_refused(synthetic, tmp_path):
     base = [str(synthetic["cache"]), "--train", str(synthetic["train"])]
-    lstm = CliRunner().invoke(train_command, [*base, "--head", "lstm", "--inputs", "mean",
-                                              "--out", str(tmp_path / "a")])  # fmt: skip
+    lstm = CliRunner().invoke(
+        train_command, [*base, "--head", "lstm", "--inputs", "mean", "--out", str(tmp_path / "a")]
+    )
     assert lstm.exit_code == 2 and "the lstm head reads the frames" in lstm.output
-    folds = CliRunner().invoke(train_command, [*base, "--valid", str(synthetic["valid"]), "--head",
-                                               "ridge", "--folds", "100", "--out",
-                                               str(tmp_path / "b")])  # fmt: skip
+    folds = CliRunner().invoke(
+        train_command,
+        [
+            *base,
+            "--valid",
+            str(synthetic["valid"]),
+            "--head",
+            "ridge",
+            "--folds",
+            "100",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert folds.exit_code != 0 and "folds of at least 10 clips" in folds.output
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    dangling = CliRunner().invoke(train_command, [*base, "--head", "ridge", "--out",
-                                                  str(tmp_path / "dangling")])  # fmt: skip
+    dangling = CliRunner().invoke(
+        train_command, [*base, "--head", "ridge", "--out", str(tmp_path / "dangling")]
+    )
     assert dangling.exit_code == 2 and "is a link to nothing" in dangling.output
 
 
 def test_from_says_when_a_label_file_changed_since_the_run(synthetic, tmp_path, caplog):
     labels = tmp_path / "train.csv"
     labels.write_text(synthetic["train"].read_text())
-    invoke(train_command, synthetic["cache"], "--train", labels, "--head", "ridge", "--out",
-           tmp_path / "first", "--quiet")  # fmt: skip
+    invoke(
+        train_command,
+        synthetic["cache"],
+        "--train",
+        labels,
+        "--head",
+        "ridge",
+        "--out",
+        tmp_path / "first",
+        "--quiet",
+    )
     labels.write_text(labels.read_text().replace("0.1250", "0.2500", 5))
     invoke(train_command, "--from", tmp_path / "first", "--out", tmp_path / "again", "--quiet")
     assert any("changed since that run" in m for m in caplog.messages)

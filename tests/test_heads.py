@@ -351,16 +351,35 @@ def test_masked_attention_pooling_ignores_padding_and_learns(synthetic, tmp_path
     lengths = torch.tensor([3, 6])
     garbage = frames.clone()
     garbage[0, 3:] = 1e4  # what lies past clip 0's end
-    np.testing.assert_allclose(pool(frames, lengths).detach(), pool(garbage, lengths).detach(),
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        pool(frames, lengths).detach(), pool(garbage, lengths).detach(), atol=1e-6
+    )
     alone = pool(frames[:1, :3], torch.tensor([3]))
     np.testing.assert_allclose(pool(frames, lengths)[0].detach(), alone[0].detach(), atol=1e-6)
     out = tmp_path / "attention"
-    result = CliRunner().invoke(train_command, [
-        str(synthetic["cache"]), "--train", str(synthetic["train"]), "--valid",
-        str(synthetic["valid"]), "--head", "concat-frames", "--frame-pool", "attention",
-        "--epochs", "8", "--min-steps", "0", "--lr", "3e-3", "--out", str(out),
-        "--quiet"])  # fmt: skip
+    result = CliRunner().invoke(
+        train_command,
+        [
+            str(synthetic["cache"]),
+            "--train",
+            str(synthetic["train"]),
+            "--valid",
+            str(synthetic["valid"]),
+            "--head",
+            "concat-frames",
+            "--frame-pool",
+            "attention",
+            "--epochs",
+            "8",
+            "--min-steps",
+            "0",
+            "--lr",
+            "3e-3",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     weights = load_file(str(out / "weights.safetensors"))
     assert "attention.frames.score.weight" in weights

@@ -42,9 +42,17 @@ def test_a_run_saved_by_the_old_layout_predicts_the_same(
     out = tmp_path / "sub.csv"
     result = CliRunner().invoke(
         emi,
-        ["predict", str(run), "--cache", str(fixture_cache),
-         "--ids", str(FIXTURE / "test_split.csv"), "--out", str(out)],
-    )  # fmt: skip
+        [
+            "predict",
+            str(run),
+            "--cache",
+            str(fixture_cache),
+            "--ids",
+            str(FIXTURE / "test_split.csv"),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     expected = read_submission(run / "test_predictions.csv")
     got = read_submission(out)
@@ -72,21 +80,51 @@ def test_old_configs_load_as_each_heads_own_settings():
 
 def test_a_new_run_saves_its_heads_settings_and_what_it_reads(tmp_path, fixture_cache):
     out = tmp_path / "r"
-    result = CliRunner().invoke(emi, [
-        "train", str(fixture_cache), "--train", str(FIXTURE / "train_split.csv"),
-        "--head", "linear", "--out", str(out), "--quiet"])  # fmt: skip
+    result = CliRunner().invoke(
+        emi,
+        [
+            "train",
+            str(fixture_cache),
+            "--train",
+            str(FIXTURE / "train_split.csv"),
+            "--head",
+            "linear",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["head"]["head"] == "ridge"
-    assert set(config["head"]) == {"head", "dims", "outputs", "use_vad", "use_mean", "inputs",
-                                   "ridge_alphas"}  # fmt: skip
+    assert set(config["head"]) == {
+        "head",
+        "dims",
+        "outputs",
+        "use_vad",
+        "use_mean",
+        "inputs",
+        "ridge_alphas",
+    }
     assert config["head"]["outputs"] == 6 and config["task"]["name"] == "emi"
     assert config["reads"] == {"frames": False, "vad": True, "max_seconds": 12.0}
 
 
 def test_a_setting_of_another_head_is_one_line():
-    result = CliRunner().invoke(emi, [
-        "train", str(FIXTURE / "cache.h5"), "--train", str(FIXTURE / "train_split.csv"),
-        "--head", "lstm", "--pool-steps", "8", "--out", "unused"])  # fmt: skip
+    result = CliRunner().invoke(
+        emi,
+        [
+            "train",
+            str(FIXTURE / "cache.h5"),
+            "--train",
+            str(FIXTURE / "train_split.csv"),
+            "--head",
+            "lstm",
+            "--pool-steps",
+            "8",
+            "--out",
+            "unused",
+        ],
+    )
     assert result.exit_code == 2
     assert "--pool-steps is a setting of the concat-frames head(s), not of lstm" in result.output

@@ -43,14 +43,21 @@ def lab(tmp_path_factory):
 
     def write(path: Path, keep: slice) -> Path:
         lines = ["clip,warmth,mimicry,arousal,notes"]
-        lines += [f"{i},{a:.4f},{b:.4f},{c:.4f},seen twice"
-                  for i, (a, b, c) in zip(ids[keep], ratings[keep], strict=True)]  # fmt: skip
+        lines += [
+            f"{i},{a:.4f},{b:.4f},{c:.4f},seen twice"
+            for i, (a, b, c) in zip(ids[keep], ratings[keep], strict=True)
+        ]
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    return {"cache": cache, "root": root, "ratings": ratings, "ids": ids,
-            "train": write(root / "train.csv", slice(0, 56)),
-            "valid": write(root / "valid.csv", slice(56, 80))}  # fmt: skip
+    return {
+        "cache": cache,
+        "root": root,
+        "ratings": ratings,
+        "ids": ids,
+        "train": write(root / "train.csv", slice(0, 56)),
+        "valid": write(root / "valid.csv", slice(56, 80)),
+    }
 
 
 HEADS = {
@@ -67,9 +74,24 @@ def own_runs(lab):
     runs = {}
     for head, extra in HEADS.items():
         out = lab["root"] / "runs" / head
-        result = invoke(train_command, lab["cache"], "--train", lab["train"], "--valid",
-                        lab["valid"], "--targets", ",".join(OWN), "--head", head, *extra,
-                        "--min-steps", "0", "--out", out, "--quiet")  # fmt: skip
+        result = invoke(
+            train_command,
+            lab["cache"],
+            "--train",
+            lab["train"],
+            "--valid",
+            lab["valid"],
+            "--targets",
+            ",".join(OWN),
+            "--head",
+            head,
+            *extra,
+            "--min-steps",
+            "0",
+            "--out",
+            out,
+            "--quiet",
+        )
         assert result.exit_code == 0, result.output
         runs[head] = out
     return runs
@@ -93,8 +115,17 @@ def test_own_targets_predict_ensemble_and_export(lab, own_runs, tmp_path):
     from emi_heads import load_model
 
     out = tmp_path / "pred.csv"
-    result = invoke(predict_command, own_runs["ridge"], own_runs["concat"], "--cache",
-                    lab["cache"], "--ids", lab["valid"], "--out", out)  # fmt: skip
+    result = invoke(
+        predict_command,
+        own_runs["ridge"],
+        own_runs["concat"],
+        "--cache",
+        lab["cache"],
+        "--ids",
+        lab["valid"],
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     written = rows(out)
     assert list(written[0]) == ["clip", *OWN] and len(written) == 24
@@ -115,9 +146,23 @@ def test_own_targets_predict_ensemble_and_export(lab, own_runs, tmp_path):
 
 def test_every_numeric_column_and_a_ccc_metric(lab, tmp_path):
     run = tmp_path / "all"
-    result = invoke(train_command, lab["cache"], "--train", lab["train"], "--valid",
-                    lab["valid"], "--targets", "all", "--metric", "ccc", "--head", "ridge",
-                    "--out", run, "--quiet")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        lab["train"],
+        "--valid",
+        lab["valid"],
+        "--targets",
+        "all",
+        "--metric",
+        "ccc",
+        "--head",
+        "ridge",
+        "--out",
+        run,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["labels"] == list(OWN) and config["task"]["metric"] == "ccc"  # not notes
@@ -128,8 +173,18 @@ def test_every_numeric_column_and_a_ccc_metric(lab, tmp_path):
 
 
 def test_a_sigmoid_head_on_unbounded_targets_is_one_line(lab, tmp_path):
-    result = invoke(train_command, lab["cache"], "--train", lab["train"], "--targets",
-                    "warmth", "--head", "concat", "--out", tmp_path / "r")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        lab["train"],
+        "--targets",
+        "warmth",
+        "--head",
+        "concat",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 1
     assert "targets warmth are finite numbers, not in [0, 1]: give --output-activation none" in (
         result.output
@@ -137,9 +192,23 @@ def test_a_sigmoid_head_on_unbounded_targets_is_one_line(lab, tmp_path):
 
 
 def test_own_targets_in_zero_one_keep_the_sigmoid(lab, tmp_path):
-    result = invoke(train_command, lab["cache"], "--train", lab["train"], "--targets",
-                    "mimicry", "--head", "concat", "--epochs", "1", "--min-steps", "0",
-                    "--out", tmp_path / "r", "--quiet")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        lab["train"],
+        "--targets",
+        "mimicry",
+        "--head",
+        "concat",
+        "--epochs",
+        "1",
+        "--min-steps",
+        "0",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     task = json.loads((tmp_path / "r" / "config.json").read_text())["task"]
     assert task["value_range"] == [0.0, 1.0]
@@ -149,8 +218,10 @@ def write_eri(path: Path, ids: list[str], values: np.ndarray, split: str) -> Pat
     """ERI's layout: File_ID in brackets, the seven reactions, and its other columns."""
     header = ["File_ID", "Split", *ERI.targets, "Age", "Country"]
     lines = [",".join(header)]
-    lines += [",".join([f"[{i}]", split, *(f"{v:.4f}" for v in row), "30", "United States"])
-              for i, row in zip(ids, values, strict=True)]  # fmt: skip
+    lines += [
+        ",".join([f"[{i}]", split, *(f"{v:.4f}" for v in row), "30", "United States"])
+        for i, row in zip(ids, values, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -162,8 +233,21 @@ def test_a_run_on_the_eri_layout(lab, tmp_path):
     train = write_eri(tmp_path / "train.csv", lab["ids"][:56], values[:56], "Train")
     valid = write_eri(tmp_path / "valid.csv", lab["ids"][56:], values[56:], "Val")
     run = tmp_path / "eri"
-    result = invoke(train_command, lab["cache"], "--train", train, "--valid", valid, "--task",
-                    "eri", "--head", "ridge", "--out", run, "--quiet")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        train,
+        "--valid",
+        valid,
+        "--task",
+        "eri",
+        "--head",
+        "ridge",
+        "--out",
+        run,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert list(metrics["valid_r"]) == list(ERI.targets) and metrics["valid_r"]["Adoration"] > 0.8
@@ -173,8 +257,18 @@ def test_a_run_on_the_eri_layout(lab, tmp_path):
     assert list(rows(out)[0]) == ["File_ID", *ERI.targets] and rows(out)[0]["File_ID"] == "00056"
     emi_csv = tmp_path / "emi.csv"
     emi_csv.write_text("Filename," + ",".join(EMI.targets) + "\n1," + ",".join(["0.5"] * 6) + "\n")
-    result = invoke(train_command, lab["cache"], "--train", emi_csv, "--task", "eri", "--head",
-                    "ridge", "--out", tmp_path / "x")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        emi_csv,
+        "--task",
+        "eri",
+        "--head",
+        "ridge",
+        "--out",
+        tmp_path / "x",
+    )
     assert result.exit_code == 1 and "missing column(s) 'Adoration'" in result.output
 
 
@@ -192,8 +286,18 @@ def test_a_run_on_the_eri_layout(lab, tmp_path):
 def test_a_bad_label_file_is_one_line(lab, tmp_path, text, targets, words):
     labels = tmp_path / "labels.csv"
     labels.write_text(text)
-    result = invoke(train_command, lab["cache"], "--train", labels, "--targets", targets,
-                    "--head", "ridge", "--out", tmp_path / "r")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        labels,
+        "--targets",
+        targets,
+        "--head",
+        "ridge",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 1, result.output
     assert words in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
@@ -204,19 +308,50 @@ def test_rows_without_labels_are_dropped_with_a_count(lab, tmp_path, caplog):
     text[3] = text[3].split(",")[0] + ",,NaN,,note"  # one clip not rated
     labels = tmp_path / "t.csv"
     labels.write_text("\n".join(text) + "\n")
-    result = invoke(train_command, lab["cache"], "--train", labels, "--targets", ",".join(OWN),
-                    "--head", "ridge", "--out", tmp_path / "r", "--quiet")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        labels,
+        "--targets",
+        ",".join(OWN),
+        "--head",
+        "ridge",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert "1 row(s) without labels (every target empty or NaN) left out: line(s) 4" in caplog.text
 
 
 def test_runs_of_other_targets_are_not_averaged(lab, own_runs, tmp_path):
     other = tmp_path / "other"
-    result = invoke(train_command, lab["cache"], "--train", lab["train"], "--targets",
-                    "warmth,arousal", "--head", "ridge", "--out", other, "--quiet")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        lab["train"],
+        "--targets",
+        "warmth,arousal",
+        "--head",
+        "ridge",
+        "--out",
+        other,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
-    result = invoke(predict_command, own_runs["ridge"], other, "--cache", lab["cache"],
-                    "--ids", lab["valid"], "--out", tmp_path / "x.csv")  # fmt: skip
+    result = invoke(
+        predict_command,
+        own_runs["ridge"],
+        other,
+        "--cache",
+        lab["cache"],
+        "--ids",
+        lab["valid"],
+        "--out",
+        tmp_path / "x.csv",
+    )
     assert result.exit_code == 1
     assert "the runs predict different targets (warmth, mimicry, arousal; warmth, arousal)" in (
         result.output
@@ -230,8 +365,17 @@ def test_an_emi_run_records_the_emi_task(lab, tmp_path):
     lines = ["Filename," + ",".join(EMI.targets)]
     lines += [f"{int(i)}," + ",".join(f"{v:.3f}" for v in rng.uniform(0, 1, 6)) for i in ids[:40]]
     labels.write_text("\n".join(lines) + "\n")
-    result = invoke(train_command, lab["cache"], "--train", labels, "--head", "ridge", "--out",
-                    tmp_path / "r", "--quiet")  # fmt: skip
+    result = invoke(
+        train_command,
+        lab["cache"],
+        "--train",
+        labels,
+        "--head",
+        "ridge",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["labels"] == list(EMI.targets) and config["task"] == EMI.to_dict()

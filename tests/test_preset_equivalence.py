@@ -83,9 +83,16 @@ def train_preset(synthetic, tmp_path, monkeypatch, name: str, **head_overrides):
     head = head_config(**{**preset.head, "dropout": 0.0, **head_overrides})
     train = TrainConfig(**{**preset.train, "epochs": EPOCHS, "seed": 5})
     result = training.train(
-        synthetic["cache"], [synthetic["train"]], synthetic["valid"], tmp_path / name, head,
-        train, device="cpu", progress=False, preset=name,
-    )  # fmt: skip
+        synthetic["cache"],
+        [synthetic["train"]],
+        synthetic["valid"],
+        tmp_path / name,
+        head,
+        train,
+        device="cpu",
+        progress=False,
+        preset=name,
+    )
     with (result.run_dir / "log.csv").open() as handle:
         seen["valid_r"] = [float(row["valid_r"]) for row in csv.DictReader(handle)]
     assert len(seen["batches"]) == EPOCHS and len(seen["valid_r"]) == EPOCHS
@@ -115,9 +122,13 @@ def compare(synthetic, ours, model, rename, inputs_of, published_loop, weights_k
     valid_ids, valid_labels = read_split(synthetic["valid"])
     model.load_state_dict(rename(ours["initial"]))
     published = published_loop(
-        model, inputs_of(train_ids), torch.from_numpy(train_labels), ours["batches"],
-        inputs_of(valid_ids), valid_labels,
-    )  # fmt: skip
+        model,
+        inputs_of(train_ids),
+        torch.from_numpy(train_labels),
+        ours["batches"],
+        inputs_of(valid_ids),
+        valid_labels,
+    )
     assert_same_run(ours, published, rename, weights_key)
 
 

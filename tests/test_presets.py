@@ -40,13 +40,24 @@ def reference_concat_2026(in_dim: int, hidden: int = 256) -> nn.Module:
     its fusion head for one stream, as its v15 ablation script builds them."""
 
     def regressor(width: int) -> nn.Sequential:
-        return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(),
-                             nn.Dropout(0.2), nn.Linear(hidden, 6), nn.Sigmoid())  # fmt: skip
+        return nn.Sequential(
+            nn.LayerNorm(width),
+            nn.Linear(width, hidden),
+            nn.GELU(),
+            nn.Dropout(0.2),
+            nn.Linear(hidden, 6),
+            nn.Sigmoid(),
+        )
 
     model = nn.Module()
     model.audio_proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU())
-    model.vad_head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden // 2),
-                                   nn.GELU(), nn.Linear(hidden // 2, 3), nn.Sigmoid())  # fmt: skip
+    model.vad_head = nn.Sequential(
+        nn.LayerNorm(hidden),
+        nn.Linear(hidden, hidden // 2),
+        nn.GELU(),
+        nn.Linear(hidden // 2, 3),
+        nn.Sigmoid(),
+    )
     model.fuse_proj = nn.Sequential(nn.LayerNorm(hidden + 3), nn.Linear(hidden + 3, hidden))
     model.feat_fc = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden))
     model.reg_head = regressor(hidden)
@@ -150,10 +161,24 @@ def test_train_with_a_preset_records_it_and_options_override(synthetic, tmp_path
     out = tmp_path / name
     result = CliRunner().invoke(
         train_command,
-        [str(synthetic["cache"]), "--train", str(synthetic["train"]), "--valid",
-         str(synthetic["valid"]), "--preset", name, "--out", str(out), "--quiet",
-         "--epochs", "2", *OWN_SIZE[name], "--mlp-hidden", "16"],
-    )  # fmt: skip
+        [
+            str(synthetic["cache"]),
+            "--train",
+            str(synthetic["train"]),
+            "--valid",
+            str(synthetic["valid"]),
+            "--preset",
+            name,
+            "--out",
+            str(out),
+            "--quiet",
+            "--epochs",
+            "2",
+            *OWN_SIZE[name],
+            "--mlp-hidden",
+            "16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == name

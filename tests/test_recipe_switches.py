@@ -23,18 +23,27 @@ DIMS = {"frames": 8, "seq/features/face": 5, "features/face": 10, "features/text
 
 
 def three_streams(**settings):
-    config = head_config("concat-frames", DIMS, inputs="frames,features/text,features/face",
-                         branch_dim=6, mlp_hidden=6, pool_steps=4, **settings)  # fmt: skip
+    config = head_config(
+        "concat-frames",
+        DIMS,
+        inputs="frames,features/text,features/face",
+        branch_dim=6,
+        mlp_hidden=6,
+        pool_steps=4,
+        **settings,
+    )
     return build_head(config)
 
 
 def batch(size: int = 5) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    return {"frames": torch.randn(size, 9, 8, generator=generator),
-            "lengths": torch.tensor([9, 3, 1, 9, 5][:size]),
-            "features/text": torch.randn(size, 4, generator=generator),
-            "seq/features/face": torch.randn(size, 6, 5, generator=generator),
-            "lengths/features/face": torch.tensor([6, 6, 2, 1, 4][:size])}  # fmt: skip
+    return {
+        "frames": torch.randn(size, 9, 8, generator=generator),
+        "lengths": torch.tensor([9, 3, 1, 9, 5][:size]),
+        "features/text": torch.randn(size, 4, generator=generator),
+        "seq/features/face": torch.randn(size, 6, 5, generator=generator),
+        "lengths/features/face": torch.tensor([6, 6, 2, 1, 4][:size]),
+    }
 
 
 def test_concat_frames_fuses_frame_and_clip_streams_with_a_head_each():
@@ -79,8 +88,9 @@ def test_two_stage_training_freezes_the_branches_or_slows_them():
     fusion = {id(p) for p in head.fusion.parameters()}
     assert len(frozen) == 1 and {id(p) for p in frozen[0]["params"]} == fusion
     assert not any(p.requires_grad for p in head.project.parameters())
-    slowed = fusion_groups(three_streams(), TrainConfig(unimodal_epochs=2, encoder_lr_scale=0.05,
-                                                        lr=1e-3))  # fmt: skip
+    slowed = fusion_groups(
+        three_streams(), TrainConfig(unimodal_epochs=2, encoder_lr_scale=0.05, lr=1e-3)
+    )
     assert [group["lr"] for group in slowed] == [1e-3, pytest.approx(5e-5)]
 
 
@@ -89,8 +99,11 @@ def test_unimodal_epochs_need_a_head_with_branches():
 
     from emi_heads.training.stages import train_branches_first
 
-    job = SimpleNamespace(model=torch.nn.Linear(2, 2), head=SimpleNamespace(name="lstm"),
-                          config=TrainConfig(unimodal_epochs=2))  # fmt: skip
+    job = SimpleNamespace(
+        model=torch.nn.Linear(2, 2),
+        head=SimpleNamespace(name="lstm"),
+        config=TrainConfig(unimodal_epochs=2),
+    )
     with pytest.raises(ValueError, match="the lstm head has no per-stream branches"):
         train_branches_first(job)
 
@@ -110,8 +123,17 @@ def test_every_layer_pooled_then_weighted(sample_root, tiny_model_dir, tmp_path)
     assert CliRunner().invoke(extract_command, [*base, "--model", "fbank"]).exit_code == 0
     lone = CliRunner().invoke(extract_command, [*base, "--stream", "x", "--pool", "stats"])
     assert lone.exit_code == 2 and "--layers all and --pool stats go together" in lone.output
-    args = [*base, "--model", str(tiny_model_dir), "--stream", "layers", "--layers", "all",
-            "--pool", "stats"]  # fmt: skip
+    args = [
+        *base,
+        "--model",
+        str(tiny_model_dir),
+        "--stream",
+        "layers",
+        "--layers",
+        "all",
+        "--pool",
+        "stats",
+    ]
     result = CliRunner().invoke(extract_command, args)
     assert result.exit_code == 0, result.output
     backbone = load_backbone(str(tiny_model_dir))
@@ -127,15 +149,30 @@ def test_every_layer_pooled_then_weighted(sample_root, tiny_model_dir, tmp_path)
     inputs = backbone.feature_extractor(wave, sampling_rate=16_000, return_tensors="pt")
     with torch.no_grad():
         states = backbone.encoder(inputs["input_values"], output_hidden_states=True).hidden_states
-    expected = torch.cat([torch.stack(states)[:, 0].mean(1),
-                          torch.stack(states)[:, 0].std(1, unbiased=False)], dim=1)  # fmt: skip
-    np.testing.assert_allclose(values[row].reshape(count, 2 * width), expected.numpy(),
-                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    expected = torch.cat(
+        [torch.stack(states)[:, 0].mean(1), torch.stack(states)[:, 0].std(1, unbiased=False)], dim=1
+    )
+    np.testing.assert_allclose(
+        values[row].reshape(count, 2 * width), expected.numpy(), rtol=1e-4, atol=1e-5
+    )
     run = tmp_path / "run"
-    train = [str(out), "--train", str(sample_root / "train_split.csv"), "--valid",
-             str(sample_root / "valid_split.csv"), "--head", "concat", "--inputs",
-             "features/layers", "--layer-weights", "--epochs", "3", "--out", str(run),
-             "--quiet"]  # fmt: skip
+    train = [
+        str(out),
+        "--train",
+        str(sample_root / "train_split.csv"),
+        "--valid",
+        str(sample_root / "valid_split.csv"),
+        "--head",
+        "concat",
+        "--inputs",
+        "features/layers",
+        "--layer-weights",
+        "--epochs",
+        "3",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     trained = CliRunner().invoke(train_command, train)
     assert trained.exit_code == 0, trained.output
     weights = json.loads((run / "layer_weights.json").read_text())["features/layers"]

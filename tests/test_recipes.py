@@ -18,13 +18,27 @@ from emi_heads.heads.base import build_head
 from emi_heads.heads.settings import head_config
 from emi_heads.pipelines.recipes.book import RECIPES
 
-TINY = ["--set", "audio_model=fbank", "--set", "text_model=tiny-random",
-        "--set", "image_model=tiny-random", "--set", "crop=none", "--set", "epochs=2"]  # fmt: skip
+TINY = [
+    "--set",
+    "audio_model=fbank",
+    "--set",
+    "text_model=tiny-random",
+    "--set",
+    "image_model=tiny-random",
+    "--set",
+    "crop=none",
+    "--set",
+    "epochs=2",
+]
 
 
 def recipe(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emi_heads", "recipe", *args],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "emi_heads", "recipe", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def tiny(sample_root: Path) -> list[str]:
@@ -41,17 +55,21 @@ def test_list_names_every_recipe_and_what_it_downloads():
 
 
 def test_dry_run_prints_the_commands_for_the_real_models_without_loading_torch():
-    code = ("import sys; from emi_heads.cli.app import main; "
-            "main(['recipe', 'casia-2026', '--dry-run', '--out', 'c'], standalone_mode=False); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")  # fmt: skip
+    code = (
+        "import sys; from emi_heads.cli.app import main; "
+        "main(['recipe', 'casia-2026', '--dry-run', '--out', 'c'], standalone_mode=False); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("emi ")]
     assert lines[0] == "emi extract DATA --model microsoft/wavlm-large --out c/cache.h5"
     assert lines[1] == "emi transcribe DATA --model openai/whisper-large-v3 --out c/cache.h5"
-    assert lines[2] == ("emi embed-text c/cache.h5 --model THUDM/chatglm3-6b --stream text "
-                        "--tokens --max-tokens 256 --special-tokens drop --empty-text '[EMPTY]' "
-                        "--trust-remote-code")  # fmt: skip
+    assert lines[2] == (
+        "emi embed-text c/cache.h5 --model THUDM/chatglm3-6b --stream text "
+        "--tokens --max-tokens 256 --special-tokens drop --empty-text '[EMPTY]' "
+        "--trust-remote-code"
+    )
     assert "--stream face --fps 5 --crop face" in lines[3]
     assert "--preset concat-2026" in lines[4] and "features/face=0.20" in lines[4]
     assert lines[5].startswith("emi predict c/run --cache c/cache.h5 --ids DATA/test_split.csv")
@@ -63,7 +81,8 @@ def test_a_model_with_its_own_code_needs_the_flag(sample_root, tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: casia-2026 loads THUDM/chatglm3-6b, which runs its own code: read that code, "
-        "then pass --trust-remote-code (or --set text_model=ANOTHER_MODEL)")  # fmt: skip
+        "then pass --trust-remote-code (or --set text_model=ANOTHER_MODEL)"
+    )
     assert not (tmp_path / "c").exists()
 
 
@@ -88,8 +107,9 @@ def test_bad_arguments_are_refused_in_one_line(sample_root, tmp_path):
         ("mimicmetrics-2026", ["--set", "unimodal_epochs=2"], "concat-frames"),
     ],
 )
-def test_a_recipe_runs_from_the_media_to_a_checked_submission(sample_root, tmp_path, name,
-                                                               extra, head):  # fmt: skip
+def test_a_recipe_runs_from_the_media_to_a_checked_submission(
+    sample_root, tmp_path, name, extra, head
+):
     out = tmp_path / name
     result = recipe(name, str(sample_root), "--out", str(out), *tiny(sample_root), *extra)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -113,8 +133,9 @@ def test_a_recipe_runs_from_the_media_to_a_checked_submission(sample_root, tmp_p
 def test_a_failed_step_resumes_and_a_re_run_skips_what_is_done(sample_root, tmp_path):
     """hallmen-2025 end to end, its training failing first (0 epochs) and then resumed."""
     out = tmp_path / "h"
-    failed = recipe("hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root),
-                    "--set", "epochs=0")  # fmt: skip
+    failed = recipe(
+        "hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root), "--set", "epochs=0"
+    )
     assert failed.returncode != 0
     assert (
         "Error: step train: emi-train failed: epochs, batch_size and patience must be"
@@ -122,7 +143,11 @@ def test_a_failed_step_resumes_and_a_re_run_skips_what_is_done(sample_root, tmp_
     )
     assert "the steps before it are kept: re-run to continue" in failed.stderr
     assert list(json.loads((out / "recipe.json").read_text())["steps"]) == [
-        "audio", "transcripts", "text", "face"]  # fmt: skip
+        "audio",
+        "transcripts",
+        "text",
+        "face",
+    ]
     ledger_path = out / "recipe.json"  # as if the face had been extracted by hand (torchrun)
     ledger = json.loads(ledger_path.read_text())
     del ledger["steps"]["face"]
@@ -139,8 +164,9 @@ def test_a_failed_step_resumes_and_a_re_run_skips_what_is_done(sample_root, tmp_
     assert {"frames", "seq/features/face", "features/text"} <= set(config["head"]["dims"])
     assert "seq/features/text" not in config["head"]["dims"]  # the text is a clip vector
     assert config["reads"]["stream_max_seconds"] == {"features/face": 80.0}
-    again = recipe("hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root),
-                   "--dry-run")  # fmt: skip
+    again = recipe(
+        "hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root), "--dry-run"
+    )
     assert all(line.startswith("# ") for line in again.stdout.splitlines())  # all done
 
 
@@ -166,9 +192,15 @@ def test_the_casia_head_over_three_streams_has_the_published_shapes():
     audio_branch = parameters(audio) - parameters(audio.fusion_head)
 
     def plain(width: int) -> int:  # A:409-431: projection, feat_fc, auxiliary head
-        return parameters(nn.Sequential(
-            nn.LayerNorm(width), nn.Linear(width, 256), nn.LayerNorm(256), nn.Linear(256, 256),
-            regression_head(256, 256, 0.2)))  # fmt: skip
+        return parameters(
+            nn.Sequential(
+                nn.LayerNorm(width),
+                nn.Linear(width, 256),
+                nn.LayerNorm(256),
+                nn.Linear(256, 256),
+                regression_head(256, 256, 0.2),
+            )
+        )
 
     fusion = parameters(regression_head(3 * 256, 256, 0.2))
     assert parameters(ours) == audio_branch + plain(768) + plain(4096) + fusion
@@ -178,23 +210,54 @@ def test_the_casia_head_over_three_streams_has_the_published_shapes():
 @pytest.mark.slow
 def test_the_audio_only_recipe_runs_its_preset_to_a_checked_submission(sample_root, tmp_path):
     out = tmp_path / "a"
-    result = recipe("audio-2024", str(sample_root), "--out", str(out), "--set",
-                    "audio_model=fbank", "--set", "epochs=1")  # fmt: skip
+    result = recipe(
+        "audio-2024",
+        str(sample_root),
+        "--out",
+        str(out),
+        "--set",
+        "audio_model=fbank",
+        "--set",
+        "epochs=1",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{out / 'submission.csv'}: 3 clips, checked" in result.stderr
     config = json.loads((out / "run" / "config.json").read_text())
     assert config["preset"] == "lstm-2024" and config["head"]["hidden"] == 1027
     assert list(json.loads((out / "recipe.json").read_text())["steps"]) == [
-        "audio", "train", "submission"]  # fmt: skip
+        "audio",
+        "train",
+        "submission",
+    ]
     before = (out / "submission.csv").read_text()
-    retrained = recipe("audio-2024", str(sample_root), "--out", str(out), "--set",
-                       "audio_model=fbank", "--set", "epochs=1", "--set", "seed=2")  # fmt: skip
+    retrained = recipe(
+        "audio-2024",
+        str(sample_root),
+        "--out",
+        str(out),
+        "--set",
+        "audio_model=fbank",
+        "--set",
+        "epochs=1",
+        "--set",
+        "seed=2",
+    )
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     assert "[3/3] submission: made again (a step before it ran)" in retrained.stderr
     assert (out / "submission.csv").read_text() != before  # never the stale one
     spelled = str(sample_root.parent / "." / sample_root.name) + "/"  # the same DATA, spelled
-    again = recipe("audio-2024", spelled, "--out", str(out), "--set", "audio_model=fbank",
-                   "--set", "epochs=1", "--set", "seed=2")  # fmt: skip
+    again = recipe(
+        "audio-2024",
+        spelled,
+        "--out",
+        str(out),
+        "--set",
+        "audio_model=fbank",
+        "--set",
+        "epochs=1",
+        "--set",
+        "seed=2",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("done before, skipped") == 3
     other = recipe("hallmen-2025", str(sample_root), "--out", str(out), *tiny(sample_root))

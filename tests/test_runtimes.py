@@ -28,8 +28,20 @@ def clips(tmp_path_factory):
 
 
 def extract(clips, model, out, *extra, ok=True):
-    return run_extract_cli(clips, "--model", model, "--out", out, "--device", "cpu", "--quiet",
-                           "--workers", "0", *extra, ok=ok)  # fmt: skip
+    return run_extract_cli(
+        clips,
+        "--model",
+        model,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--workers",
+        "0",
+        *extra,
+        ok=ok,
+    )
 
 
 def groups(path):
@@ -49,8 +61,13 @@ def test_compiled_runtimes_give_the_eager_frames(clips, tiny_model_dir, tmp_path
         compiled, attrs = groups(out)
         assert attrs["runtime"] == runtime and attrs["precision"] == "fp32"
         for name, values in eager.items():  # frames stored as float16: one ulp is 2^-10 relative
-            np.testing.assert_allclose(compiled[name].astype(np.float32), values.astype(np.float32),
-                                       atol=1e-3, rtol=2**-10, err_msg=name)  # fmt: skip
+            np.testing.assert_allclose(
+                compiled[name].astype(np.float32),
+                values.astype(np.float32),
+                atol=1e-3,
+                rtol=2**-10,
+                err_msg=name,
+            )
     exported = [m for m in caplog.messages if m.startswith("exporting")]
     assert len(exported) == 1  # one export per backbone, reused by the second engine
 
@@ -87,13 +104,15 @@ def test_int8_is_recorded_and_never_mixed_with_fp32(clips, tiny_model_dir, tmp_p
             np.abs(quantised["mean"] - reference["mean"]).max() / np.abs(reference["mean"]).max()
         )
         assert 0 < drift < 0.5, drift  # not exact, not unrelated
-    mixed = extract(clips, tiny_model_dir, fp32, "--runtime", "onnxruntime", "--precision", "int8",
-                    ok=False)  # fmt: skip
+    mixed = extract(
+        clips, tiny_model_dir, fp32, "--runtime", "onnxruntime", "--precision", "int8", ok=False
+    )
     assert mixed.exit_code == 1 and "precision" in mixed.output and "--overwrite" in mixed.output
 
 
-def test_bad_combinations_and_a_missing_engine_are_one_line(clips, tiny_model_dir, tmp_path,
-                                                            monkeypatch):  # fmt: skip
+def test_bad_combinations_and_a_missing_engine_are_one_line(
+    clips, tiny_model_dir, tmp_path, monkeypatch
+):
     out = tmp_path / "c.h5"
     cases = [
         (["--runtime", "openvino", "--precision", "int8"], "needs NNCF"),

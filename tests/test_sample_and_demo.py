@@ -97,8 +97,7 @@ def test_demo_end_to_end_beats_the_shuffled_control(tmp_path):
     assert "valid submission, 60 rows" in completed.stdout + completed.stderr
     assert "control*" in completed.stdout and "submission" in completed.stdout
     streams = summary["streams"]
-    assert list(streams) == ["fbank alone", "fb10 alone", "text alone", "vision alone",
-                             "all fused"]  # fmt: skip
+    assert list(streams) == ["fbank alone", "fb10 alone", "text alone", "vision alone", "all fused"]
     assert streams["text alone"]["Admiration"] > 0.9 and streams["vision alone"]["Joy"] > 0.8
     alone = [v["mean_r"] for k, v in streams.items() if k != "all fused"]
     assert streams["all fused"]["mean_r"] > max(alone) + 0.1, streams

@@ -76,9 +76,17 @@ def test_help_argument_errors_and_check_answer_before_torch_loads(synthetic, tmp
         assert result.returncode == 0, result.stderr
         assert loaded(result) == set(), args
     bad = run_emi(
-        "train", synthetic["cache"], "--train", synthetic["train"], "--head", "concat",
-        "--out", tmp_path / "r", "--dropout", "1.5",
-    )  # fmt: skip
+        "train",
+        synthetic["cache"],
+        "--train",
+        synthetic["train"],
+        "--head",
+        "concat",
+        "--out",
+        tmp_path / "r",
+        "--dropout",
+        "1.5",
+    )
     assert bad.returncode == 2 and "dropout must be in [0, 1)" in bad.stderr
     assert loaded(bad) == set() and "Traceback" not in bad.stderr
     submission = tmp_path / "s.csv"
@@ -132,11 +140,24 @@ def test_every_config_field_is_an_option_and_checked_before_the_cache(synthetic,
     result = CliRunner().invoke(
         emi,
         [
-            *args[:1], str(synthetic["cache"]), *args[2:], "--out", str(tmp_path / "ok"),
-            "--mlp-hidden", "24", "--branch-dim", "8", "--warmup-fraction", "0.2",
-            "--grad-clip", "0.5", "--epochs", "1", "--quiet",
+            *args[:1],
+            str(synthetic["cache"]),
+            *args[2:],
+            "--out",
+            str(tmp_path / "ok"),
+            "--mlp-hidden",
+            "24",
+            "--branch-dim",
+            "8",
+            "--warmup-fraction",
+            "0.2",
+            "--grad-clip",
+            "0.5",
+            "--epochs",
+            "1",
+            "--quiet",
         ],
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     import json
 
@@ -149,9 +170,18 @@ def test_extract_settings_are_checked_in_one_line(tmp_path):
     write_wav(tmp_path / "a.wav", 0.5)
     result = CliRunner().invoke(
         extract_command,
-        [str(tmp_path / "a.wav"), "--model", "fbank", "--out", str(tmp_path / "c.h5"),
-         "--window-seconds", "3", "--overlap-seconds", "5"],
-    )  # fmt: skip
+        [
+            str(tmp_path / "a.wav"),
+            "--model",
+            "fbank",
+            "--out",
+            str(tmp_path / "c.h5"),
+            "--window-seconds",
+            "3",
+            "--overlap-seconds",
+            "5",
+        ],
+    )
     assert result.exit_code == 2
     assert "--overlap-seconds must be >= 0 and less than --window-seconds" in result.output
 
@@ -171,9 +201,21 @@ def test_a_backbone_on_a_10ms_grid_runs_end_to_end(tmp_path):
     out = tmp_path / "c.h5"
     result = CliRunner().invoke(
         extract_command,
-        [str(folder), "--model", "fbank-10ms", "--out", str(out), "--quiet", "--workers", "0",
-         "--window-seconds", "2", "--overlap-seconds", "0.5"],
-    )  # fmt: skip
+        [
+            str(folder),
+            "--model",
+            "fbank-10ms",
+            "--out",
+            str(out),
+            "--quiet",
+            "--workers",
+            "0",
+            "--window-seconds",
+            "2",
+            "--overlap-seconds",
+            "0.5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     grid = FrameGrid(hop=160, receptive_field=400)
     backbone = load_backbone("fbank-10ms")
@@ -292,7 +334,9 @@ def test_no_import_circle_inside_a_package(package):
 def test_each_modality_loads_first_in_a_fresh_process(name):
     """Whatever is imported first (a received recipe's stream names its modality before
     anything else is loaded), no module meets another half-initialised."""
-    code = ("from emi_features.extraction.remake import checked_settings\n"
-            f"print(checked_settings({name!r}, {{}}, 'x'))")  # fmt: skip
+    code = (
+        "from emi_features.extraction.remake import checked_settings\n"
+        f"print(checked_settings({name!r}, {{}}, 'x'))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -19,13 +19,13 @@ from conftest import run_extract_cli
 from emi_heads.cli.train import train_command
 from emi_heads.cli.use import export_command, predict_command
 
-EVIL_CODE = '''
+EVIL_CODE = """
 from pathlib import Path
 Path({marker!r}).write_text("the folder's code ran")
 from transformers import PretrainedConfig
 class EvilConfig(PretrainedConfig):
     model_type = "evil"
-'''
+"""
 
 
 def invoke(command, *args):
@@ -45,11 +45,21 @@ def evil_model(folder: Path, marker: Path) -> Path:
     """A model folder whose config maps to its own Python code, which writes `marker`."""
     folder.mkdir(parents=True)
     (folder / "evil.py").write_text(EVIL_CODE.format(marker=str(marker)))
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "evil", "auto_map": {"AutoConfig": "evil.EvilConfig",
-        "AutoModel": "evil.EvilConfig", "AutoImageProcessor": "evil.EvilConfig"}}))  # fmt: skip
-    (folder / "preprocessor_config.json").write_text(json.dumps(
-        {"auto_map": {"AutoImageProcessor": "evil.EvilConfig"}}))  # fmt: skip
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "evil",
+                "auto_map": {
+                    "AutoConfig": "evil.EvilConfig",
+                    "AutoModel": "evil.EvilConfig",
+                    "AutoImageProcessor": "evil.EvilConfig",
+                },
+            }
+        )
+    )
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"auto_map": {"AutoImageProcessor": "evil.EvilConfig"}})
+    )
     return folder
 
 
@@ -60,16 +70,47 @@ def base(sample_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("security")
     cache = work / "cache.h5"
     run_extract_cli(sample_root, "--model", "fbank", "--out", cache, "--quiet", "--workers", 0)
-    run_extract_cli(sample_root, "--model", "fbank-10ms", "--stream", "fb10", "--pool", "mean",
-                    "--out", cache, "--quiet", "--workers", 0)  # fmt: skip
-    labels = ["--train", sample_root / "train_split.csv", "--valid",
-              sample_root / "valid_split.csv"]  # fmt: skip
-    result = invoke(train_command, cache, *labels, "--head", "ridge", "--inputs",
-                    "frame_stats,features/fb10", "--out", work / "ridge", "--quiet")  # fmt: skip
+    run_extract_cli(
+        sample_root,
+        "--model",
+        "fbank-10ms",
+        "--stream",
+        "fb10",
+        "--pool",
+        "mean",
+        "--out",
+        cache,
+        "--quiet",
+        "--workers",
+        0,
+    )
+    labels = [
+        "--train",
+        sample_root / "train_split.csv",
+        "--valid",
+        sample_root / "valid_split.csv",
+    ]
+    result = invoke(
+        train_command,
+        cache,
+        *labels,
+        "--head",
+        "ridge",
+        "--inputs",
+        "frame_stats,features/fb10",
+        "--out",
+        work / "ridge",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert invoke(export_command, work / "ridge", "--out", work / "model").exit_code == 0
-    return {"cache": cache, "run": work / "ridge", "model": work / "model", "labels": labels,
-            "clip": next((sample_root / "raw").glob("*.mp4"))}  # fmt: skip
+    return {
+        "cache": cache,
+        "run": work / "ridge",
+        "model": work / "model",
+        "labels": labels,
+        "clip": next((sample_root / "raw").glob("*.mp4")),
+    }
 
 
 def crafted(base: dict, tmp_path: Path, edit) -> Path:
@@ -86,9 +127,12 @@ def crafted(base: dict, tmp_path: Path, edit) -> Path:
 def as_vision(config: dict, settings: dict, model: str) -> None:
     """The run's fb10 stream recorded as a vision stream of `model` with `settings`."""
     config["cache"]["recipe"]["streams"]["fb10"] = {
-        "source": "emi-extract --modality vision --model x", "modality": "vision",
-        "settings": json.dumps(settings), "backbone": model, "fingerprint": "f",
-    }  # fmt: skip
+        "source": "emi-extract --modality vision --model x",
+        "modality": "vision",
+        "settings": json.dumps(settings),
+        "backbone": model,
+        "fingerprint": "f",
+    }
 
 
 @pytest.mark.slow
@@ -97,8 +141,9 @@ def test_a_recorded_setting_cannot_turn_on_remote_code(base, tmp_path):
     settings = {"fps": 5.0, "crop": "none", "trust_remote_code": "--quiet"}
     folder = crafted(base, tmp_path, lambda c: as_vision(c, settings, "models/evil"))
     evil_model(folder / "models" / "evil", marker)
-    result = invoke(predict_command, "--model", folder, "--media", base["clip"], "--out",
-                    tmp_path / "x.csv")  # fmt: skip
+    result = invoke(
+        predict_command, "--model", folder, "--media", base["clip"], "--out", tmp_path / "x.csv"
+    )
     one_line_error(result, "trust_remote_code is not a setting of --modality vision")
     from emi_heads import load_model
     from emi_heads.training.rundir import RunError
@@ -117,10 +162,24 @@ def test_a_folder_inside_the_model_runs_no_code_without_the_users_flag(base, tmp
     folder = crafted(base, tmp_path, lambda c: as_vision(c, settings, "models/evil"))
     evil_model(folder / "models" / "evil", marker)
     done = subprocess.run(
-        [sys.executable, "-m", "emi_heads", "predict", "--model", str(folder), "--media",
-         str(base["clip"]), "--out", str(tmp_path / "x.csv"), "--quiet"],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "emi_heads",
+            "predict",
+            "--model",
+            str(folder),
+            "--media",
+            str(base["clip"]),
+            "--out",
+            str(tmp_path / "x.csv"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "stage one loads stream fb10: models/evil" in done.stderr
     assert "--trust-remote-code" in done.stderr and "emi extract failed" in done.stderr
@@ -133,8 +192,9 @@ def test_a_model_outside_the_folder_is_refused(base, tmp_path, model):
     evil = evil_model(tmp_path / "evil", marker)
     named = model.replace("/ABSOLUTE/evil", str(evil))
     folder = crafted(base, tmp_path, lambda c: as_vision(c, {"fps": 5.0}, named))
-    result = invoke(predict_command, "--model", folder, "--media", base["clip"], "--out",
-                    tmp_path / "x.csv")  # fmt: skip
+    result = invoke(
+        predict_command, "--model", folder, "--media", base["clip"], "--out", tmp_path / "x.csv"
+    )
     one_line_error(result, "backbone")
     assert not marker.exists()
 
@@ -151,8 +211,18 @@ def test_a_recorded_fingerprint_never_names_a_file(base, tmp_path):
 
     folder = crafted(base, tmp_path, aim)
     work = tmp_path / "work"
-    result = invoke(predict_command, "--model", folder, "--media", base["clip"], "--out",
-                    tmp_path / "x.csv", "--work", work, "--quiet")  # fmt: skip
+    result = invoke(
+        predict_command,
+        "--model",
+        folder,
+        "--media",
+        base["clip"],
+        "--out",
+        tmp_path / "x.csv",
+        "--work",
+        work,
+        "--quiet",
+    )
     assert hashlib.sha256(victim.read_bytes()).hexdigest() == before
     made = [p.name for p in work.glob("*.h5")]
     assert made and all(len(Path(name).stem) == 16 for name in made), made
@@ -165,23 +235,29 @@ def test_a_recorded_fingerprint_never_names_a_file(base, tmp_path):
         (lambda c: c["cache"]["recipe"].update(extraction=None), "extraction: must be an object"),
         (lambda c: c["cache"].update(recipe="emi extract --trust-remote-code"), "not an object"),
         (lambda c: c["cache"]["recipe"].update(streams=["fb10"]), "streams: must be an object"),
-        (lambda c: c["cache"]["recipe"]["streams"]["fb10"].update(modality="evil",
-         source="emi-extract"), "'evil' is not one of"),  # fmt: skip
+        (
+            lambda c: c["cache"]["recipe"]["streams"]["fb10"].update(
+                modality="evil", source="emi-extract"
+            ),
+            "'evil' is not one of",
+        ),
         (lambda c: as_vision(c, {"fps": float("inf")}, "x/y"), "settings.fps: must be a finite"),
         (lambda c: as_vision(c, {"fps": 1e9}, "x/y"), "--fps must be in (0, 100]"),
         (lambda c: as_vision(c, {"crop": "; rm -rf /"}, "x/y"), "is not one of none, face"),
         (lambda c: c["cache"]["recipe"]["extraction"].update(layer="1; rm"), "a layer is"),
-        (lambda c: c["cache"]["recipe"]["streams"]["fb10"].update(producer="sh -c x"),
-         "producer: 'sh -c x' is not one of extract, embed-text, imported"),
-        (lambda c: c["cache"]["recipe"]["extraction"].update(window_seconds=1e300),
-         "out of range"),  # fmt: skip
+        (
+            lambda c: c["cache"]["recipe"]["streams"]["fb10"].update(producer="sh -c x"),
+            "producer: 'sh -c x' is not one of extract, embed-text, imported",
+        ),
+        (lambda c: c["cache"]["recipe"]["extraction"].update(window_seconds=1e300), "out of range"),
         (lambda c: c["cache"]["recipe"]["extraction"].update(backbone="-rf"), "-rf is not a"),
     ],
 )
 def test_a_crafted_recipe_is_one_line(base, tmp_path, edit, words):
     folder = crafted(base, tmp_path, edit)
-    result = invoke(predict_command, "--model", folder, "--media", base["clip"], "--out",
-                    tmp_path / "x.csv")  # fmt: skip
+    result = invoke(
+        predict_command, "--model", folder, "--media", base["clip"], "--out", tmp_path / "x.csv"
+    )
     one_line_error(result, words)
     assert not (tmp_path / "x-features").exists()
 
@@ -196,16 +272,33 @@ def test_a_crafted_cache_is_refused_by_the_runs_trained_on_it(base, tmp_path):
         attrs["settings"] = json.dumps({"fps": 5.0, "trust_remote_code": True})
         attrs["backbone"] = "openai/clip-vit-base-patch32"
     run = tmp_path / "run"
-    result = invoke(train_command, cache, *base["labels"], "--head", "ridge", "--inputs",
-                    "frame_stats,features/fb10", "--out", run, "--quiet")  # fmt: skip
+    result = invoke(
+        train_command,
+        cache,
+        *base["labels"],
+        "--head",
+        "ridge",
+        "--inputs",
+        "frame_stats,features/fb10",
+        "--out",
+        run,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     result = invoke(predict_command, run, "--media", base["clip"], "--out", tmp_path / "x.csv")
     one_line_error(result, "trust_remote_code is not a setting")
 
 
-@pytest.mark.parametrize("ledger", ["directory", "[1, 2]", '{"recipe": "audio-2024", "steps": '
-                                    '["extract"]}', '{"recipe": "audio-2024", "steps": "rm"}',
-                                    '{"recipe": "hallmen-2025", "steps": {}}'])  # fmt: skip
+@pytest.mark.parametrize(
+    "ledger",
+    [
+        "directory",
+        "[1, 2]",
+        '{"recipe": "audio-2024", "steps": ["extract"]}',
+        '{"recipe": "audio-2024", "steps": "rm"}',
+        '{"recipe": "hallmen-2025", "steps": {}}',
+    ],
+)
 def test_a_crafted_ledger_is_one_line_and_runs_nothing(sample_root, tmp_path, ledger):
     out = tmp_path / "out"
     out.mkdir()
@@ -214,10 +307,22 @@ def test_a_crafted_ledger_is_one_line_and_runs_nothing(sample_root, tmp_path, le
     else:
         (out / "recipe.json").write_text(ledger)
     done = subprocess.run(
-        [sys.executable, "-m", "emi_heads", "recipe", "audio-2024", str(sample_root), "--out",
-         str(out), "--set", "audio_model=fbank"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "emi_heads",
+            "recipe",
+            "audio-2024",
+            str(sample_root),
+            "--out",
+            str(out),
+            "--set",
+            "audio_model=fbank",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert sorted(p.name for p in out.iterdir()) == ["recipe.json"]  # nothing ran
@@ -230,12 +335,14 @@ def test_a_crafted_transcripts_file_is_one_line(base, tmp_path):
 
     header_only = tmp_path / "t.csv"
     header_only.write_text("Filename,text\n")
-    result = invoke(transcribe_command, base["clip"].parent, "--transcripts", header_only,
-                    "--out", cache)  # fmt: skip
+    result = invoke(
+        transcribe_command, base["clip"].parent, "--transcripts", header_only, "--out", cache
+    )
     one_line_error(result, "no transcripts")
     outside = tmp_path / "u.csv"
     outside.write_text("Filename,text\n../../../tmp/evil,hello\n")
-    result = invoke(transcribe_command, base["clip"].parent, "--transcripts", outside,
-                    "--out", cache)  # fmt: skip
+    result = invoke(
+        transcribe_command, base["clip"].parent, "--transcripts", outside, "--out", cache
+    )
     one_line_error(result, "not in")
     assert not Path("/tmp/evil").exists()

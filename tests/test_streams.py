@@ -103,11 +103,11 @@ def test_per_frame_stream_is_pooled_with_its_own_frame_rate(cache, tmp_path):
                 np.save(d / "00002.npy", np.zeros(4)),
             ),
             "inconsistent widths",
-        ),  # fmt: skip
+        ),
         (
             lambda d: np.save(d / "00001.npy", np.array([{"a": 1}], dtype=object)),
             "pickled objects; pass --allow-pickle",
-        ),  # fmt: skip
+        ),
         (lambda d: (d / "00001.pkl").write_bytes(pickle.dumps(np.zeros(3))), "--allow-pickle"),
     ],
 )
@@ -173,8 +173,9 @@ def test_inputs_choose_streams_and_predict_checks_their_fingerprint(cache, tmp_p
     assert config["head"]["inputs"] == "features/latent"
     assert config["cache"]["streams"]["latent"].startswith("blake2b:")
     assert json.loads((run / "metrics.json").read_text())["valid_mean_r"] > 0.95  # the labels
-    bad = CliRunner().invoke(train_command, [*args, "--inputs", "features/nope", "--out",
-                                             str(tmp_path / "x")])  # fmt: skip
+    bad = CliRunner().invoke(
+        train_command, [*args, "--inputs", "features/nope", "--out", str(tmp_path / "x")]
+    )
     assert bad.exit_code == 1 and "--inputs: features/nope not in the cache" in bad.output
     np.savez(tmp_path / "other.npz", **{k: latents[i] * 0 + i for i, k in enumerate(IDS)})
     add(path, "latent", tmp_path / "other.npz", "--overwrite")
@@ -194,11 +195,22 @@ def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_p
     # an interrupted --stream run left its side cache with the valid clips: the run resumes it
     side = tmp_path / "c.h5.streams" / "fb10.h5"
     side.parent.mkdir()
-    partial = [str(sample_root), "--out", str(side), "--model", "fbank-10ms", "--split", "valid",
-               "--quiet", "--workers", "0"]  # fmt: skip
+    partial = [
+        str(sample_root),
+        "--out",
+        str(side),
+        "--model",
+        "fbank-10ms",
+        "--split",
+        "valid",
+        "--quiet",
+        "--workers",
+        "0",
+    ]
     assert CliRunner().invoke(extract_command, partial).exit_code == 0
-    result = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--stream",
-                                                  "fb10"])  # fmt: skip
+    result = CliRunner().invoke(
+        extract_command, [*base_args, "--model", "fbank-10ms", "--stream", "fb10"]
+    )
     assert result.exit_code == 0, result.output
     assert any("16 clips, 5 already in" in m for m in caplog.messages)
     assert not side.parent.exists()  # attached, then removed
@@ -212,8 +224,9 @@ def test_a_second_backbone_becomes_a_stream_with_its_own_grid(sample_root, tmp_p
     grid = load_backbone("fbank-10ms").grid
     assert [grid.frame_count(n) for n in samples] == counts.tolist()
     assert (counts >= 2 * main_counts - 2).all()  # twice the main stream's 50 frames/s
-    again = CliRunner().invoke(extract_command, [*base_args, "--model", "fbank-10ms", "--stream",
-                                                 "fb10"])  # fmt: skip
+    again = CliRunner().invoke(
+        extract_command, [*base_args, "--model", "fbank-10ms", "--stream", "fb10"]
+    )
     assert again.exit_code == 1 and "has a stream 'fb10' already" in again.output
     tiny_args = ["--model", "tiny-random-untrained", "--stream", "tiny", "--pool", "mean"]
     pooled = CliRunner().invoke(extract_command, [*base_args, *tiny_args])
@@ -236,8 +249,22 @@ def test_one_lstm_per_frame_stream(cache, tmp_path):
     add(path, "face", folder, "--frame-rate", "5")
     train = write_labels(tmp_path / "t.csv", IDS[:40], latents[:40])
     valid = write_labels(tmp_path / "v.csv", IDS[40:], latents[40:])
-    args = [str(path), "--train", str(train), "--valid", str(valid), "--head", "streams-lstm",
-            "--hidden", "16", "--epochs", "3", "--lr", "3e-3", "--quiet"]  # fmt: skip
+    args = [
+        str(path),
+        "--train",
+        str(train),
+        "--valid",
+        str(valid),
+        "--head",
+        "streams-lstm",
+        "--hidden",
+        "16",
+        "--epochs",
+        "3",
+        "--lr",
+        "3e-3",
+        "--quiet",
+    ]
     result = CliRunner().invoke(train_command, [*args, "--out", str(tmp_path / "both")])
     assert result.exit_code == 0, result.output
     weights = load_file(str(tmp_path / "both" / "weights.safetensors"))
@@ -288,8 +315,20 @@ def test_a_head_trained_with_modality_dropout_predicts_clips_that_lack_a_stream(
     scores = {}
     for p in ("0", "0.5"):
         out = tmp_path / f"p{p}"
-        args = [str(path), "--train", str(train), "--valid", str(valid), "--head", "concat",
-                "--modality-dropout", p, "--out", str(out), "--quiet"]  # fmt: skip
+        args = [
+            str(path),
+            "--train",
+            str(train),
+            "--valid",
+            str(valid),
+            "--head",
+            "concat",
+            "--modality-dropout",
+            p,
+            "--out",
+            str(out),
+            "--quiet",
+        ]
         result = CliRunner().invoke(train_command, args)
         assert result.exit_code == 0, result.output
         scores[p] = json.loads((out / "metrics.json").read_text())["valid_mean_r"]
@@ -312,21 +351,48 @@ def test_predict_and_runs_use_only_the_inputs_a_run_reads(cache, tmp_path):
     args = [str(path), "--train", str(train), "--valid", str(valid), "--quiet"]
     for head, inputs in (("concat", ["--inputs", "frame_stats,mean"]), ("ridge", [])):
         result = CliRunner().invoke(
-            train_command, [*args, "--head", head, *inputs, "--epochs", "2", "--min-steps", "0",
-                            "--out", str(tmp_path / "runs" / head)],
-        )  # fmt: skip
+            train_command,
+            [
+                *args,
+                "--head",
+                head,
+                *inputs,
+                "--epochs",
+                "2",
+                "--min-steps",
+                "0",
+                "--out",
+                str(tmp_path / "runs" / head),
+            ],
+        )
         assert result.exit_code == 0, result.output
     ids = write_labels(tmp_path / "ids.csv", IDS[40:], latents[40:])
     predicted = CliRunner().invoke(
-        predict_command, [str(tmp_path / "runs" / "concat"), "--cache", str(plain), "--ids",
-                          str(ids), "--out", str(tmp_path / "p.csv")],
-    )  # fmt: skip
+        predict_command,
+        [
+            str(tmp_path / "runs" / "concat"),
+            "--cache",
+            str(plain),
+            "--ids",
+            str(ids),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ],
+    )
     assert predicted.exit_code == 0, predicted.output
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 21
     refused = CliRunner().invoke(
-        predict_command, [str(tmp_path / "runs" / "ridge"), "--cache", str(plain), "--ids",
-                          str(ids), "--out", str(tmp_path / "q.csv")],
-    )  # fmt: skip
+        predict_command,
+        [
+            str(tmp_path / "runs" / "ridge"),
+            "--cache",
+            str(plain),
+            "--ids",
+            str(ids),
+            "--out",
+            str(tmp_path / "q.csv"),
+        ],
+    )
     assert refused.exit_code == 1 and "reads the stream features/latent" in refused.output
     inputs = {row["head"]: row["inputs"] for row in compare_runs([tmp_path / "runs"])}
     assert inputs["concat"] == "frame_stats,mean"
@@ -375,15 +441,34 @@ def test_a_stream_no_head_asks_for_is_never_read(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(FeatureCache, "stream_view", spy)
     labels = write_labels(tmp_path / "t.csv", IDS[:40], latents[:40])
     valid = write_labels(tmp_path / "v.csv", IDS[40:], latents[40:])
-    for head, inputs, streams in (("ridge", "frame_stats,features/face", ["face"]),
-                                  ("concat-frames", "frames", []), ("lstm", None, [])):  # fmt: skip
+    for head, inputs, streams in (
+        ("ridge", "frame_stats,features/face", ["face"]),
+        ("concat-frames", "frames", []),
+        ("lstm", None, []),
+    ):
         read.clear()
         run = tmp_path / head
         chosen = [] if inputs is None else ["--inputs", inputs]
-        result = CliRunner().invoke(train_command, [str(path), "--train", str(labels), "--valid",
-                                                    str(valid), "--head", head, *chosen,
-                                                    "--epochs", "1", "--min-steps", "0",
-                                                    "--out", str(run), "--quiet"])  # fmt: skip
+        result = CliRunner().invoke(
+            train_command,
+            [
+                str(path),
+                "--train",
+                str(labels),
+                "--valid",
+                str(valid),
+                "--head",
+                head,
+                *chosen,
+                "--epochs",
+                "1",
+                "--min-steps",
+                "0",
+                "--out",
+                str(run),
+                "--quiet",
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert "big" not in read and sorted(set(read)) == streams, (head, read)
         assert json.loads((run / "config.json").read_text())["reads"]["streams"] == streams

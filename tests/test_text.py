@@ -373,8 +373,19 @@ def test_cls_pooling_dropped_special_tokens_and_a_stand_in_for_empty_transcripts
     csv_file.write_text("Filename,text\n0,hello world\n1,dark tone low\n2,\n")
     invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
     invoke(embed_text_command, cache, "--model", tiny_bert, "--stream", "cls", "--pooling", "cls")
-    invoke(embed_text_command, cache, "--model", tiny_bert, "--stream", "casia", "--tokens",
-           "--special-tokens", "drop", "--empty-text", "[EMPTY]")  # fmt: skip
+    invoke(
+        embed_text_command,
+        cache,
+        "--model",
+        tiny_bert,
+        "--stream",
+        "casia",
+        "--tokens",
+        "--special-tokens",
+        "drop",
+        "--empty-text",
+        "[EMPTY]",
+    )
     tokenizer = BertTokenizer.from_pretrained(tiny_bert)
     model = BertModel.from_pretrained(tiny_bert)
 
@@ -395,10 +406,20 @@ def test_cls_pooling_dropped_special_tokens_and_a_stand_in_for_empty_transcripts
     rows = tokens.frames[tokens.offsets[1] : tokens.offsets[2]].astype(np.float32)
     np.testing.assert_allclose(rows, states("dark tone low")[1:-1].numpy(), atol=2e-3)
     assert json.loads(tokens.attrs["settings"]) == {
-        "pooling": "auto", "special_tokens": "drop", "empty_text": "[EMPTY]"}  # fmt: skip
+        "pooling": "auto",
+        "special_tokens": "drop",
+        "empty_text": "[EMPTY]",
+    }
     stream = parse_recipe(recipe, ModelPlace(tmp_path), "cache").streams["casia-tokens"]
     assert stream.tokens and fields_flags(TextSettings, stream.settings) == [
-        "--pooling", "auto", "--special-tokens", "drop", "--empty-text", "[EMPTY]"]  # fmt: skip
-    bad = invoke(embed_text_command, cache, "--model", tiny_bert, "--empty-text", "x" * 80,
-                 ok=False)  # fmt: skip
+        "--pooling",
+        "auto",
+        "--special-tokens",
+        "drop",
+        "--empty-text",
+        "[EMPTY]",
+    ]
+    bad = invoke(
+        embed_text_command, cache, "--model", tiny_bert, "--empty-text", "x" * 80, ok=False
+    )
     assert bad.exit_code == 2 and "--empty-text must be printable" in bad.output

@@ -35,15 +35,43 @@ def trained(sample_root, tmp_path_factory):
     a concat run on the main frames."""
     work = tmp_path_factory.mktemp("use")
     cache = work / "cache.h5"
-    invoke(extract_command, sample_root, "--model", "fbank", "--out", cache, "--quiet",
-           "--workers", 0)  # fmt: skip
-    invoke(extract_command, sample_root, "--model", "fbank-10ms", "--stream", "fb10", "--pool",
-           "mean", "--out", cache, "--quiet", "--workers", 0)  # fmt: skip
+    invoke(
+        extract_command, sample_root, "--model", "fbank", "--out", cache, "--quiet", "--workers", 0
+    )
+    invoke(
+        extract_command,
+        sample_root,
+        "--model",
+        "fbank-10ms",
+        "--stream",
+        "fb10",
+        "--pool",
+        "mean",
+        "--out",
+        cache,
+        "--quiet",
+        "--workers",
+        0,
+    )
     splits = sample_root / "train_split.csv", sample_root / "valid_split.csv"
     labels = ["--train", splits[0], "--valid", splits[1]]
     invoke(train_command, cache, *labels, "--head", "ridge", "--out", work / "ridge", "--quiet")
-    invoke(train_command, cache, *labels, "--head", "concat", "--inputs", "frame_stats,mean",
-           "--epochs", "3", "--min-steps", "0", "--out", work / "concat", "--quiet")  # fmt: skip
+    invoke(
+        train_command,
+        cache,
+        *labels,
+        "--head",
+        "concat",
+        "--inputs",
+        "frame_stats,mean",
+        "--epochs",
+        "3",
+        "--min-steps",
+        "0",
+        "--out",
+        work / "concat",
+        "--quiet",
+    )
     return {"cache": cache, "ridge": work / "ridge", "concat": work / "concat", "work": work}
 
 
@@ -87,8 +115,16 @@ def test_predict_media_names_files_and_predicts_as_the_cache_does(trained, sampl
 
     names = renamed_recordings(sample_root, tmp_path / "mine")
     out = tmp_path / "intensities.csv"
-    first = invoke(predict_command, trained["ridge"], trained["concat"], "--media",
-                   tmp_path / "mine", "--out", out, "--quiet")  # fmt: skip
+    first = invoke(
+        predict_command,
+        trained["ridge"],
+        trained["concat"],
+        "--media",
+        tmp_path / "mine",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert "5 rows; 2 could not be predicted" in first.output
     rows = {Path(r["file"]).name: r for r in read_rows(out)}
     assert set(rows) == {*names, "broken.mp4", "no sound.mp4"}
@@ -106,8 +142,16 @@ def test_predict_media_names_files_and_predicts_as_the_cache_does(trained, sampl
     kept = next((tmp_path / "intensities-features").glob("*.h5"))
     before = kept.stat().st_mtime_ns
     files = sorted((tmp_path / "mine").iterdir())
-    invoke(predict_command, trained["ridge"], "--media", *files, "--work",
-           tmp_path / "intensities-features", "--out", tmp_path / "again.csv")  # fmt: skip
+    invoke(
+        predict_command,
+        trained["ridge"],
+        "--media",
+        *files,
+        "--work",
+        tmp_path / "intensities-features",
+        "--out",
+        tmp_path / "again.csv",
+    )
     assert kept.stat().st_mtime_ns == before  # the kept cache is reused, not made again
     assert len(read_rows(tmp_path / "again.csv")) == 5
 
@@ -117,8 +161,19 @@ def test_intensities_over_time_with_a_plot_per_file(trained, sample_root, tmp_pa
     long_clip = max((sample_root / "audio").iterdir(), key=lambda p: p.stat().st_size)
     shutil.copy(long_clip, tmp_path / "long talk.mp3")
     out = tmp_path / "time.csv"
-    result = invoke(predict_command, trained["ridge"], "--media", tmp_path / "long talk.mp3",
-                    "--window", "10", "--hop", "5", "--out", out, "--quiet")  # fmt: skip
+    result = invoke(
+        predict_command,
+        trained["ridge"],
+        "--media",
+        tmp_path / "long talk.mp3",
+        "--window",
+        "10",
+        "--hop",
+        "5",
+        "--out",
+        out,
+        "--quiet",
+    )
     rows = read_rows(out)
     starts = [float(r["start"]) for r in rows]
     assert starts[:3] == [0.0, 5.0, 10.0] and float(rows[-1]["end"]) == pytest.approx(40.0, 0.01)
@@ -140,8 +195,9 @@ result = model.predict([{str(tmp_path / "mine")!r}], work={str(tmp_path / "w")!r
 print(model.labels == result.labels, result.values.shape, sorted(result.names)[0].endswith("b.mp4"))
 print(sum(bool(r) for r in result.reasons))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          check=False, cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[:2] == ["True (5, 6) True", "2"]
 
@@ -164,8 +220,16 @@ def test_an_exported_model_folder_predicts_the_same_anywhere(trained, sample_roo
     shutil.copytree(model, elsewhere)
     renamed_recordings(sample_root, tmp_path / "mine")
     for folder, out in ((model, "a.csv"), (elsewhere, "b.csv")):
-        invoke(predict_command, "--model", folder, "--media", tmp_path / "mine", "--out",
-               tmp_path / out, "--quiet")  # fmt: skip
+        invoke(
+            predict_command,
+            "--model",
+            folder,
+            "--media",
+            tmp_path / "mine",
+            "--out",
+            tmp_path / out,
+            "--quiet",
+        )
     first, second = read_rows(tmp_path / "a.csv"), read_rows(tmp_path / "b.csv")
     assert [r["Joy"] for r in first] == [r["Joy"] for r in second] and first[0]["Joy"]
 
@@ -174,8 +238,9 @@ def test_an_exported_model_folder_predicts_the_same_anywhere(trained, sample_roo
 def test_media_that_cannot_be_predicted_is_one_line(trained, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = invoke(predict_command, trained["ridge"], "--media", empty, "--out",
-                    tmp_path / "x.csv", ok=False)  # fmt: skip
+    result = invoke(
+        predict_command, trained["ridge"], "--media", empty, "--out", tmp_path / "x.csv", ok=False
+    )
     assert result.exit_code == 1 and "no audio or video files" in result.output
     assert not (tmp_path / "x.csv").exists()
     cache = tmp_path / "c.h5"
@@ -184,16 +249,45 @@ def test_media_that_cannot_be_predicted_is_one_line(trained, tmp_path):
     invoke(add_features_command, cache, "--stream", "face", "--from", tmp_path / "f.npz")
     labels = trained["ridge"].parent  # the sample's CSVs are recorded in the run's config
     config = json.loads((trained["ridge"] / "config.json").read_text())
-    invoke(train_command, cache, "--train", config["train_csvs"][0], "--valid",
-           config["valid_csv"], "--head", "ridge", "--out", tmp_path / "face")  # fmt: skip
+    invoke(
+        train_command,
+        cache,
+        "--train",
+        config["train_csvs"][0],
+        "--valid",
+        config["valid_csv"],
+        "--head",
+        "ridge",
+        "--out",
+        tmp_path / "face",
+    )
     wav = next(Path(config["train_csvs"][0]).parent.glob("audio/*.mp3"))
-    refused = invoke(predict_command, tmp_path / "face", "--media", wav, "--out",
-                     tmp_path / "y.csv", ok=False)  # fmt: skip
+    refused = invoke(
+        predict_command, tmp_path / "face", "--media", wav, "--out", tmp_path / "y.csv", ok=False
+    )
     assert refused.exit_code == 1 and "the stream features/face was imported" in refused.output
     assert labels.exists() and not (tmp_path / "y.csv").exists()
     other = tmp_path / "other.h5"  # features of another backbone than the run's
-    invoke(extract_command, wav.parent, "--model", "fbank-10ms", "--out", other, "--quiet",
-           "--workers", 0)  # fmt: skip
-    wrong = invoke(predict_command, trained["ridge"], "--cache", other, "--ids",
-                   config["valid_csv"], "--out", tmp_path / "z.csv", ok=False)  # fmt: skip
+    invoke(
+        extract_command,
+        wav.parent,
+        "--model",
+        "fbank-10ms",
+        "--out",
+        other,
+        "--quiet",
+        "--workers",
+        0,
+    )
+    wrong = invoke(
+        predict_command,
+        trained["ridge"],
+        "--cache",
+        other,
+        "--ids",
+        config["valid_csv"],
+        "--out",
+        tmp_path / "z.csv",
+        ok=False,
+    )
     assert wrong.exit_code == 1 and "no cache given holds them" in wrong.output

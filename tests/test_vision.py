@@ -82,8 +82,9 @@ def test_an_interrupted_vision_run_resumes_and_options_are_checked(tmp_path, tin
     from emi_features.vision.encode import VisionSettings
 
     config = ExtractConfig(model=str(tiny_vit), modality="vision", settings=VisionSettings(fps=2))
-    run_modality(get_modality("vision"), folder / "00001.mp4", out=side, config=config,
-                 progress=False)
+    run_modality(
+        get_modality("vision"), folder / "00001.mp4", out=side, config=config, progress=False
+    )
     run(folder, "--out", cache, "--quiet", *vision, "--stream", "face")
     assert any("3 clips, 1 already in" in m for m in caplog.messages)
     assert not side.parent.exists()
@@ -157,8 +158,9 @@ def test_frame_pooling_mean_is_the_mean_of_every_token(tiny_vit):
     from emi_features.core.devices import resolve_device
     from emi_features.vision.encode import ImageEncoder, VisionSettings
 
-    images = [np.random.default_rng(k).integers(0, 255, (40, 30, 3), dtype=np.uint8)
-              for k in range(3)]  # fmt: skip
+    images = [
+        np.random.default_rng(k).integers(0, 255, (40, 30, 3), dtype=np.uint8) for k in range(3)
+    ]
     device = resolve_device("cpu")
     mean = ImageEncoder(str(tiny_vit), device=device, pooling="mean")
     cls = ImageEncoder(str(tiny_vit), device=device)

@@ -24,8 +24,19 @@ def invoke(command, *args, ok=True):
 
 
 def base(synthetic, out, *extra, head="concat"):
-    return [synthetic["cache"], "--train", synthetic["train"], "--valid", synthetic["valid"],
-            "--head", head, "--out", out, "--quiet", *extra]  # fmt: skip
+    return [
+        synthetic["cache"],
+        "--train",
+        synthetic["train"],
+        "--valid",
+        synthetic["valid"],
+        "--head",
+        head,
+        "--out",
+        out,
+        "--quiet",
+        *extra,
+    ]
 
 
 def values(path):
@@ -97,12 +108,26 @@ def test_a_sweep_runs_the_grid_and_compares(synthetic, tmp_path):
     parent = tmp_path / "sweep"
     result = invoke(
         train_command,
-        *base(synthetic, parent, "--epochs", "2", "--set", "lr=1e-3,3e-3", "--set",
-              "dropout=0.1,0.3", "--set", "branch_dim=16"),
-    )  # fmt: skip
+        *base(
+            synthetic,
+            parent,
+            "--epochs",
+            "2",
+            "--set",
+            "lr=1e-3,3e-3",
+            "--set",
+            "dropout=0.1,0.3",
+            "--set",
+            "branch_dim=16",
+        ),
+    )
     names = sorted(p.name for p in parent.iterdir() if p.is_dir())
-    assert names == ["lr=0.001,dropout=0.1", "lr=0.001,dropout=0.3", "lr=0.003,dropout=0.1",
-                     "lr=0.003,dropout=0.3"]  # fmt: skip
+    assert names == [
+        "lr=0.001,dropout=0.1",
+        "lr=0.001,dropout=0.3",
+        "lr=0.003,dropout=0.1",
+        "lr=0.003,dropout=0.3",
+    ]
     config = json.loads((parent / "lr=0.003,dropout=0.1" / "config.json").read_text())
     assert config["train"]["lr"] == 0.003 and config["head"]["dropout"] == 0.1
     assert config["head"]["branch_dim"] == 16  # a single value applies to every run
@@ -115,8 +140,9 @@ def test_a_sweep_runs_the_grid_and_compares(synthetic, tmp_path):
 def test_runs_table_sorts_groups_seeds_and_writes_csv_and_png(synthetic, tmp_path):
     invoke(train_command, *base(synthetic, tmp_path / "runs" / "c", *FAST, "--seeds", "0,1,2"))
     invoke(train_command, *base(synthetic, tmp_path / "runs" / "ridge", head="ridge"))
-    result = invoke(runs_command, tmp_path / "runs", "--csv", tmp_path / "t.csv", "--png",
-                    tmp_path / "t.png")  # fmt: skip
+    result = invoke(
+        runs_command, tmp_path / "runs", "--csv", tmp_path / "t.csv", "--png", tmp_path / "t.png"
+    )
     lines = result.output.splitlines()
     assert lines[0].split()[:2] == ["run", "head"]  # narrow: preset and loss do not differ
     assert "preset" not in lines[0] and "loss" not in lines[0]
@@ -147,14 +173,29 @@ def two_caches(synthetic, tmp_path_factory):
     rng = np.random.default_rng(7)
     ids = [f"{i:05d}" for i in range(360)]
     latents = rng.uniform(0, 1, size=(360, 6))  # the synthetic fixture's latents (same seed)
-    other = write_synthetic_cache(root / "other.h5", ids, latents, dim=8, fingerprint="other-b",
-                                  seed=5)  # fmt: skip
+    other = write_synthetic_cache(
+        root / "other.h5", ids, latents, dim=8, fingerprint="other-b", seed=5
+    )
     runs = {}
-    for name, cache, labels in (("a", synthetic["cache"], "train"), ("b", other, "train"),
-                                ("noise", synthetic["cache"], "shuffled")):  # fmt: skip
+    for name, cache, labels in (
+        ("a", synthetic["cache"], "train"),
+        ("b", other, "train"),
+        ("noise", synthetic["cache"], "shuffled"),
+    ):
         runs[name] = root / name
-        invoke(train_command, cache, "--train", synthetic[labels], "--valid", synthetic["valid"],
-               "--head", "ridge", "--out", runs[name], "--quiet")  # fmt: skip
+        invoke(
+            train_command,
+            cache,
+            "--train",
+            synthetic[labels],
+            "--valid",
+            synthetic["valid"],
+            "--head",
+            "ridge",
+            "--out",
+            runs[name],
+            "--quiet",
+        )
     return {"other": other, **runs}
 
 
@@ -162,19 +203,38 @@ def two_caches(synthetic, tmp_path_factory):
 def test_ensembles_across_caches_with_fixed_and_fitted_weights(synthetic, two_caches, tmp_path):
     a, b = two_caches["a"], two_caches["b"]
     common = ["--ids", synthetic["valid"]]
-    invoke(predict_command, a, b, "--cache", synthetic["cache"], "--cache", two_caches["other"],
-           *common, "--out", tmp_path / "ab.csv")  # fmt: skip
+    invoke(
+        predict_command,
+        a,
+        b,
+        "--cache",
+        synthetic["cache"],
+        "--cache",
+        two_caches["other"],
+        *common,
+        "--out",
+        tmp_path / "ab.csv",
+    )
     invoke(predict_command, a, b, *common, "--out", tmp_path / "recorded.csv")  # recorded caches
     _, ab = values(tmp_path / "ab.csv")
     np.testing.assert_allclose(values(tmp_path / "recorded.csv")[1], ab)
     invoke(predict_command, a, *common, "--out", tmp_path / "a.csv")
     invoke(predict_command, a, b, "--weights", "1,0", *common, "--out", tmp_path / "w.csv")
     np.testing.assert_allclose(values(tmp_path / "w.csv")[1], values(tmp_path / "a.csv")[1])
-    result = invoke(predict_command, a, two_caches["noise"], "--fit-weights", synthetic["valid"],
-                    *common, "--out", tmp_path / "fit.csv")  # fmt: skip
+    result = invoke(
+        predict_command,
+        a,
+        two_caches["noise"],
+        "--fit-weights",
+        synthetic["valid"],
+        *common,
+        "--out",
+        tmp_path / "fit.csv",
+    )
     assert "2 run(s)" in result.output
-    bad = invoke(predict_command, a, "--weights", "1,2", *common, "--out", tmp_path / "x.csv",
-                 ok=False)  # fmt: skip
+    bad = invoke(
+        predict_command, a, "--weights", "1,2", *common, "--out", tmp_path / "x.csv", ok=False
+    )
     assert bad.exit_code == 1 and "2 non-negative numbers" not in bad.output
     assert "1 non-negative numbers, one per RUN_DIR" in bad.output
 
@@ -200,8 +260,9 @@ def test_from_a_run_repeats_it_and_set_overrides(synthetic, tmp_path):
     invoke(train_command, "--from", first, "--out", tmp_path / "again", "--quiet")
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["valid_mean_r"] == json.loads((first / "metrics.json").read_text())["valid_mean_r"]
-    invoke(train_command, "--from", first, "--set", "epochs=2", "--out", tmp_path / "short",
-           "--quiet")  # fmt: skip
+    invoke(
+        train_command, "--from", first, "--set", "epochs=2", "--out", tmp_path / "short", "--quiet"
+    )
     short = json.loads((tmp_path / "short" / "config.json").read_text())
     assert short["train"]["epochs"] == 2 and short["train"]["seed"] == 3
 
@@ -214,8 +275,19 @@ def test_what_a_user_sees_ridge_undertraining_and_tensorboard(synthetic, tmp_pat
     assert "alpha" in metrics and "best_epoch" not in metrics
     assert any("ridge coefficients" in m for m in caplog.messages)
     assert not any(" 0 parameters" in m for m in caplog.messages)
-    invoke(train_command, *base(synthetic, tmp_path / "short", "--epochs", "2", "--lr", "1e-5",
-                                "--log-to", "tensorboard"))  # fmt: skip
+    invoke(
+        train_command,
+        *base(
+            synthetic,
+            tmp_path / "short",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-5",
+            "--log-to",
+            "tensorboard",
+        ),
+    )
     assert any(m.startswith("the best epoch is the last one (2 of 2)") for m in caplog.messages)
     assert any(m.startswith("predictions on validation barely vary") for m in caplog.messages)
     caplog.clear()
@@ -246,8 +318,12 @@ def test_runs_groups_only_runs_that_differ_in_their_seed_and_writes_numbers_read
         head = head_config("concat", dims={"frame_stats": 4, "mean": 2}).to_dict()
         config = {"head": head, "train": asdict(TrainConfig(lr=3e-4, seed=seed)), "preset": None}
         (folder / "config.json").write_text(json.dumps(config))
-        metrics = {"best_epoch": 3, "valid_mean_r": r, "seconds": 1.0,
-                   "valid_r": {e: r for e in EMOTIONS}}  # fmt: skip
+        metrics = {
+            "best_epoch": 3,
+            "valid_mean_r": r,
+            "seconds": 1.0,
+            "valid_r": {e: r for e in EMOTIONS},
+        }
         (folder / "metrics.json").write_text(json.dumps(metrics))
 
     run("seeds/seed-0", 0, 0.5)

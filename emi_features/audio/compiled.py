@@ -65,8 +65,10 @@ def check_runtime(runtime: str, precision: str, device: torch.device, batched: b
     if batched:
         raise BackboneError(f"--runtime {runtime} runs one clip per call: --batch-seconds 0")
     if runtime == "openvino" and precision == "int8":
-        raise BackboneError("--precision int8 with --runtime openvino needs NNCF; use "
-                            "--runtime onnxruntime or torch for int8")  # fmt: skip
+        raise BackboneError(
+            "--precision int8 with --runtime openvino needs NNCF; use "
+            "--runtime onnxruntime or torch for int8"
+        )
     for module in EXTRAS[runtime]:
         try:
             __import__(module)
@@ -81,8 +83,10 @@ def compiled_backbone(backbone: Backbone, runtime: str, precision: str) -> Backb
     if runtime == "torch" and precision == "fp32":
         return backbone
     if not isinstance(backbone, HFBackbone):
-        raise BackboneError(f"{backbone.name}: --runtime/--precision apply to Hugging Face "
-                            f"encoders, not to a built-in without weights")  # fmt: skip
+        raise BackboneError(
+            f"{backbone.name}: --runtime/--precision apply to Hugging Face "
+            f"encoders, not to a built-in without weights"
+        )
     if runtime == "torch":
         return TorchInt8Backbone(backbone)
     return EngineBackbone(backbone, runtime, precision)
@@ -142,8 +146,9 @@ class EngineBackbone(CompiledBackbone):
 
     def frames(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         if attention_mask is not None:
-            raise BackboneError(f"--runtime {self.runtime} runs one clip per call: "
-                                f"--batch-seconds 0")  # fmt: skip
+            raise BackboneError(
+                f"--runtime {self.runtime} runs one clip per call: --batch-seconds 0"
+            )
         if self.eager is not None and self.grid.frame_count(input_values.shape[-1]) <= 1:
             return self.eager.encode(input_values, None).frames
         return torch.from_numpy(self.run_graph(input_values.cpu().numpy()))
@@ -151,8 +156,9 @@ class EngineBackbone(CompiledBackbone):
 
 def exported_graph(backbone: HFBackbone, precision: str) -> Path:
     """The ONNX file of the backbone's encoder at `precision`, exported on first use."""
-    key = hashlib.blake2b(f"{backbone.fingerprint}|{backbone.layer}|{OPSET}".encode(),
-                          digest_size=8).hexdigest()  # fmt: skip
+    key = hashlib.blake2b(
+        f"{backbone.fingerprint}|{backbone.layer}|{OPSET}".encode(), digest_size=8
+    ).hexdigest()
     folder = user_cache() / "compiled"
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / f"{key}-fp32.onnx"
@@ -165,10 +171,19 @@ def exported_graph(backbone: HFBackbone, precision: str) -> Path:
         # for inference (no causal mask, no SpecAugment)
         with atomic_path(fp32) as temporary, torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (example,), str(temporary), input_names=["input_values"],
-                              output_names=["frames"], opset_version=OPSET, dynamo=False,
-                              dynamic_axes={"input_values": {0: "batch", 1: "samples"},
-                                            "frames": {0: "batch", 1: "frames"}})  # fmt: skip
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(temporary),
+                input_names=["input_values"],
+                output_names=["frames"],
+                opset_version=OPSET,
+                dynamo=False,
+                dynamic_axes={
+                    "input_values": {0: "batch", 1: "samples"},
+                    "frames": {0: "batch", 1: "frames"},
+                },
+            )
     if precision == "fp32":
         return fp32
     int8 = folder / f"{key}-int8.onnx"
@@ -181,8 +196,12 @@ def exported_graph(backbone: HFBackbone, precision: str) -> Path:
         root.setLevel(logging.ERROR)  # its advice to pre-process, on the root logger
         try:
             with atomic_path(int8) as temporary:
-                quantize_dynamic(str(fp32), str(temporary), weight_type=QuantType.QInt8,
-                                 op_types_to_quantize=["MatMul"])  # fmt: skip
+                quantize_dynamic(
+                    str(fp32),
+                    str(temporary),
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul"],
+                )
         finally:
             root.setLevel(level)
     return int8
@@ -201,6 +220,7 @@ def _openvino(path: Path) -> Any:
     import openvino
 
     core = openvino.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": "f32"})  # fmt: skip
+    compiled = core.compile_model(
+        core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
     return lambda values: np.asarray(compiled(values)[0])

@@ -78,8 +78,9 @@ class MonoResampler:
         if self.rate is None:
             self.rate = rate
             if rate != SAMPLE_RATE:
-                self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
-                                                   quality="HQ")  # fmt: skip
+                self._stream = soxr.ResampleStream(
+                    rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+                )
         elif rate != self.rate:
             raise DecodeError(f"the sample rate changes inside the file ({self.rate} -> {rate})")
         self._parts.append(mono if self._stream is None else self._stream.resample_chunk(mono))
@@ -98,8 +99,9 @@ def _read_soundfile(path: Path) -> np.ndarray:
     with c_stderr_captured() as noise:
         try:
             rate = soundfile.info(str(path)).samplerate
-            for block in soundfile.blocks(str(path), blocksize=BLOCK_SAMPLES, dtype="float32",
-                                          always_2d=True):  # fmt: skip
+            for block in soundfile.blocks(
+                str(path), blocksize=BLOCK_SAMPLES, dtype="float32", always_2d=True
+            ):
                 mono.add(block.T, rate)  # (channels, samples)
         except DecodeError:
             raise

@@ -31,9 +31,11 @@ class EgemapsSettings:
 
     level: Literal["lld", "functionals"] = field(
         default="lld",
-        metadata={"help": "egemaps: low-level descriptors every 10 ms (a frame stream), or the "
-                          "clip's functionals (a clip stream)."},
-    )  # fmt: skip
+        metadata={
+            "help": "egemaps: low-level descriptors every 10 ms (a frame stream), or the "
+            "clip's functionals (a clip stream)."
+        },
+    )
     feature_set: Literal["eGeMAPSv02", "GeMAPSv01b"] = field(
         default="eGeMAPSv02", metadata={"help": "egemaps: the openSMILE feature set."}
     )
@@ -68,21 +70,24 @@ class EgemapsEncoder:
     def __init__(self, settings: EgemapsSettings):
         opensmile = load_opensmile()
         self.settings = settings
-        level = (opensmile.FeatureLevel.LowLevelDescriptors if settings.level == "lld"
-                 else opensmile.FeatureLevel.Functionals)  # fmt: skip
+        level = (
+            opensmile.FeatureLevel.LowLevelDescriptors
+            if settings.level == "lld"
+            else opensmile.FeatureLevel.Functionals
+        )
         self.smile = opensmile.Smile(
             feature_set=getattr(opensmile.FeatureSet, settings.feature_set), feature_level=level
         )
         self.attrs = {
             Attr.BACKBONE: f"opensmile-{settings.feature_set}",
             Attr.FINGERPRINT: f"opensmile-{opensmile.__version__}-{settings.feature_set}-"
-                              f"{settings.level}",
+            f"{settings.level}",
             Attr.HIDDEN_SIZE: len(self.smile.feature_names),
             Attr.LAYER: settings.level,
             Attr.SOURCE: "audio",
             Attr.DTYPE: "float32",
             Attr.PACKAGE_VERSION: __version__,
-        }  # fmt: skip
+        }
         if settings.level == "lld":
             self.attrs[Attr.FRAME_RATE] = LLD_RATE
         else:
@@ -97,14 +102,22 @@ class EgemapsEncoder:
         except DecodeError as error:
             raise SkipClip(str(error)) from None
         if len(wave) < MIN_SAMPLES:
-            raise SkipClip(f"{len(wave) / SAMPLE_RATE:.3f} s of audio: eGeMAPS needs "
-                           f"{MIN_SAMPLES / SAMPLE_RATE:.4f} s")  # fmt: skip
+            raise SkipClip(
+                f"{len(wave) / SAMPLE_RATE:.3f} s of audio: eGeMAPS needs "
+                f"{MIN_SAMPLES / SAMPLE_RATE:.4f} s"
+            )
         frames = self.smile.process_signal(wave, SAMPLE_RATE).to_numpy(dtype=np.float32)
         if not len(frames) or np.isnan(frames).all():
             raise SkipClip("openSMILE computed no parameters")
         frames = np.nan_to_num(frames)  # a descriptor undefined on a frame (rare) counts as 0
-        return ClipFeatures(id=clip.id, frames=frames, frame_vad=None,
-                            mean=frames.mean(axis=0), vad=None, num_samples=len(wave))  # fmt: skip
+        return ClipFeatures(
+            id=clip.id,
+            frames=frames,
+            frame_vad=None,
+            mean=frames.mean(axis=0),
+            vad=None,
+            num_samples=len(wave),
+        )
 
     def close(self) -> None:
         """Nothing to report: a clip openSMILE cannot measure is already a logged skip."""

@@ -25,8 +25,10 @@ from emi_features.extraction.modality import Modality, SkipClip
 
 class LayersModality(Modality):
     name = "layers"
-    description = ("every hidden layer's clip mean and sd of a speech encoder (a clip stream; "
-                   "for learned layer weights; `--layers all --pool stats`)")  # fmt: skip
+    description = (
+        "every hidden layer's clip mean and sd of a speech encoder (a clip stream; "
+        "for learned layer weights; `--layers all --pool stats`)"
+    )
     source = "audio"
     default_model = VAD_MODEL_ID
 
@@ -42,8 +44,10 @@ class LayerStats:
 
         backbone = load_backbone(config.model, offline=config.offline)
         if not isinstance(backbone, HFBackbone):
-            raise BackboneError(f"--layers all needs a Hugging Face speech encoder; "
-                                f"{config.model} has no hidden layers")  # fmt: skip
+            raise BackboneError(
+                f"--layers all needs a Hugging Face speech encoder; "
+                f"{config.model} has no hidden layers"
+            )
         self.backbone, self.device = backbone.to(device), device
         self.window = int(config.window_seconds * SAMPLE_RATE)
         self.layers = backbone.encoder.config.num_hidden_layers + 1
@@ -77,11 +81,13 @@ class LayerStats:
             piece = wave[start : start + self.window]
             if len(piece) < self.backbone.grid.receptive_field:  # a tail shorter than a frame
                 continue
-            inputs = self.backbone.feature_extractor(piece, sampling_rate=SAMPLE_RATE,
-                                                     return_tensors="pt")  # fmt: skip
+            inputs = self.backbone.feature_extractor(
+                piece, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+            )
             with torch.inference_mode():
-                states = self.backbone.encoder(inputs["input_values"].to(self.device),
-                                               output_hidden_states=True).hidden_states  # fmt: skip
+                states = self.backbone.encoder(
+                    inputs["input_values"].to(self.device), output_hidden_states=True
+                ).hidden_states
             stacked = torch.stack(states)[:, 0].double()  # (L, T, D), reduced where it lies
             total[:, 0] += stacked.sum(dim=1).cpu().numpy()
             total[:, 1] += stacked.square().sum(dim=1).cpu().numpy()
@@ -89,8 +95,14 @@ class LayerStats:
         mean = total[:, 0] / count
         sd = np.sqrt(np.maximum(total[:, 1] / count - mean**2, 0.0))
         vector = np.concatenate([mean, sd], axis=1).reshape(-1).astype(np.float32)
-        return ClipFeatures(id=clip.id, frames=vector[None], frame_vad=None, mean=vector,
-                            vad=None, num_samples=len(wave))  # fmt: skip
+        return ClipFeatures(
+            id=clip.id,
+            frames=vector[None],
+            frame_vad=None,
+            mean=vector,
+            vad=None,
+            num_samples=len(wave),
+        )
 
     def close(self) -> None:
         """Nothing to report: a clip too short for one frame is already a logged skip."""

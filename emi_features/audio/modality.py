@@ -22,8 +22,14 @@ class AudioModality(Modality):
     default_model = VAD_MODEL_ID
     stream_only = False
 
-    def run(self, input_path: str | Path, *, out: str | Path, config: ExtractConfig,
-            progress: bool = True) -> Any:  # fmt: skip
+    def run(
+        self,
+        input_path: str | Path,
+        *,
+        out: str | Path,
+        config: ExtractConfig,
+        progress: bool = True,
+    ) -> Any:
         from emi_features.extraction.runner import extract
 
         return extract(input_path, out=out, config=config, progress=progress)

@@ -86,10 +86,15 @@ def attach_streams(cache_path: Path, streams: dict[str, Stream], *, overwrite: b
     with cache_lock(cache_path):
         refuse_existing(cache_path, list(streams), overwrite)
         for name, stream in streams.items():
-            extra = sum(a.nbytes for a in (stream.values, stream.frames, stream.mean)
-                        if a is not None)  # fmt: skip
-            rewrite_cache(cache_path, lambda target, n=name, s=stream: write_stream(target, n, s),
-                          stream=name, extra=extra)  # fmt: skip
+            extra = sum(
+                a.nbytes for a in (stream.values, stream.frames, stream.mean) if a is not None
+            )
+            rewrite_cache(
+                cache_path,
+                lambda target, n=name, s=stream: write_stream(target, n, s),
+                stream=name,
+                extra=extra,
+            )
 
 
 def rewrite_cache(
@@ -118,8 +123,9 @@ def rewrite_cache(
                 source_file.copy(source_file[key], target, name=key)
         for other in stream_names(source_file):
             if other != stream:
-                source_file.copy(source_file[FEATURES][other], target.require_group(FEATURES),
-                                 name=other)  # fmt: skip
+                source_file.copy(
+                    source_file[FEATURES][other], target.require_group(FEATURES), name=other
+                )
         write(target)
     os.chmod(cache_path, mode)
     for stale in cache_path.parent.glob(f"{cache_path.name}.frame-stats-*"):

@@ -53,8 +53,7 @@ def read_source(source: Path, *, allow_pickle: bool = False) -> dict[str, np.nda
         if not files:
             hint = " (it holds .pkl files: --allow-pickle)" if pickles else ""
             raise CacheError(f"{source}: no {' or '.join(suffixes)} files{hint}")
-        return _by_id(((p.stem, p) for p in files), source,
-                      lambda p: _load_array(p, allow_pickle))  # fmt: skip
+        return _by_id(((p.stem, p) for p in files), source, lambda p: _load_array(p, allow_pickle))
     if source.suffix == ".npz":
         try:
             with np.load(source, allow_pickle=allow_pickle) as archive:
@@ -165,7 +164,15 @@ def add_features(
     missing = int((~stream.present).sum())
     if missing:
         absent = [i for i, p in zip(ids, stream.present, strict=True) if not p]
-        log.warning("%s: %d clip(s) have no features, recorded as missing: %s", name, missing,
-                    summarise_ids(absent))  # fmt: skip
-    return {"kind": kind, "dim": stream.dim, "present": int(stream.present.sum()),
-            "missing": missing}  # fmt: skip
+        log.warning(
+            "%s: %d clip(s) have no features, recorded as missing: %s",
+            name,
+            missing,
+            summarise_ids(absent),
+        )
+    return {
+        "kind": kind,
+        "dim": stream.dim,
+        "present": int(stream.present.sum()),
+        "missing": missing,
+    }

@@ -124,8 +124,12 @@ class FeatureCache:
         if repeated:
             problems.append(f"ids listed twice: {', '.join(repeated[:5])}")
         frames_total = int(offsets[-1]) if len(offsets) else 0
-        widths = {FRAMES: self.attrs.get(Attr.HIDDEN_SIZE), MEAN: self.attrs.get(Attr.HIDDEN_SIZE),
-                  FRAME_VAD: VAD_DIM, VAD: VAD_DIM}  # fmt: skip
+        widths = {
+            FRAMES: self.attrs.get(Attr.HIDDEN_SIZE),
+            MEAN: self.attrs.get(Attr.HIDDEN_SIZE),
+            FRAME_VAD: VAD_DIM,
+            VAD: VAD_DIM,
+        }
         for name in (FRAMES, FRAME_VAD, MEAN, VAD, NUM_SAMPLES):
             if name not in self._file:
                 continue
@@ -234,8 +238,16 @@ class FeatureCache:
         """How the cache's features were made, JSON-ready: the main extraction's settings
         (`extraction`), each stream's attributes (`streams`) and the transcripts' (`text`), so
         that the same features can be made again for other media."""
-        keys = ("backbone", "backbone_fingerprint", "layer", "window_seconds", "overlap_seconds",
-                "source", Attr.RUNTIME, Attr.PRECISION)  # fmt: skip
+        keys = (
+            "backbone",
+            "backbone_fingerprint",
+            "layer",
+            "window_seconds",
+            "overlap_seconds",
+            "source",
+            Attr.RUNTIME,
+            Attr.PRECISION,
+        )
         streams = {}
         for name in self.streams():
             item = self._file[FEATURES][name]

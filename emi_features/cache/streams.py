@@ -140,8 +140,14 @@ def view_stream(handle: h5py.File, name: str) -> StreamView:
     present = item.get("present")
     if attrs.get("kind", FRAME if "frames" in item else CLIP) == CLIP:
         return StreamView(CLIP, attrs, values=item["values"], present=present)
-    return StreamView(FRAME, attrs, frames=item["frames"], present=present, mean=item.get("mean"),
-                      offsets=item["offsets"][()].astype(np.int64))  # fmt: skip
+    return StreamView(
+        FRAME,
+        attrs,
+        frames=item["frames"],
+        present=present,
+        mean=item.get("mean"),
+        offsets=item["offsets"][()].astype(np.int64),
+    )
 
 
 def read_stream(handle: h5py.File, name: str, count: int) -> Stream:
@@ -153,8 +159,9 @@ def read_stream(handle: h5py.File, name: str, count: int) -> Stream:
         values = np.asarray(view.values[()], dtype=np.float32)
         return Stream(CLIP, present, values=values, attrs=view.attrs)
     mean = None if view.mean is None else view.mean[()]
-    return Stream(FRAME, present, frames=view.frames[()], offsets=view.offsets, mean=mean,
-                  attrs=view.attrs)  # fmt: skip
+    return Stream(
+        FRAME, present, frames=view.frames[()], offsets=view.offsets, mean=mean, attrs=view.attrs
+    )
 
 
 def stream_problems(handle: h5py.File, name: str, count: int) -> list[str]:
@@ -189,8 +196,10 @@ def stream_problems(handle: h5py.File, name: str, count: int) -> list[str]:
     if bounds.shape != (count + 1,):
         problems.append(f"{where}/offsets has {len(bounds)} rows, expected {count + 1}")
     elif bounds[0] != 0 or (np.diff(bounds) < 0).any() or bounds[-1] != frames.shape[0]:
-        problems.append(f"{where}/offsets must start at 0, never decrease and end at the "
-                        f"{frames.shape[0]} frames")  # fmt: skip
+        problems.append(
+            f"{where}/offsets must start at 0, never decrease and end at the "
+            f"{frames.shape[0]} frames"
+        )
     return problems
 
 

@@ -64,6 +64,10 @@ def attach_transcripts(
             )
         transcripts = Transcripts.from_dict(ids, found, attrs)
         size = sum(len(t.encode()) for t in transcripts.text) * 2
-        rewrite_cache(cache_path, lambda target: write_transcripts(target, transcripts),
-                      group=TEXT, extra=size)  # fmt: skip
+        rewrite_cache(
+            cache_path,
+            lambda target: write_transcripts(target, transcripts),
+            group=TEXT,
+            extra=size,
+        )
     return transcripts

@@ -321,8 +321,10 @@ class CacheWriter:
     def _check_free_space(self, parts: list[_Part]) -> None:
         """The consolidated file needs about as much room as the parts: refuse before writing
         rather than fail (or crash inside HDF5) half-way."""
-        sources = [self.path if self._source(p) == self.path.name else self.parts_dir / p.name
-                   for p in parts]  # fmt: skip
+        sources = [
+            self.path if self._source(p) == self.path.name else self.parts_dir / p.name
+            for p in parts
+        ]
         needed = sum(path.stat().st_size for path in sources) * 1.02 + (16 << 20)
         free = shutil.disk_usage(self.path.resolve().parent).free
         if free < needed:

@@ -59,8 +59,10 @@ def extract_config(options: dict[str, Any], stream: str | None) -> ExtractConfig
         raise click.UsageError(f"--model: --modality {modality.name} reads no model")
     compiled = [f"--{n}" for n in ("runtime", "precision") if n in given]
     if compiled and modality.name != "audio":
-        raise click.UsageError(f"{', '.join(compiled)}: the compiled path runs the audio "
-                               f"backbones; --modality {modality.name} runs eagerly")  # fmt: skip
+        raise click.UsageError(
+            f"{', '.join(compiled)}: the compiled path runs the audio "
+            f"backbones; --modality {modality.name} runs eagerly"
+        )
     if "model" not in given and modality.default_model:
         options["model"] = modality.default_model
     try:
@@ -230,18 +232,25 @@ def main(
             if stream is not None:
                 from emi_features.extraction.side_stream import extract_stream
 
-                result = extract_stream(input_path, out=out, name=stream, config=config,
-                                        pool=pool, progress=not quiet)  # fmt: skip
+                result = extract_stream(
+                    input_path, out=out, name=stream, config=config, pool=pool, progress=not quiet
+                )
             else:
                 modality = get_modality(config.modality)
-                result = run_modality(modality, input_path, out=out, config=config,
-                                      progress=not quiet)  # fmt: skip
+                result = run_modality(
+                    modality, input_path, out=out, config=config, progress=not quiet
+                )
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         raise click.ClickException(
             "interrupted: committed clips are kept; re-run to resume"
         ) from None
+    _report(result)
+
+
+def _report(result) -> None:
+    """The summary line (rank 0 only); an error when no clip could be processed."""
     if result.rank != 0:
         return
     if result.processed_clips or result.clips:

@@ -94,8 +94,9 @@ class Task:
             return cls(
                 name=str(data["name"]),
                 targets=tuple(str(t) for t in data["targets"]),
-                value_range=None if value_range is None else (float(value_range[0]),
-                                                              float(value_range[1])),  # fmt: skip
+                value_range=None
+                if value_range is None
+                else (float(value_range[0]), float(value_range[1])),
                 metric=str(data.get("metric", "pearson")),
                 id_column=str(data.get("id_column", ID_COLUMN)),
                 submission=bool(data.get("submission", False)),
@@ -112,8 +113,10 @@ def run_task(config: dict[str, Any]) -> Task:
     disagree."""
     task = Task.from_dict(config["task"]) if "task" in config else EMI
     if tuple(config.get("labels") or ()) != task.targets:
-        raise TaskError(f"trained for labels {config.get('labels')}, not the targets of its "
-                        f"task {task.name} {list(task.targets)}")  # fmt: skip
+        raise TaskError(
+            f"trained for labels {config.get('labels')}, not the targets of its "
+            f"task {task.name} {list(task.targets)}"
+        )
     return task
 
 
@@ -136,8 +139,13 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def own_task(targets: tuple[str, ...], *, id_column: str = ID_COLUMN, metric: str = "pearson",
-             value_range: tuple[float, float] | None = None) -> Task:  # fmt: skip
+def own_task(
+    targets: tuple[str, ...],
+    *,
+    id_column: str = ID_COLUMN,
+    metric: str = "pearson",
+    value_range: tuple[float, float] | None = None,
+) -> Task:
     """A lab's own labels: the columns `targets` of its CSVs, any finite values unless a range
     is given, no submission file."""
     return Task("own", tuple(targets), value_range, metric, id_column)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from emi_features.core.dataset import Clip
     from emi_features.extraction.config import ExtractConfig
 
+
 class SkipClip(ValueError):
     """A clip this modality cannot encode; the message is the reason recorded in the cache."""
 

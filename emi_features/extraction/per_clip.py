@@ -47,7 +47,7 @@ def run_per_clip(
     writer = ranks.open_writer(
         lambda **kw: CacheWriter(
             out, encoder.attrs, overwrite=config.overwrite, retry_skipped=config.retry_skipped, **kw
-        )  # fmt: skip
+        )
     )
     processed, seconds = 0, 0.0
     with contextlib.closing(writer):
@@ -55,37 +55,58 @@ def run_per_clip(
         ranks.barrier()  # every rank must see the same finished set before any rank writes
         todo = [clip for clip in clips if clip.id not in done]
         mine = todo[ranks.rank :: ranks.world_size]
-        log.info("%d clips, %d already in %s; this %s runs %d clips", len(clips),
-                 len(clips) - len(todo), out, ranks.describe(), len(mine))  # fmt: skip
-        bar = tqdm(total=len(mine), unit="clip", desc=modality.name,
-                   disable=not progress or None, dynamic_ncols=True)  # fmt: skip
+        log.info(
+            "%d clips, %d already in %s; this %s runs %d clips",
+            len(clips),
+            len(clips) - len(todo),
+            out,
+            ranks.describe(),
+            len(mine),
+        )
+        bar = tqdm(
+            total=len(mine),
+            unit="clip",
+            desc=modality.name,
+            disable=not progress or None,
+            dynamic_ncols=True,
+        )
         with bar:
             for first in range(0, len(mine), CLIPS_PER_PART):
-                records, skipped = [], {}
-                for clip in mine[first : first + CLIPS_PER_PART]:
-                    try:
-                        record = encoder.encode(clip)
-                    except SkipClip as reason:
-                        log.warning("skip %s: %s", clip.id, reason)
-                        skipped[clip.id] = str(reason)
-                    else:
-                        records.append(record)
-                        seconds += record.num_samples / SAMPLE_RATE
-                    bar.update()
+                records, skipped = _encode_part(encoder, mine[first : first + CLIPS_PER_PART], bar)
                 writer.write_part(records, skipped)
                 processed += len(records)
+                seconds += sum(record.num_samples for record in records) / SAMPLE_RATE
         encoder.close()
         written, skipped_all = ranks.finish(writer)
+        totals = (int(ranks.sum(processed)), ranks.sum(seconds), time.perf_counter() - started)
         result = ExtractResult(
-            Path(out), written, skipped_all, int(ranks.sum(processed)), ranks.sum(seconds),
-            time.perf_counter() - started, rank=ranks.rank, medium=modality.source,
-        )  # fmt: skip
+            Path(out), written, skipped_all, *totals, rank=ranks.rank, medium=modality.source
+        )
     ranks.close()
     return result
 
 
-def run_modality(modality: Modality, input_path: str | Path, *, out: str | Path,
-                 config: ExtractConfig, progress: bool = True) -> Any:  # fmt: skip
+def _encode_part(encoder: Any, clips: list, bar: tqdm) -> tuple[list, dict[str, str]]:
+    """One part's clips encoded: the records, and the skipped clips with their reasons."""
+    records, skipped = [], {}
+    for clip in clips:
+        try:
+            records.append(encoder.encode(clip))
+        except SkipClip as reason:
+            log.warning("skip %s: %s", clip.id, reason)
+            skipped[clip.id] = str(reason)
+        bar.update()
+    return records, skipped
+
+
+def run_modality(
+    modality: Modality,
+    input_path: str | Path,
+    *,
+    out: str | Path,
+    config: ExtractConfig,
+    progress: bool = True,
+) -> Any:
     """Every clip of INPUT into the cache `out` (resumable): by the modality's own runner
     (`run`, as audio's batched one), else by the shared per-clip runner; an `ExtractResult`."""
     own = getattr(modality, "run", None)

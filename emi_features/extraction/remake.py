@@ -138,8 +138,9 @@ def parse_recipe(
         specs[name] = _stream(name, _object(attrs, label), place, label)
     missing = sorted(set(reads or ()) - set(specs))
     if missing:
-        raise RecipeSchemaError(f"{where}: no recorded stream {', '.join(missing)} (read by the "
-                                "head)")  # fmt: skip
+        raise RecipeSchemaError(
+            f"{where}: no recorded stream {', '.join(missing)} (read by the head)"
+        )
     text = recipe.get("text")
     asr = None
     if any(s.producer == "embed-text" for s in specs.values()) and text is not None:
@@ -150,8 +151,9 @@ def parse_recipe(
         fingerprint=_text(main.get("backbone_fingerprint", ""), f"{where}: backbone_fingerprint"),
         layer=_layer(main.get("layer"), f"{where}: extraction.layer"),
         window_seconds=_seconds(main.get("window_seconds", 30.0), f"{where}: window_seconds"),
-        overlap_seconds=_seconds(main.get("overlap_seconds", 4.0), f"{where}: overlap_seconds",
-                                 zero=True),  # fmt: skip
+        overlap_seconds=_seconds(
+            main.get("overlap_seconds", 4.0), f"{where}: overlap_seconds", zero=True
+        ),
         runtime=_choice(main.get("runtime", "torch"), RUNTIMES, f"{where}: runtime"),
         precision=_choice(main.get("precision", "fp32"), PRECISIONS, f"{where}: precision"),
         streams=specs,
@@ -176,8 +178,11 @@ def producer_of(attrs: dict) -> str:
 
 def _stream(name: str, attrs: dict, place: ModelPlace, label: str) -> StreamSpec:
     source = _text(attrs.get("source", ""), f"{label}: source")
-    common = {"name": name, "fingerprint": _text(attrs.get("fingerprint", ""), f"{label}: "
-              "fingerprint"), "source": source}  # fmt: skip
+    common = {
+        "name": name,
+        "fingerprint": _text(attrs.get("fingerprint", ""), f"{label}: fingerprint"),
+        "source": source,
+    }
     producer = _choice(producer_of(attrs), PRODUCERS, f"{label}: producer")
     if producer == "extract":
         modality, settings = _recorded_modality(attrs, source, label)
@@ -185,26 +190,36 @@ def _stream(name: str, attrs: dict, place: ModelPlace, label: str) -> StreamSpec
         if modality_class(modality).default_model is not None:
             model = _model(attrs.get("backbone"), place, f"{label}: backbone")
         return StreamSpec(
-            **common, producer="extract", modality=modality, model=model, settings=settings,
+            **common,
+            producer="extract",
+            modality=modality,
+            model=model,
+            settings=settings,
             pooled=bool(attrs.get("pooled")),
             layer=_layer(attrs.get("layer"), f"{label}: layer") if modality == "audio" else None,
             runtime=_choice(attrs.get("runtime", "torch"), RUNTIMES, f"{label}: runtime"),
             precision=_choice(attrs.get("precision", "fp32"), PRECISIONS, f"{label}: precision"),
             medium=modality_class(modality).source,
-        )  # fmt: skip
+        )
     if producer == "embed-text":
         recorded = attrs.get("model") or source.removeprefix("emi embed-text --model ").strip()
         maximum = attrs.get("max_tokens")
         if maximum is not None and (not _is_int(maximum) or int(maximum) <= 0):
             raise RecipeSchemaError(f"{label}: max_tokens must be a positive whole number")
         return StreamSpec(
-            **common, producer="embed-text", model=_model(recorded, place, f"{label}: model"),
+            **common,
+            producer="embed-text",
+            model=_model(recorded, place, f"{label}: model"),
             tokens=attrs.get("unit") == "token" or name.endswith("-tokens"),
-            max_tokens=None if maximum is None else int(maximum), medium="text",
+            max_tokens=None if maximum is None else int(maximum),
+            medium="text",
             settings=checked_fields(
-                TextSettings, _object(_json_object(attrs.get("settings"), label),
-                                      f"{label}: settings"), label, "emi embed-text"),
-        )  # fmt: skip
+                TextSettings,
+                _object(_json_object(attrs.get("settings"), label), f"{label}: settings"),
+                label,
+                "emi embed-text",
+            ),
+        )
     return StreamSpec(**common, producer="imported", medium="imported")
 
 
@@ -232,8 +247,9 @@ def _json_object(raw: Any, label: str) -> Any:
 
 def checked_settings(modality: str, settings: dict, label: str) -> dict[str, Any]:
     """`settings` as the modality's own settings class takes them (`checked_fields`)."""
-    return checked_fields(modality_class(modality).settings, settings, label,
-                          f"--modality {modality}")  # fmt: skip
+    return checked_fields(
+        modality_class(modality).settings, settings, label, f"--modality {modality}"
+    )
 
 
 def checked_fields(settings_class: type, settings: dict, label: str, owner: str) -> dict[str, Any]:
@@ -244,9 +260,11 @@ def checked_fields(settings_class: type, settings: dict, label: str, owner: str)
     known = {f.name for f in fields(settings_class)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise RecipeSchemaError(f"{label}: {', '.join(map(str, unknown))} is not a setting of "
-                                f"{owner} (its settings: "
-                                f"{', '.join(sorted(known)) or 'none'})")  # fmt: skip
+        raise RecipeSchemaError(
+            f"{label}: {', '.join(map(str, unknown))} is not a setting of "
+            f"{owner} (its settings: "
+            f"{', '.join(sorted(known)) or 'none'})"
+        )
     values = {k: _typed(v, hints[k], f"{label}: settings.{k}") for k, v in settings.items()}
     try:
         made = settings_class(**values)
@@ -268,8 +286,10 @@ def _typed(value: Any, kind: Any, label: str) -> Any:
             raise RecipeSchemaError(f"{label}: must be a whole number")
         return int(value)
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-            value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
         ):
             raise RecipeSchemaError(f"{label}: must be a finite number")
         return float(value)

@@ -19,17 +19,30 @@ class RemakeError(ValueError):
     """A recorded stream that emi cannot make again for new media; one line saying why."""
 
 
-def stage_one_commands(spec: RecipeSpec, source: Path, cache: Path, *,
-                       trust_remote_code: bool = False) -> list[list[str]]:  # fmt: skip
+def stage_one_commands(
+    spec: RecipeSpec, source: Path, cache: Path, *, trust_remote_code: bool = False
+) -> list[list[str]]:
     """The `emi` commands that make, for the media in `source`, the features `spec` describes
     in `cache`: the main extraction, then each stream the cache does not already hold for them.
     `--trust-remote-code` only where the user gave it (`trust_remote_code`)."""
     trusted = ["--trust-remote-code"] if trust_remote_code else []
-    commands = [["extract", str(source), "--model", spec.resolved(spec.backbone), "--out",
-                 str(cache),
-                 *_layer_flag(spec.layer), "--window-seconds", repr(spec.window_seconds),
-                 "--overlap-seconds", repr(spec.overlap_seconds),
-                 *_runtime_flags(spec.runtime, spec.precision), *trusted]]  # fmt: skip
+    commands = [
+        [
+            "extract",
+            str(source),
+            "--model",
+            spec.resolved(spec.backbone),
+            "--out",
+            str(cache),
+            *_layer_flag(spec.layer),
+            "--window-seconds",
+            repr(spec.window_seconds),
+            "--overlap-seconds",
+            repr(spec.overlap_seconds),
+            *_runtime_flags(spec.runtime, spec.precision),
+            *trusted,
+        ]
+    ]
     ids = {path.stem for path in source.iterdir()}
     for stream in spec.streams.values():
         if not stream_is_current(cache, stream, ids):
@@ -37,23 +50,47 @@ def stage_one_commands(spec: RecipeSpec, source: Path, cache: Path, *,
     return commands
 
 
-def _stream_commands(stream: StreamSpec, spec: RecipeSpec, source: Path,
-                     cache: Path) -> list[list[str]]:  # fmt: skip
+def _stream_commands(
+    stream: StreamSpec, spec: RecipeSpec, source: Path, cache: Path
+) -> list[list[str]]:
     common = ["--out", str(cache), "--overwrite"]
     if stream.producer == "extract":
         model = ["--model", spec.resolved(stream.model)] if stream.model else []
         pool = ["--pool", "mean"] if stream.pooled else []
-        return [["extract", str(source), "--modality", str(stream.modality), *model, "--stream",
-                 stream.name, *settings_flags(str(stream.modality), stream.settings),
-                 *_layer_flag(stream.layer), *pool,
-                 *_runtime_flags(stream.runtime, stream.precision), *common]]  # fmt: skip
+        return [
+            [
+                "extract",
+                str(source),
+                "--modality",
+                str(stream.modality),
+                *model,
+                "--stream",
+                stream.name,
+                *settings_flags(str(stream.modality), stream.settings),
+                *_layer_flag(stream.layer),
+                *pool,
+                *_runtime_flags(stream.runtime, stream.precision),
+                *common,
+            ]
+        ]
     if stream.producer == "embed-text" and spec.asr_model:
         base = stream.name.removesuffix("-tokens") if stream.tokens else stream.name
         limit = [] if stream.max_tokens is None else ["--max-tokens", str(stream.max_tokens)]
-        return [["transcribe", str(source), "--model", spec.resolved(spec.asr_model), *common],
-                ["embed-text", str(cache), "--model", spec.resolved(str(stream.model)),
-                 "--stream", base, *(["--tokens"] if stream.tokens else []), *limit,
-                 *fields_flags(TextSettings, stream.settings), "--overwrite"]]  # fmt: skip
+        return [
+            ["transcribe", str(source), "--model", spec.resolved(spec.asr_model), *common],
+            [
+                "embed-text",
+                str(cache),
+                "--model",
+                spec.resolved(str(stream.model)),
+                "--stream",
+                base,
+                *(["--tokens"] if stream.tokens else []),
+                *limit,
+                *fields_flags(TextSettings, stream.settings),
+                "--overwrite",
+            ],
+        ]
     if stream.producer == "embed-text":
         raise RemakeError(
             f"the stream features/{stream.name} was embedded from imported transcripts: no "
@@ -93,8 +130,10 @@ def _layer_flag(layer: int | None) -> list[str]:
 
 
 def _runtime_flags(runtime: str, precision: str) -> list[str]:
-    return [*(["--runtime", runtime] if runtime != "torch" else []),
-            *(["--precision", precision] if precision != "fp32" else [])]  # fmt: skip
+    return [
+        *(["--runtime", runtime] if runtime != "torch" else []),
+        *(["--precision", precision] if precision != "fp32" else []),
+    ]
 
 
 def stream_is_current(cache: Path, stream: StreamSpec, ids: set[str]) -> bool:

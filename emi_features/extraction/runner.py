@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -27,15 +26,16 @@ from emi_features.audio.decode import DecodeError, probe_seconds
 from emi_features.cache.atomic import WriteError
 from emi_features.cache.attach import refuse_held
 from emi_features.cache.reader import CacheError
-from emi_features.cache.schema import SAMPLE_RATE, VAD_LABELS, Attr, ClipFeatures
+from emi_features.cache.schema import SAMPLE_RATE, VAD_LABELS, Attr
 from emi_features.cache.writer import CacheWriter
 from emi_features.core.dataset import DatasetError, find_clips
 from emi_features.core.devices import DeviceError, default_device
 from emi_features.core.hub import ModelLoadError
 from emi_features.extraction.background import BackgroundWriter
 from emi_features.extraction.config import ExtractConfig
-from emi_features.extraction.decoding import DecodedPart, DecodeParts
+from emi_features.extraction.decoding import DecodeParts
 from emi_features.extraction.distributed import Ranks
+from emi_features.extraction.encoding import encode_batch
 from emi_features.extraction.frames import plan_batches, plan_parts, remaining_parts, split_by_cost
 from emi_features.extraction.processes import die_with_parent
 
@@ -43,151 +43,14 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # What `extract` raises for bad input or a machine problem: one line for the user, no traceback.
 USER_ERRORS = (
-    DatasetError, BackboneError, ModelLoadError, CacheError, DeviceError, DecodeError, WriteError,
-)  # fmt: skip
-
-
-def _pad(waves: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(w.size for w in waves)
-    values = np.zeros((len(waves), longest), dtype=np.float32)
-    mask = np.zeros((len(waves), longest), dtype=np.int64)
-    for row, wave in enumerate(waves):
-        values[row, : wave.size] = wave
-        mask[row, : wave.size] = 1
-    return torch.from_numpy(values).to(device), torch.from_numpy(mask).to(device)
-
-
-@torch.inference_mode()
-def encode_clips(
-    backbone: Backbone, waves: list[np.ndarray], *, device: torch.device, dtype: torch.dtype
-) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """One padded batch through the backbone: per clip (frames (T, D), frame_vad (T, 3)) fp32,
-    T on the backbone's grid."""
-    values, mask = _pad(waves, device)
-    # all clips of equal length: no padding, and the unmasked attention path is the faster one
-    unpadded = all(w.size == waves[0].size for w in waves)
-    encoded = backbone.encode(values.to(dtype), None if unpadded else mask)
-    out = []
-    for row, wave in enumerate(waves):
-        count = backbone.grid.frame_count(wave.size)
-        vad = encoded.frame_vad[row, :count].float() if encoded.frame_vad is not None else None
-        out.append((encoded.frames[row, :count].float(), vad))
-    return out
-
-
-def encode_long_clip(
-    backbone: Backbone,
-    wave: np.ndarray,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    window_seconds: float,
-    overlap_seconds: float,
-    batch_seconds: float,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A clip longer than the window: overlapping windows, stitched onto the whole-clip grid.
-
-    Memory is bounded by the window and batch, not the clip (frames are kept on the CPU).
-    """
-    windows = backbone.grid.plan_windows(
-        wave.size, int(window_seconds * SAMPLE_RATE), int(overlap_seconds * SAMPLE_RATE)
-    )
-    per_batch = max(1, int(batch_seconds // window_seconds))
-    frames, frame_vad = [], []
-    for first in range(0, len(windows), per_batch):
-        chunk = windows[first : first + per_batch]
-        encoded = encode_clips(
-            backbone, [wave[w.start : w.stop] for w in chunk], device=device, dtype=dtype
-        )
-        for window, (window_frames, window_vad) in zip(chunk, encoded, strict=True):
-            keep = slice(window.keep_from - window.first_frame, window.keep_to - window.first_frame)
-            frames.append(window_frames[keep].cpu())
-            if window_vad is not None:
-                frame_vad.append(window_vad[keep].cpu())
-    return torch.cat(frames), (torch.cat(frame_vad) if frame_vad else None)
-
-
-@torch.inference_mode()
-def summarise(
-    ids: list[str],
-    encoded: list[tuple[torch.Tensor, torch.Tensor | None]],
-    num_samples: list[int],
-    backbone: Backbone,
-) -> list[ClipFeatures]:
-    """Per-clip records for a batch: fp32 means and the VAD head on them computed where the
-    frames are, frames converted to float16 there too, then one transfer per group."""
-    means = torch.stack([frames.float().mean(dim=0) for frames, _ in encoded])
-    vads = (
-        backbone.vad(means.to(next(backbone.parameters(), means).device)).float().cpu().numpy()
-        if backbone.has_vad
-        else None
-    )
-    lengths = [len(frames) for frames, _ in encoded]
-    cuts = np.cumsum(lengths)[:-1]
-    frames = np.split(torch.cat([f.to(torch.float16) for f, _ in encoded]).cpu().numpy(), cuts)
-    frame_vad = [None] * len(encoded)
-    if encoded[0][1] is not None:
-        frame_vad = np.split(torch.cat([v.float() for _, v in encoded]).cpu().numpy(), cuts)
-    means = means.cpu().numpy()
-    return [
-        ClipFeatures(
-            id=clip_id,
-            frames=frames[k],
-            frame_vad=frame_vad[k],
-            mean=means[k],
-            vad=None if vads is None else vads[k],
-            num_samples=num_samples[k],
-        )
-        for k, clip_id in enumerate(ids)
-    ]
-
-
-def encode_batch(
-    backbone: Backbone,
-    decoded: DecodedPart,
-    batch: list[int],
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    window_seconds: float,
-    overlap_seconds: float,
-    batch_seconds: float,
-) -> list[ClipFeatures]:
-    """One planned batch of a decoded part: short clips padded together, a long clip alone in
-    windows. Returns the clips' records in batch order."""
-    long = [k for k in batch if decoded.waves[k].size > window_seconds * SAMPLE_RATE]
-    short = [k for k in batch if k not in long]
-    records = []
-    if short:
-        encoded = encode_clips(
-            backbone, [decoded.waves[k] for k in short], device=device, dtype=dtype
-        )
-        records += summarise(
-            [decoded.ids[k] for k in short],
-            encoded,
-            [decoded.num_samples[k] for k in short],
-            backbone,
-        )
-    for k in long:
-        encoded = encode_long_clip(
-            backbone,
-            decoded.waves[k],
-            device=device,
-            dtype=dtype,
-            window_seconds=window_seconds,
-            overlap_seconds=overlap_seconds,
-            batch_seconds=batch_seconds,
-        )
-        records += summarise([decoded.ids[k]], [encoded], [decoded.num_samples[k]], backbone)
-    for record in records:
-        if record.num_samples < backbone.grid.min_samples:
-            log.info(
-                "%s: %d samples, zero-padded to %d",
-                record.id,
-                record.num_samples,
-                backbone.grid.min_samples,
-            )
-    return records
+    DatasetError,
+    BackboneError,
+    ModelLoadError,
+    CacheError,
+    DeviceError,
+    DecodeError,
+    WriteError,
+)
 
 
 @dataclass
@@ -309,33 +172,53 @@ def _plan(input_path: str | Path, out: Path, config: ExtractConfig, ranks: Ranks
     writer = ranks.open_writer(
         lambda **kw: CacheWriter(
             out, attrs, overwrite=config.overwrite, retry_skipped=config.retry_skipped, **kw
-        )  # fmt: skip
+        )
     )
     try:
-        by_id, lengths, todo, mine = _my_parts(clips, writer, backbone, batch_seconds, config,
-                                               ranks)  # fmt: skip
+        by_id, lengths, todo, mine = _my_parts(
+            clips, writer, backbone, batch_seconds, config, ranks
+        )
     except BaseException:
         writer.close()  # its lock is released however planning ends
         raise
-    log.info("%d clips, %d already in %s; this %s runs %d parts", len(clips),
-             len(clips) - sum(len(b) for part in todo for b in part), out, ranks.describe(),
-             len(mine))  # fmt: skip
-    options = {"device": device, "dtype": DTYPES[dtype], "batch_seconds": batch_seconds,
-               "window_seconds": config.window_seconds,
-               "overlap_seconds": config.overlap_seconds}  # fmt: skip
+    log.info(
+        "%d clips, %d already in %s; this %s runs %d parts",
+        len(clips),
+        len(clips) - sum(len(b) for part in todo for b in part),
+        out,
+        ranks.describe(),
+        len(mine),
+    )
+    options = {
+        "device": device,
+        "dtype": DTYPES[dtype],
+        "batch_seconds": batch_seconds,
+        "window_seconds": config.window_seconds,
+        "overlap_seconds": config.overlap_seconds,
+    }
     return Planned(backbone, writer, mine, lengths, by_id, options)
 
 
-def _my_parts(clips: list, writer: CacheWriter, backbone: Backbone, batch_seconds: float,
-              config: ExtractConfig, ranks: Ranks) -> tuple[dict, dict, list, list]:  # fmt: skip
+def _my_parts(
+    clips: list,
+    writer: CacheWriter,
+    backbone: Backbone,
+    batch_seconds: float,
+    config: ExtractConfig,
+    ranks: Ranks,
+) -> tuple[dict, dict, list, list]:
     """Every clip's length, the batches and parts planned from them (the same on every rank and
     every run), the parts not yet done, and this rank's share of them."""
     by_id = {clip.id: clip for clip in clips}
-    lengths = dict(zip(by_id, ranks.map_threads(probe_seconds, [c.path for c in clips]),
-                       strict=True))  # fmt: skip
-    batches = plan_batches(lengths, batch_seconds=batch_seconds,
-                           window_seconds=config.window_seconds,
-                           min_seconds=backbone.grid.min_samples / SAMPLE_RATE)  # fmt: skip
+    lengths = dict(
+        zip(by_id, ranks.map_threads(probe_seconds, [c.path for c in clips]), strict=True)
+    )
+    batches = plan_batches(
+        lengths,
+        batch_seconds=batch_seconds,
+        window_seconds=config.window_seconds,
+        min_seconds=backbone.grid.min_samples / SAMPLE_RATE,
+    )
     parts = plan_parts(batches, lengths, config.part_seconds)
     done = writer.done_ids
     ranks.barrier()  # every rank must see the same finished set before any rank writes
@@ -350,14 +233,23 @@ def _run_parts(planned: Planned, workers: int, progress: bool) -> tuple[int, int
     (on a background thread); the clips and audio samples processed."""
     by_id, lengths = planned.by_id, planned.lengths
     loader = DataLoader(
-        DecodeParts([[[by_id[i] for i in b] for b in part] for part in planned.parts],
-                    planned.backbone),
-        batch_size=None, num_workers=workers, prefetch_factor=2 if workers else None,
+        DecodeParts(
+            [[[by_id[i] for i in b] for b in part] for part in planned.parts], planned.backbone
+        ),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
         worker_init_fn=die_with_parent,
-    )  # fmt: skip
+    )
     total_seconds = sum(lengths[i] for part in planned.parts for b in part for i in b)
-    bar = tqdm(total=round(total_seconds, 1), unit="s", unit_scale=True, desc="audio",
-               disable=not progress or None, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=round(total_seconds, 1),
+        unit="s",
+        unit_scale=True,
+        desc="audio",
+        disable=not progress or None,
+        dynamic_ncols=True,
+    )
     clips, samples = 0, 0
     background = BackgroundWriter(planned.writer)
     try:

@@ -57,8 +57,9 @@ def extract_stream(
     refuse_existing(cache, [name], config.overwrite)
     side = side_cache(cache, name)
     side.parent.mkdir(exist_ok=True)
-    result = run_modality(get_modality(config.modality), input_path, out=side, config=config,
-                          progress=progress)  # fmt: skip
+    result = run_modality(
+        get_modality(config.modality), input_path, out=side, config=config, progress=progress
+    )
     if result.rank != 0:
         return result
     stream = stream_from_side(side, ids, pool, config)
@@ -80,8 +81,11 @@ def stream_from_side(side: Path, ids: list[str], pool: str, config: ExtractConfi
         where = {clip_id: row for row, clip_id in enumerate(extra.ids)}
         outside = [i for i in extra.ids if i not in set(ids)]
         if outside:
-            log.warning("%d clip(s) of this extraction are not in the cache, left out: %s",
-                        len(outside), summarise_ids(outside))  # fmt: skip
+            log.warning(
+                "%d clip(s) of this extraction are not in the cache, left out: %s",
+                len(outside),
+                summarise_ids(outside),
+            )
         attrs = {
             "source": " ".join(
                 [
@@ -101,8 +105,14 @@ def stream_from_side(side: Path, ids: list[str], pool: str, config: ExtractConfi
             "modality": config.modality,  # with its settings: what `emi predict --media` re-runs
             "settings": json.dumps(asdict(config.settings)),
         }
-        grid = (Attr.FRAME_HOP, Attr.SAMPLE_RATE, Attr.CROP, "layers", Attr.RUNTIME,
-                Attr.PRECISION)  # those it has
+        grid = (
+            Attr.FRAME_HOP,
+            Attr.SAMPLE_RATE,
+            Attr.CROP,
+            "layers",
+            Attr.RUNTIME,
+            Attr.PRECISION,
+        )  # those it has
         attrs.update({key: extra.attrs[key] for key in grid if key in extra.attrs})
         offsets, data, means = extra.offsets, extra.dataset(FRAMES), extra.read(MEAN)
         rows = [where.get(i) for i in ids]
@@ -111,8 +121,10 @@ def stream_from_side(side: Path, ids: list[str], pool: str, config: ExtractConfi
         if extra.attrs.get("clip_level"):
             return clip_stream(row_means, extra.hidden_size, attrs)
         if pool == "mean":
-            pooled = [None if b is None else np.concatenate([m, b.astype(np.float32).std(axis=0)])
-                      for b, m in zip(blocks, row_means, strict=True)]  # fmt: skip
+            pooled = [
+                None if b is None else np.concatenate([m, b.astype(np.float32).std(axis=0)])
+                for b, m in zip(blocks, row_means, strict=True)
+            ]
             return clip_stream(pooled, 2 * extra.hidden_size, {**attrs, "pooled": "mean,std"})
         attrs["frame_rate"] = frames_per_second(extra.attrs)
         return frame_stream(blocks, extra.hidden_size, attrs, row_means)

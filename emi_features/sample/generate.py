@@ -155,8 +155,9 @@ def generate_sample(
     layer_rng = np.random.default_rng([seed, 1])  # the voices stay those of an audio-only sample
     transcripts: list[list[str]] = []
     splits = {"train": train, "valid": valid, "test": test}
-    bar = tqdm(total=train + valid + test, desc="sample clips", unit="clip",
-               disable=not progress or None)  # fmt: skip
+    bar = tqdm(
+        total=train + valid + test, desc="sample clips", unit="clip", disable=not progress or None
+    )
     next_id = 0
     with bar:
         for split, count in splits.items():
@@ -169,8 +170,9 @@ def generate_sample(
             for seconds in lengths:
                 clip_id = str(next_id).zfill(ID_WIDTH)
                 next_id += 1
-                labels, said = _write_clip(root, clip_id, float(seconds), split, rng,
-                                           layer_rng if layers else None)  # fmt: skip
+                labels, said = _write_clip(
+                    root, clip_id, float(seconds), split, rng, layer_rng if layers else None
+                )
                 if said is not None:
                     transcripts.append([clip_id, said.word, "en"])
                 rows.append([clip_id, *(f"{v:.4f}" for v in labels)])

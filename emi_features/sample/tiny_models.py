@@ -36,8 +36,9 @@ def save_tiny_text_encoder(
     return folder
 
 
-def save_tiny_image_encoder(folder: Path, *, image_size: int = 32, width: int = 32,
-                            seed: int = 0) -> Path:  # fmt: skip
+def save_tiny_image_encoder(
+    folder: Path, *, image_size: int = 32, width: int = 32, seed: int = 0
+) -> Path:
     """A 1-layer ViT (8-pixel patches) with its image processor (resize to `image_size`)."""
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 

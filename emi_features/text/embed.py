@@ -115,9 +115,13 @@ class TextEncoder:
     @torch.inference_mode()
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
         batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt",
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
             return_special_tokens_mask=self.drop_special,
-        ).to(self.device)  # fmt: skip
+        ).to(self.device)
         special = batch.pop("special_tokens_mask", None)
         states = self.network(**batch).last_hidden_state.float()
         if getattr(self.network.config, "model_type", "") in SEQUENCE_FIRST:
@@ -180,23 +184,17 @@ def embed_text(
     if transcripts is None:
         raise CacheError(f"{cache_path} has no transcripts: run `emi transcribe` first")
     refuse_existing(cache_path, [name, f"{name}-tokens"] if tokens else [name], overwrite)
-    encoder = TextEncoder(model, device=resolve_device(device or default_device()),
-                          offline=offline, max_tokens=max_tokens, settings=settings)  # fmt: skip
-    texts = list(transcripts.text)
-    said = [bool(p and t.strip()) for p, t in zip(transcripts.present, texts, strict=True)]
-    empty = int(transcripts.present.sum()) - sum(said)
-    if settings.empty_text:  # an empty transcript is embedded as the stand-in
-        texts = [t if s or not p else settings.empty_text
-                 for t, s, p in zip(texts, said, transcripts.present, strict=True)]  # fmt: skip
-        said = [bool(p) for p in transcripts.present]
-    rows = [k for k, s in enumerate(said) if s]
+    encoder = TextEncoder(
+        model,
+        device=resolve_device(device or default_device()),
+        offline=offline,
+        max_tokens=max_tokens,
+        settings=settings,
+    )
+    texts, rows, empty = _texts_to_embed(transcripts, settings.empty_text, name)
     values, token_states = _encode_rows(encoder, texts, rows, len(ids), batch_size)
     present = np.zeros(len(ids), dtype=bool)
     present[rows] = True
-    if empty:
-        log.info("%d clip(s) have an empty transcript: %s", empty,
-                 f"embedded as {settings.empty_text!r}" if settings.empty_text
-                 else f"recorded as missing from {name}")  # fmt: skip
     attrs = {
         "source": f"emi embed-text --model {model}",
         "producer": "embed-text",
@@ -211,12 +209,27 @@ def embed_text(
     streams = {name: clip_stream(pooled_rows, encoder.hidden_size, attrs)}
     if tokens:
         blocks = [token_states.get(k) for k in range(len(ids))]
-        streams[f"{name}-tokens"] = frame_stream(blocks, encoder.hidden_size,
-                                                 {**attrs, "unit": "token"})  # fmt: skip
+        streams[f"{name}-tokens"] = frame_stream(
+            blocks, encoder.hidden_size, {**attrs, "unit": "token"}
+        )
     attach_streams(cache_path, streams, overwrite=overwrite)
-    return {
-        "present": len(rows),
-        "missing": len(ids) - len(rows),
-        "empty": empty,
-        "dim": encoder.hidden_size,
-    }
+    missing = len(ids) - len(rows)
+    return {"present": len(rows), "missing": missing, "empty": empty, "dim": encoder.hidden_size}
+
+
+def _texts_to_embed(transcripts, empty_text: str, name: str) -> tuple[list[str], list[int], int]:
+    """The texts, the rows to embed and how many transcripts are empty: a clip with an empty
+    transcript is embedded as `empty_text`, or (without one) left missing from the stream."""
+    texts = list(transcripts.text)
+    said = [bool(p and t.strip()) for p, t in zip(transcripts.present, texts, strict=True)]
+    empty = int(transcripts.present.sum()) - sum(said)
+    if empty_text:
+        texts = [
+            t if s or not p else empty_text
+            for t, s, p in zip(texts, said, transcripts.present, strict=True)
+        ]
+        said = [bool(p) for p in transcripts.present]
+    if empty:
+        what = f"embedded as {empty_text!r}" if empty_text else f"recorded as missing from {name}"
+        log.info("%d clip(s) have an empty transcript: %s", empty, what)
+    return texts, [k for k, s in enumerate(said) if s], empty

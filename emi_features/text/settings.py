@@ -18,26 +18,33 @@ class TextSettings:
 
     pooling: Literal["auto", "cls", "mean"] = field(
         default="auto",
-        metadata={"help": "The clip vector: as a sentence-transformers folder says (its "
-                          "1_Pooling), else the mean over the tokens (auto); the first token's "
-                          "last hidden state (cls); or the mean (mean)."},
-    )  # fmt: skip
+        metadata={
+            "help": "The clip vector: as a sentence-transformers folder says (its "
+            "1_Pooling), else the mean over the tokens (auto); the first token's "
+            "last hidden state (cls); or the mean (mean)."
+        },
+    )
     special_tokens: Literal["keep", "drop"] = field(
         default="keep",
-        metadata={"help": "The token stream (--tokens): keep the tokenizer's special tokens "
-                          "([CLS], [SEP], a prefix), or drop them (a text of nothing else keeps "
-                          "them)."},
-    )  # fmt: skip
+        metadata={
+            "help": "The token stream (--tokens): keep the tokenizer's special tokens "
+            "([CLS], [SEP], a prefix), or drop them (a text of nothing else keeps "
+            "them)."
+        },
+    )
     empty_text: str = field(
         default="",
-        metadata={"help": "Embed this text for a clip whose transcript is empty (e.g. "
-                          "'[EMPTY]'); empty: such a clip is missing from the stream."},
-    )  # fmt: skip
+        metadata={
+            "help": "Embed this text for a clip whose transcript is empty (e.g. "
+            "'[EMPTY]'); empty: such a clip is missing from the stream."
+        },
+    )
 
     def __post_init__(self) -> None:
         if len(self.empty_text) > MAX_PLACEHOLDER or not self.empty_text.isprintable():
-            raise ValueError(f"--empty-text must be printable and at most {MAX_PLACEHOLDER} "
-                             "characters")  # fmt: skip
+            raise ValueError(
+                f"--empty-text must be printable and at most {MAX_PLACEHOLDER} characters"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

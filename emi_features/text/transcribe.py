@@ -215,11 +215,7 @@ def transcribe(
         done, has_header = read_journal(journal, header, overwrite, ids)
         if not has_header:
             append_journal(journal, [header])
-        clips = [c for c in find_clips(Path(input_path), split=split) if c.id in ids]
-        unfound = len(ids) - len(clips)
-        if unfound and split is None:
-            log.warning("%d clip(s) of %s have no media under %s: left without transcripts",
-                        unfound, cache, input_path)  # fmt: skip
+        clips = _clips_of(input_path, split, ids, cache)
         todo = [c for c in clips if c.id not in done]
         log.info("%d clips, %d already transcribed in %s", len(clips), len(done), journal)
         if todo:
@@ -239,6 +235,21 @@ def transcribe(
     finally:
         lock.release()
     return _result(cache, result.text, result.present, skipped, started)
+
+
+def _clips_of(input_path: str | Path, split: str | None, ids: set[str], cache: Path) -> list:
+    """The clips under INPUT that the cache holds; a warning for those of the cache with no
+    media there (unless one split was asked for)."""
+    clips = [c for c in find_clips(Path(input_path), split=split) if c.id in ids]
+    unfound = len(ids) - len(clips)
+    if unfound and split is None:
+        log.warning(
+            "%d clip(s) of %s have no media under %s: left without transcripts",
+            unfound,
+            cache,
+            input_path,
+        )
+    return clips
 
 
 def _run(

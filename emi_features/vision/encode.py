@@ -167,15 +167,19 @@ class VisionSettings:
     fps: float = field(default=5.0, metadata={"help": "vision: video samples per second."})
     crop: Literal["none", "face"] = field(
         default="none",
-        metadata={"help": "vision: the whole frame, or the largest face (OpenCV's Haar cascade; "
-                          "the whole frame when none is found)."},
-    )  # fmt: skip
+        metadata={
+            "help": "vision: the whole frame, or the largest face (OpenCV's Haar cascade; "
+            "the whole frame when none is found)."
+        },
+    )
 
     frame_pooling: Literal["cls", "mean"] = field(
         default="cls",
-        metadata={"help": "vision: each sample's embedding: the [CLS] token, or the mean over "
-                          "all tokens of the last hidden state."},
-    )  # fmt: skip
+        metadata={
+            "help": "vision: each sample's embedding: the [CLS] token, or the mean over "
+            "all tokens of the last hidden state."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 100:
@@ -199,8 +203,9 @@ class VisionEncoder:
     def __init__(self, config: ExtractConfig, device: Any):
         self.settings: VisionSettings = config.settings
         self.crop = face_cropper() if self.settings.crop == "face" else None
-        self.encoder = ImageEncoder(config.model, device=device, offline=config.offline,
-                                    pooling=self.settings.frame_pooling)  # fmt: skip
+        self.encoder = ImageEncoder(
+            config.model, device=device, offline=config.offline, pooling=self.settings.frame_pooling
+        )
         self.faceless = 0
         self.attrs = {
             Attr.BACKBONE: config.model,
@@ -224,13 +229,18 @@ class VisionEncoder:
         except NoVideoError:
             raise SkipClip("no video track") from None
         except Exception as error:  # PyAV raises its own error types for broken files
-            raise SkipClip(f"video not decodable ({type(error).__name__}: "
-                           f"{str(error)[:120]})") from None  # fmt: skip
+            raise SkipClip(
+                f"video not decodable ({type(error).__name__}: {str(error)[:120]})"
+            ) from None
         self.faceless += faceless
         return ClipFeatures(
-            id=clip.id, frames=frames, frame_vad=None, mean=frames.mean(axis=0).astype(np.float32),
-            vad=None, num_samples=int(round(len(frames) / self.settings.fps * SAMPLE_RATE)),
-        )  # fmt: skip
+            id=clip.id,
+            frames=frames,
+            frame_vad=None,
+            mean=frames.mean(axis=0).astype(np.float32),
+            vad=None,
+            num_samples=int(round(len(frames) / self.settings.fps * SAMPLE_RATE)),
+        )
 
     def close(self) -> None:
         if self.crop is not None and self.faceless:

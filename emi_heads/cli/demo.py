@@ -60,8 +60,15 @@ from emi_heads.pipelines.demo import TINY, format_table, run_demo
     "minutes on a 2-core CPU); full: every head's defaults; fast: a smoke run.",
 )
 @logging_options
-def main(data: Path | None, out: Path, model: str, device: str | None, quiet: bool,
-         verbose: bool, **options) -> None:  # fmt: skip
+def main(
+    data: Path | None,
+    out: Path,
+    model: str,
+    device: str | None,
+    quiet: bool,
+    verbose: bool,
+    **options,
+) -> None:
     """Run extract -> train (ridge, concat, lstm) -> predict -> check on a sample dataset.
 
     The bundled sample is synthetic: four labels are functions of the voice's pitch, syllable

@@ -56,8 +56,10 @@ def build_head_config(head: str, values: dict[str, Any], base: dict[str, Any]) -
         flag = given[0].replace("_", "-")
         owners = ", ".join(setting_owners(given[0]))
         if given[0] == "inputs":  # the heads without it read every frame
-            raise click.UsageError(f"--inputs: the {config_class.name} head reads the frames; "
-                                   f"inputs chooses what {owners} read")  # fmt: skip
+            raise click.UsageError(
+                f"--inputs: the {config_class.name} head reads the frames; "
+                f"inputs chooses what {owners} read"
+            )
         raise click.UsageError(
             f"--{flag} is a setting of the {owners} head(s), not of {config_class.name}"
         )

@@ -41,16 +41,35 @@ def _show(recipe, planned, out: Path) -> None:
 @click.command(context_settings=COMMAND_SETTINGS)
 @click.argument("name", type=click.Choice(list(RECIPES)))
 @click.argument("data", required=False)
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder of the cache, the run and the submission  [default: NAME]")  # fmt: skip
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting: a model (audio_model, asr_model, text_model, "
-              "image_model), transcripts=FILE, fps, epochs, seed...")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of the cache, the run and the submission  [default: NAME]",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a setting: a model (audio_model, asr_model, text_model, "
+    "image_model), transcripts=FILE, fps, epochs, seed...",
+)
 @click.option("--dry-run", is_flag=True, help="Print the commands it would run, and stop.")
-@click.option("--trust-remote-code", is_flag=True,
-              help="Allow a model that runs its own code (casia-2026's ChatGLM3).")  # fmt: skip
-@click.option("--list", "list_", is_flag=True, expose_value=False, is_eager=True,
-              callback=_list, help="List the recipes and what each downloads; exit.")  # fmt: skip
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow a model that runs its own code (casia-2026's ChatGLM3).",
+)
+@click.option(
+    "--list",
+    "list_",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list,
+    help="List the recipes and what each downloads; exit.",
+)
 @logging_options
 def recipe_command(
     name: str,

@@ -53,8 +53,9 @@ _PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
     type=click.Choice(list(TASKS)),
     default=None,
     help="The labels' task: "
-    + "; ".join(f"{t.name}: {len(t.targets)} targets ({', '.join(t.targets)})"
-                for t in TASKS.values())  # fmt: skip
+    + "; ".join(
+        f"{t.name}: {len(t.targets)} targets ({', '.join(t.targets)})" for t in TASKS.values()
+    )
     + "  [default: emi]",
 )
 @click.option(
@@ -172,6 +173,55 @@ def train_command(
     """
     setup_logging(verbose)
     _check_paths(log_to, out)
+    head_config, train_config, preset, cache, train_csvs, valid_csv = _configs(
+        head, options, from_run, preset, cache, train_csvs, valid_csv
+    )
+    settings = _grid_settings(set_items, seeds, folds)
+
+    try:
+        task = _task(task_name, targets, metric, from_run, [*train_csvs, valid_csv])
+        data = (cache, list(train_csvs), valid_csv)
+        configs = (head_config, train_config, preset)
+        runs = (settings, folds, refit)
+        _train_all(data, out, configs, task, runs, device, quiet, overwrite, log_to)
+    except _user_errors() as error:
+        raise click.ClickException(str(error)) from None
+    if not folds and any(len(values) > 1 for values in settings.values()):
+        _show_grid(out)
+
+
+def _train_all(data, out, configs, task, runs, device, quiet, overwrite, log_to) -> None:
+    """Every run the options ask for (one, seeds, folds, a grid), from one load of the cache:
+    `data` is (cache, train CSVs, valid CSV), `configs` (head, training, preset), `runs`
+    (grid settings, folds, refit)."""
+    from emi_heads.experiments.grid import run_training
+
+    cache, train_csvs, valid_csv = data
+    head_config, train_config, preset = configs
+    settings, folds, refit = runs
+    run_training(
+        cache,
+        train_csvs,
+        valid_csv,
+        out,
+        head_config,
+        train_config,
+        task=task,
+        settings=settings,
+        folds=folds,
+        refit=refit,
+        device=device,
+        progress=not quiet,
+        overwrite=overwrite,
+        preset=preset,
+        command=_command_line("train"),
+        log_to=log_to,
+    )
+
+
+def _configs(head, options, from_run, preset, cache, train_csvs, valid_csv) -> tuple:
+    """The head and training configs from the options over their base (`_base`), and the
+    preset, cache and CSVs the run uses; one line when a head or the data is missing."""
     base_head, base_train, preset, cache, train_csvs, valid_csv = _base(
         from_run, preset, cache, train_csvs, valid_csv
     )
@@ -182,20 +232,7 @@ def train_command(
         raise click.UsageError("give CACHE and --train CSV (or --from RUN_DIR)")
     head_config = build_head_config(head, options, base_head)
     train_config = build_config(TrainConfig, options, base_train)
-    settings = _grid_settings(set_items, seeds, folds)
-    from emi_heads.experiments.grid import run_training
-
-    try:
-        task = _task(task_name, targets, metric, from_run, [*train_csvs, valid_csv])
-        run_training(
-            cache, list(train_csvs), valid_csv, out, head_config, train_config, task=task,
-            settings=settings, folds=folds, refit=refit, device=device, progress=not quiet,
-            overwrite=overwrite, preset=preset, command=_command_line("train"), log_to=log_to,
-        )  # fmt: skip
-    except _user_errors() as error:
-        raise click.ClickException(str(error)) from None
-    if not folds and any(len(values) > 1 for values in settings.values()):
-        _show_grid(out)
+    return head_config, train_config, preset, cache, train_csvs, valid_csv
 
 
 def _base(from_run, preset, cache, train_csvs, valid_csv) -> tuple:
@@ -211,8 +248,13 @@ def _base(from_run, preset, cache, train_csvs, valid_csv) -> tuple:
     return {}, {}, preset, cache, train_csvs, valid_csv
 
 
-def _task(name: str | None, targets: str | None, metric: str | None, from_run: Path | None,
-          csvs: list[Path | None]):  # fmt: skip
+def _task(
+    name: str | None,
+    targets: str | None,
+    metric: str | None,
+    from_run: Path | None,
+    csvs: list[Path | None],
+):
     """The task a training is for: `--task`, own `--targets` (with `--metric`), or the task
     of the `--from` run when neither is given; EMI by default."""
     from emi_features.core.task import EMI, Task, get_task
@@ -291,8 +333,9 @@ def _warn_changed_csvs(recorded: dict[str, Any], csvs: list[Path]) -> None:
         if before is not None and Path(path).is_file() and file_digest(path) != before:
             logging.getLogger("emi").warning(
                 "--from: %s changed since that run (its digest differs): this run trains on "
-                "other labels", path,
-            )  # fmt: skip
+                "other labels",
+                path,
+            )
 
 
 def _command_line(name: str) -> list[str]:

@@ -6,6 +6,7 @@ argument errors and `emi predict --check` answer before torch loads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -98,25 +99,7 @@ _PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @device_option
 @logging_options
-def predict_command(
-    run_dirs: tuple[str, ...],
-    caches: tuple[Path, ...],
-    weights: str | None,
-    fit_weights_on: Path | None,
-    ids_csv: Path | None,
-    models: tuple[str, ...],
-    media: tuple[Path, ...],
-    window: float | None,
-    hop: float | None,
-    work: Path | None,
-    out: Path | None,
-    check_path: Path | None,
-    allow_incomplete: bool,
-    trust_remote_code: bool,
-    device: str | None,
-    quiet: bool,
-    verbose: bool,
-) -> None:
+def predict_command(run_dirs: tuple[str, ...], verbose: bool, **options: Any) -> None:
     """Average the RUN_DIRs' predictions for the ids of --ids into a submission file, or predict
     the recordings of --media (files or folders) into a CSV of their intensities.
 
@@ -128,31 +111,99 @@ def predict_command(
     emi-predict --model exported/ --media long.wav --window 10 --hop 5 --out over_time.csv
     """
     setup_logging(verbose)
-    _refuse_unused(media=bool(media), window=window, hop=hop, work=work, caches=caches,
-                   ids_csv=ids_csv, check_path=check_path, allow_incomplete=allow_incomplete,
-                   trust_remote_code=trust_remote_code)  # fmt: skip
+    given = dict(options, run_dirs=run_dirs)
+    _refuse_unused(media=bool(given["media"]), **_named(given, UNUSED_CHECKED))
     try:
-        if media:
-            return _predict_media(run_dirs, models, media, out, window, hop, work, device, quiet,
-                                  weights, fit_weights_on, trust_remote_code)  # fmt: skip
-        if ids_csv is None:
-            raise click.UsageError("give --ids IDS.csv (or --media PATH to predict recordings)")
-        if check_path is not None:
-            from emi_heads.use.submission import check_submission
-
-            rows = check_submission(check_path, ids_csv)
-            click.echo(f"{check_path}: valid submission, {rows} rows")
-            return
-        if out is None or not (run_dirs or models):
-            raise click.UsageError("predicting needs RUN_DIR... (or --model) and --out")
-        _predict_ids(run_dirs, models, caches, ids_csv, out, device, allow_incomplete, weights,
-                     fit_weights_on)  # fmt: skip
+        if given["media"]:
+            return _predict_media(**_named(given, MEDIA_OPTIONS))
+        _submission_or_check(**_named(given, SUBMISSION_OPTIONS))
     except _user_errors() as error:
         raise click.ClickException(str(error)) from None
 
 
-def _predict_ids(run_dirs, models, caches, ids_csv, out, device, allow_incomplete, weights,
-                 fit_weights_on) -> None:  # fmt: skip
+UNUSED_CHECKED = (
+    "window",
+    "hop",
+    "work",
+    "caches",
+    "ids_csv",
+    "check_path",
+    "allow_incomplete",
+    "trust_remote_code",
+)
+MEDIA_OPTIONS = (
+    "run_dirs",
+    "models",
+    "media",
+    "out",
+    "window",
+    "hop",
+    "work",
+    "device",
+    "quiet",
+    "weights",
+    "fit_weights_on",
+    "trust_remote_code",
+)
+SUBMISSION_OPTIONS = (
+    "run_dirs",
+    "models",
+    "caches",
+    "ids_csv",
+    "out",
+    "check_path",
+    "device",
+    "allow_incomplete",
+    "weights",
+    "fit_weights_on",
+)
+
+
+def _named(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The options of `names`, as keyword arguments."""
+    return {name: options[name] for name in names}
+
+
+def _submission_or_check(
+    run_dirs: tuple[str, ...],
+    models: tuple[str, ...],
+    caches: tuple[Path, ...],
+    ids_csv: Path | None,
+    out: Path | None,
+    check_path: Path | None,
+    device: str | None,
+    allow_incomplete: bool,
+    weights: str | None,
+    fit_weights_on: Path | None,
+) -> None:
+    """`--check FILE`: the submission checked against --ids; else the runs' (or models')
+    predictions for --ids from the caches, into a submission."""
+    if ids_csv is None:
+        raise click.UsageError("give --ids IDS.csv (or --media PATH to predict recordings)")
+    if check_path is not None:
+        from emi_heads.use.submission import check_submission
+
+        rows = check_submission(check_path, ids_csv)
+        click.echo(f"{check_path}: valid submission, {rows} rows")
+        return
+    if out is None or not (run_dirs or models):
+        raise click.UsageError("predicting needs RUN_DIR... (or --model) and --out")
+    _predict_ids(
+        run_dirs,
+        models,
+        caches,
+        ids_csv,
+        out,
+        device,
+        allow_incomplete,
+        weights,
+        fit_weights_on,
+    )
+
+
+def _predict_ids(
+    run_dirs, models, caches, ids_csv, out, device, allow_incomplete, weights, fit_weights_on
+) -> None:
     """The ids of `--ids` from caches: a submission (checked) or, for a run's own labels, a
     CSV of the id column and the targets."""
     from emi_heads.use.model import local_source
@@ -161,9 +212,15 @@ def _predict_ids(run_dirs, models, caches, ids_csv, out, device, allow_incomplet
 
     run_dirs = (*run_dirs, *(str(local_source(m)) for m in models))
     result = predict_submission(
-        list(run_dirs), list(caches), ids_csv, out, device=device,
-        allow_incomplete=allow_incomplete, weights=weights, fit_weights_on=fit_weights_on,
-    )  # fmt: skip
+        list(run_dirs),
+        list(caches),
+        ids_csv,
+        out,
+        device=device,
+        allow_incomplete=allow_incomplete,
+        weights=weights,
+        fit_weights_on=fit_weights_on,
+    )
     if result.task.submission:  # the challenge's file: checked as the challenge checks it
         check_submission(result.path, ids_csv)
     click.echo(
@@ -172,27 +229,62 @@ def _predict_ids(run_dirs, models, caches, ids_csv, out, device, allow_incomplet
     )
 
 
-def _refuse_unused(*, media: bool, window, hop, work, caches, ids_csv, check_path,
-                   allow_incomplete: bool, trust_remote_code: bool) -> None:  # fmt: skip
+def _refuse_unused(
+    *,
+    media: bool,
+    window,
+    hop,
+    work,
+    caches,
+    ids_csv,
+    check_path,
+    allow_incomplete: bool,
+    trust_remote_code: bool,
+) -> None:
     """An option that the chosen mode would ignore is refused in one line, never dropped."""
     if hop is not None and window is None:
         raise click.UsageError("--hop goes with --window")
     if media:
-        pairs = (("--cache", caches), ("--ids", ids_csv), ("--check", check_path),
-                 ("--allow-incomplete", allow_incomplete))  # fmt: skip
+        pairs = (
+            ("--cache", caches),
+            ("--ids", ids_csv),
+            ("--check", check_path),
+            ("--allow-incomplete", allow_incomplete),
+        )
         given = [name for name, value in pairs if value]
         if given:
-            raise click.UsageError(f"{', '.join(given)}: not used with --media (which makes "
-                                   "the features of the recordings itself)")  # fmt: skip
+            raise click.UsageError(
+                f"{', '.join(given)}: not used with --media (which makes "
+                "the features of the recordings itself)"
+            )
         return
-    given = [name for name, value in (("--window", window), ("--work", work),
-             ("--trust-remote-code", trust_remote_code)) if value]  # fmt: skip
+    given = [
+        name
+        for name, value in (
+            ("--window", window),
+            ("--work", work),
+            ("--trust-remote-code", trust_remote_code),
+        )
+        if value
+    ]
     if given:
         raise click.UsageError(f"{', '.join(given)}: only with --media")
 
 
-def _predict_media(run_dirs, models, media, out, window, hop, work, device, quiet, weights,
-                   fit_weights_on, trust_remote_code) -> None:  # fmt: skip
+def _predict_media(
+    run_dirs,
+    models,
+    media,
+    out,
+    window,
+    hop,
+    work,
+    device,
+    quiet,
+    weights,
+    fit_weights_on,
+    trust_remote_code,
+) -> None:
     """`--media`: the recordings' intensities (the library function says what it wrote)."""
     if out is None:
         raise click.UsageError("--media needs --out CSV")
@@ -200,11 +292,21 @@ def _predict_media(run_dirs, models, media, out, window, hop, work, device, quie
 
     # `--media a.wav b.wav`: click gives b.wav to RUN_DIRS; it is media all the same
     run_dirs, more = split_media(run_dirs)
-    click.echo(predict_media(
-        [*run_dirs, *models], [*media, *more], out, window=window, hop=hop, work=work,
-        device=device, progress=not quiet, weights=weights, fit_weights_on=fit_weights_on,
-        trust_remote_code=trust_remote_code,
-    ))  # fmt: skip
+    click.echo(
+        predict_media(
+            [*run_dirs, *models],
+            [*media, *more],
+            out,
+            window=window,
+            hop=hop,
+            work=work,
+            device=device,
+            progress=not quiet,
+            weights=weights,
+            fit_weights_on=fit_weights_on,
+            trust_remote_code=trust_remote_code,
+        )
+    )
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
@@ -215,10 +317,20 @@ def _predict_media(run_dirs, models, media, out, window, hop, work, device, quie
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
 @click.option("--sort", default="valid_r", help="Column to sort by (scores: best first).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the table as CSV.")  # fmt: skip
-@click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also plot valid mean r per run (seed groups with their sd).")  # fmt: skip
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the table as CSV.",
+)
+@click.option(
+    "--png",
+    "png_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also plot valid mean r per run (seed groups with their sd).",
+)
 @click.option("--wide", is_flag=True, help="Every setting, whole; default: what differs, cut.")
 @logging_options
 def runs_command(

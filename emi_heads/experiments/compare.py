@@ -129,8 +129,13 @@ def _seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(scored) < 2 or len({m["seed"] for m in scored}) < len(scored):
             continue  # a group is of runs that differ in their seed alone
         label = re.sub(r"(^|[,/])seed[-=][^,/]*", "", members[0]["run"]).strip(",/") or "runs"
-        summary = {**members[0], "run": f"{label} ({len(scored)} seeds)",
-                   "seed": "mean±sd", "best": "", "seconds": None}  # fmt: skip
+        summary = {
+            **members[0],
+            "run": f"{label} ({len(scored)} seeds)",
+            "seed": "mean±sd",
+            "best": "",
+            "seconds": None,
+        }
         for key in ("valid_r", *score_names(members)):
             values = [m[key] for m in scored if key in m]
             if len(values) < 2:
@@ -157,13 +162,16 @@ def format_table(rows: list[dict[str, Any]], wide: bool = False) -> str:
         c for c in rows[0] if c not in fixed and not c.endswith("_sd") and not c.startswith("_")
     ]
     if not wide:
-        distinct = {c: len({repr(r.get(c)) for r in rows if r.get("seed") != "mean±sd"}) > 1
-                    for c in columns}  # fmt: skip
+        distinct = {
+            c: len({repr(r.get(c)) for r in rows if r.get("seed") != "mean±sd"}) > 1
+            for c in columns
+        }
         columns = [c for c in columns if c in always or distinct[c]]
     table = [columns, *([_cell(r, c, wide, scores) for c in columns] for r in rows)]
     widths = [max(len(line[k]) for line in table) for k in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
-                     for line in table)  # fmt: skip
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in table
+    )
 
 
 def _cell(row: dict[str, Any], column: str, wide: bool, scores: set[str]) -> str:
@@ -204,8 +212,12 @@ def plot_runs(rows: list[dict[str, Any]], path: Path) -> None:
 
     scored = [r for r in rows if r.get("valid_r") is not None]
     figure, axis = plt.subplots(figsize=(8, 0.35 * len(scored) + 1.2))
-    axis.barh([r["run"] for r in scored], [r["valid_r"] for r in scored],
-              xerr=[r.get("valid_r_sd", 0.0) for r in scored], color="tab:blue")  # fmt: skip
+    axis.barh(
+        [r["run"] for r in scored],
+        [r["valid_r"] for r in scored],
+        xerr=[r.get("valid_r_sd", 0.0) for r in scored],
+        color="tab:blue",
+    )
     axis.invert_yaxis()
     axis.set(xlabel="valid mean Pearson r")
     figure.tight_layout()

@@ -210,21 +210,35 @@ def cross_validate(
         oof[held] = result.valid_predictions
         per_fold.append(result.valid_columns)
         chosen.append(result.alpha if result.alpha is not None else result.best_epoch)
-    save_predictions(parent / "oof_predictions.csv", labels.ids, oof,
-                     (labels.task.id_column, *labels.task.targets))  # fmt: skip
+    save_predictions(
+        parent / "oof_predictions.csv",
+        labels.ids,
+        oof,
+        (labels.task.id_column, *labels.task.targets),
+    )
     metrics = fold_metrics(oof, labels.values, per_fold, chosen, labels.task)
     if refit:
         refit_head, refit_train, description = _refit_settings(head, train, chosen)
         metrics["refit"] = description
         log.info("refit on all %d clips with %s", len(labels.ids), description)
-        fit(data.with_splits((labels, inputs), None, **union), parent / "refit", refit_head,
-            refit_train, **options)  # fmt: skip
+        fit(
+            data.with_splits((labels, inputs), None, **union),
+            parent / "refit",
+            refit_head,
+            refit_train,
+            **options,
+        )
     save_json(parent / "cv_metrics.json", metrics)
     return metrics
 
 
-def fold_metrics(oof: np.ndarray, targets: np.ndarray, per_fold: list[list[float]],
-                 chosen: list, task: Task = EMI) -> dict[str, Any]:  # fmt: skip
+def fold_metrics(
+    oof: np.ndarray,
+    targets: np.ndarray,
+    per_fold: list[list[float]],
+    chosen: list,
+    task: Task = EMI,
+) -> dict[str, Any]:
     """The out-of-fold score (every clip predicted by the fold that held it out), each fold's
     mean score and its spread over folds, per target too; logged in one line."""
     columns = score_columns(oof, targets, task)
@@ -241,9 +255,13 @@ def fold_metrics(oof: np.ndarray, targets: np.ndarray, per_fold: list[list[float
         "fold_columns_sd": dict(zip(names, np.std(per_fold, axis=0, ddof=1).tolist(), strict=True)),
         "chosen": chosen,
     }
-    log.info("%d-fold: out-of-fold %s; folds %.4f ± %.4f", len(per_fold),
-             format_scores(columns, task),
-             metrics["fold_mean_r"], metrics["fold_sd_r"])  # fmt: skip
+    log.info(
+        "%d-fold: out-of-fold %s; folds %.4f ± %.4f",
+        len(per_fold),
+        format_scores(columns, task),
+        metrics["fold_mean_r"],
+        metrics["fold_sd_r"],
+    )
     return metrics
 
 
@@ -264,8 +282,9 @@ def _union(data: RunData) -> tuple[Labels, Any]:
     seen = set(labels.ids)
     keep = [k for k, clip_id in enumerate(valid_labels.ids) if clip_id not in seen]
     extra = valid_labels.subset(keep)
-    merged = Labels(labels.ids + extra.ids, np.concatenate([labels.values, extra.values]),
-                    labels.task)  # fmt: skip
+    merged = Labels(
+        labels.ids + extra.ids, np.concatenate([labels.values, extra.values]), labels.task
+    )
     return merged, inputs.join(valid_inputs.subset(keep))
 
 
@@ -295,8 +314,14 @@ def run_training(
 
     head, train = apply(head, train, {k: v[0] for k, v in settings.items() if len(v) == 1})
     grid = {k: v for k, v in settings.items() if len(v) > 1}
-    options = {"device": resolve_device(device), "progress": progress, "overwrite": overwrite,
-               "preset": preset, "command": command, "log_to": log_to}  # fmt: skip
+    options = {
+        "device": resolve_device(device),
+        "progress": progress,
+        "overwrite": overwrite,
+        "preset": preset,
+        "command": command,
+        "log_to": log_to,
+    }
     load = load_data_factory(cache, train_csvs, valid_csv, task)
     out = Path(out)
     if (folds or grid) and (out / EXPERIMENT).exists() and not overwrite:
@@ -305,14 +330,23 @@ def run_training(
             f"choose another --out"
         )
     if folds:
-        return cross_validate(out, folds, load(input_spec(head, train)), head, train, options,
-                              refit=refit)  # fmt: skip
+        return cross_validate(
+            out, folds, load(input_spec(head, train)), head, train, options, refit=refit
+        )
     if grid:
-        return run_grid(out, grid, head, train, load, options,
-                        kind="seeds" if list(grid) == ["seed"] else "sweep")  # fmt: skip
+        return run_grid(
+            out,
+            grid,
+            head,
+            train,
+            load,
+            options,
+            kind="seeds" if list(grid) == ["seed"] else "sweep",
+        )
     return fit(load(input_spec(head, train)), out, head, train, **options)
 
 
-def load_data_factory(cache: Path, train_csvs: list[Path], valid_csv: Path | None,
-                      task: Task = EMI):  # fmt: skip
+def load_data_factory(
+    cache: Path, train_csvs: list[Path], valid_csv: Path | None, task: Task = EMI
+):
     return lambda spec: load_run_data(cache, train_csvs, valid_csv, spec, task)

@@ -15,8 +15,9 @@ from emi_features.core.task import EMI, Task  # noqa: E402
 from emi_heads.training.metrics import score_columns  # noqa: E402
 
 
-def plot_curves(path: Path, rows: list[dict[str, float]], best: float | None = None,
-                task: Task = EMI) -> None:  # fmt: skip
+def plot_curves(
+    path: Path, rows: list[dict[str, float]], best: float | None = None, task: Task = EMI
+) -> None:
     """Training and validation loss, and validation r, per epoch, with the best epoch marked
     and labelled (or validation r per ridge alpha, the chosen alpha marked, in one panel).
     Legends stand outside the axes, so that no curve is hidden."""
@@ -32,8 +33,9 @@ def plot_curves(path: Path, rows: list[dict[str, float]], best: float | None = N
         _save(figure, path)
         return
     with_r = "valid_r" in rows[0]
-    figure, axes = plt.subplots(1, 2 if with_r else 1, figsize=(13 if with_r else 6.5, 3.8),
-                                squeeze=False)  # fmt: skip
+    figure, axes = plt.subplots(
+        1, 2 if with_r else 1, figsize=(13 if with_r else 6.5, 3.8), squeeze=False
+    )
     losses, scores = axes[0][0], axes[0][-1]
     epochs = [r["epoch"] for r in rows]
     losses.plot(epochs, [r["loss"] for r in rows], label="loss")
@@ -45,26 +47,29 @@ def plot_curves(path: Path, rows: list[dict[str, float]], best: float | None = N
         scores.plot(epochs, [r["valid_r"] for r in rows], label="mean", color="black")
         smoothed = [r.get("valid_r_smoothed") for r in rows]
         if all(isinstance(v, float) for v in smoothed) and smoothed != [r["valid_r"] for r in rows]:
-            scores.plot(epochs, smoothed, label="mean, smoothed (selects)", color="black",
-                        linestyle=":")  # fmt: skip
+            scores.plot(
+                epochs, smoothed, label="mean, smoothed (selects)", color="black", linestyle=":"
+            )
         for name in task.targets:
             scores.plot(epochs, [r[f"r_{name}"] for r in rows], label=name, alpha=0.6)
         scores.set(xlabel="epoch", ylabel=f"valid {METRIC_NAMES[task.metric]}")
     for axis in {id(a): a for a in (losses, scores)}.values():
         if best is not None:
-            axis.axvline(best, color="tab:red", linestyle="--", linewidth=0.8,
-                         label=f"best epoch {best:g}")  # fmt: skip
+            axis.axvline(
+                best, color="tab:red", linestyle="--", linewidth=0.8, label=f"best epoch {best:g}"
+            )
         axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(figure, path)
 
 
-def plot_scatter(path: Path, predictions: np.ndarray, targets: np.ndarray,
-                 task: Task = EMI) -> None:  # fmt: skip
+def plot_scatter(
+    path: Path, predictions: np.ndarray, targets: np.ndarray, task: Task = EMI
+) -> None:
     """Predicted against true for each target (three panels a row), its score in each title."""
     r = score_columns(predictions, targets, task)
     rows = -(-len(task.targets) // 3)
     figure, axes = plt.subplots(rows, 3, figsize=(10, 3.25 * rows), squeeze=False)
-    for axis in axes.ravel()[len(task.targets):]:
+    for axis in axes.ravel()[len(task.targets) :]:
         axis.set_visible(False)
     metric = "r" if task.metric == "pearson" else task.metric
     for k, (axis, name) in enumerate(zip(axes.ravel(), task.targets, strict=False)):
@@ -84,8 +89,9 @@ def plot_scatter(path: Path, predictions: np.ndarray, targets: np.ndarray,
     _save(figure, path)
 
 
-def plot_over_time(path: Path, title: str, starts: list[float], values: np.ndarray,
-                   task: Task = EMI) -> None:  # fmt: skip
+def plot_over_time(
+    path: Path, title: str, starts: list[float], values: np.ndarray, task: Task = EMI
+) -> None:
     """The targets of one recording's windows (`values` (W, K)) against each window's start in
     seconds: one line per target, on the task's range (0..1 for intensities)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -170,27 +170,33 @@ def check_inputs(config: HeadConfig, offered: tuple[str, ...] = ()) -> None:
     named += [(n, "--stream-aux-weights") for n in shares if n not in fused]
     names = [n.removeprefix("seq/") for n in config.dims if n != "frame_vad"]
     streams = list(offered) or [n for n in names if n.startswith("features/")]
-    offered_text = ", ".join(dict.fromkeys(
-        [*(n for n in names if not n.startswith("features/")), *streams]))  # fmt: skip
+    offered_text = ", ".join(
+        dict.fromkeys([*(n for n in names if not n.startswith("features/")), *streams])
+    )
     for name, option in named:
         if name.startswith("seq/"):
             raise ValueError(f"{option}: {name}: name the stream as {name.removeprefix('seq/')}")
         if option == "--stream-aux-weights":
-            raise ValueError(f"{option}: {name} is not one of the fused streams "
-                             f"({', '.join(fused)})")  # fmt: skip
+            raise ValueError(
+                f"{option}: {name} is not one of the fused streams ({', '.join(fused)})"
+            )
         if name not in config.dims and f"seq/{name}" not in config.dims:
             raise ValueError(f"{option}: {name} not in the cache (it has {offered_text})")
     widths = reads.parse_stream_widths(getattr(config, "stream_hidden", ""))
     recurrent = [n.removeprefix("seq/") for n in reads.sequence_streams(config)] if widths else []
     for name in widths:
         if name not in recurrent:
-            raise ValueError(f"--stream-hidden: {name} is not one of the frame streams the head "
-                             f"reads ({', '.join(recurrent) or 'none'})")  # fmt: skip
+            raise ValueError(
+                f"--stream-hidden: {name} is not one of the frame streams the head "
+                f"reads ({', '.join(recurrent) or 'none'})"
+            )
     if getattr(config, "layer_weights", False) and not any(
         f"{reads.LAYERS}/{n}" in config.dims for n in reads.inputs_read(config)
     ):
-        raise ValueError("--layer-weights: the head reads no stream of every layer (emi "
-                         "extract --layers all --pool stats --stream NAME)")  # fmt: skip
+        raise ValueError(
+            "--layer-weights: the head reads no stream of every layer (emi "
+            "extract --layers all --pool stats --stream NAME)"
+        )
 
 
 def resolve_head_config(config: HeadConfig) -> HeadConfig:

@@ -43,8 +43,9 @@ class ConcatHead(Head):
             }
         )
         summed = {name for name in self.names if module_key(name) in self.layer_logits}
-        width = {n: config.dims[n] // (layer_count(config, n) if n in summed else 1)
-                 for n in self.names}  # fmt: skip
+        width = {
+            n: config.dims[n] // (layer_count(config, n) if n in summed else 1) for n in self.names
+        }
         self.branches = nn.ModuleDict(
             {
                 module_key(name): nn.Sequential(
@@ -75,9 +76,11 @@ class ConcatHead(Head):
 
     def layer_weights(self) -> dict[str, list[float]]:
         """Each layered stream's softmax weight per hidden layer (0 = the CNN features)."""
-        return {name: torch.softmax(self.layer_logits[module_key(name)].detach().float(),
-                                    0).tolist()
-                for name in self.names if module_key(name) in self.layer_logits}  # fmt: skip
+        return {
+            name: torch.softmax(self.layer_logits[module_key(name)].detach().float(), 0).tolist()
+            for name in self.names
+            if module_key(name) in self.layer_logits
+        }
 
     def branch_input(self, batch: dict[str, torch.Tensor], name: str, key: str) -> torch.Tensor:
         """The input `name` (B, d); a layered one summed over its layers with their weights."""

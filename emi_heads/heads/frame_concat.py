@@ -245,8 +245,9 @@ class FrameConcatHead(Head):
             return time_mean(frames, lengths)
         return self.attention[key](frames, lengths)
 
-    def unimodal_loss(self, output: HeadOutput, target: torch.Tensor, main_loss,
-                      streams: tuple[str, ...]) -> torch.Tensor:  # fmt: skip
+    def unimodal_loss(
+        self, output: HeadOutput, target: torch.Tensor, main_loss, streams: tuple[str, ...]
+    ) -> torch.Tensor:
         """Stage one of two-stage training: the auxiliary heads of `streams` on the main loss,
         each weighted alike (the streams' parameters are disjoint, so each learns alone)."""
         values = [main_loss(output.aux[f"branch/{n}"].float(), target) for n in streams]
@@ -265,8 +266,10 @@ class FrameConcatHead(Head):
         if self.config.triplet_weight and self.training:
             guide, lengths = self.sequence(batch, self.config.triplet_stream)
             total = total + self.config.triplet_weight * guided_triplet_loss(
-                output.aux["fused"].float(), time_mean(guide.float(), lengths),
-                self.config.triplet_margin)  # fmt: skip
+                output.aux["fused"].float(),
+                time_mean(guide.float(), lengths),
+                self.config.triplet_margin,
+            )
         latent = output.aux.get("vad_latent")
         if latent is not None and self.config.vad_latent == "supervised":
             total = total + self.config.vad_weight * mse(latent.float(), batch["vad"])
@@ -307,10 +310,13 @@ def guided_triplet_loss(fused: torch.Tensor, guide: torch.Tensor, margin: float)
     with torch.no_grad():
         gap = lambda a, b: ((guide[a] - guide[b]) ** 2).sum(-1)  # noqa: E731
         closest = torch.stack([gap(i, j), gap(i, k), gap(j, k)], dim=1).argmin(dim=1)
-    roles = torch.stack([torch.stack([i, j, k], 1), torch.stack([i, k, j], 1),
-                         torch.stack([j, k, i], 1)], 1)  # fmt: skip
+    roles = torch.stack(
+        [torch.stack([i, j, k], 1), torch.stack([i, k, j], 1), torch.stack([j, k, i], 1)], 1
+    )
     anchor, positive, negative = roles[torch.arange(len(closest)), closest].unbind(1)
     distance = lambda a, b: ((fused[a] - fused[b]) ** 2).sum(-1)  # noqa: E731
     near = distance(anchor, positive)
-    return (torch.relu(near - distance(anchor, negative) + margin)
-            + torch.relu(near - distance(positive, negative) + margin)).mean()  # fmt: skip
+    return (
+        torch.relu(near - distance(anchor, negative) + margin)
+        + torch.relu(near - distance(positive, negative) + margin)
+    ).mean()

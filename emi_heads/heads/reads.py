@@ -144,11 +144,17 @@ def parse_pairs(spec: str, option: str, what: str, convert, valid) -> dict[str, 
 def parse_stream_weights(spec: str) -> dict[str, float]:
     """`frames=0.35,features/text=0.45` -> {"frames": 0.35, "features/text": 0.45}; one-line
     error for a malformed pair or a weight that is not a number >= 0."""
-    return parse_pairs(spec, "stream_aux_weights", "a weight >= 0", float,
-                       lambda w: w >= 0 and math.isfinite(w))  # fmt: skip
+    return parse_pairs(
+        spec, "stream_aux_weights", "a weight >= 0", float, lambda w: w >= 0 and math.isfinite(w)
+    )
 
 
 def parse_stream_widths(spec: str) -> dict[str, int]:
     """`streams-lstm`'s `stream_hidden`: `features/face=768` -> {"features/face": 768}."""
-    return parse_pairs(spec, "stream_hidden", "a whole width >= 0 (0: the input's)", int,
-                       lambda w: 0 <= w <= 1 << 16)  # fmt: skip
+    return parse_pairs(
+        spec,
+        "stream_hidden",
+        "a whole width >= 0 (0: the input's)",
+        int,
+        lambda w: 0 <= w <= 1 << 16,
+    )

@@ -13,162 +13,34 @@ Adding a head: its network module (a `Head` subclass) and its settings class her
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from emi_features.core.dataclass_options import choice_problems
 from emi_heads.heads import reads
-from emi_heads.training.config_json import ConfigError  # noqa: F401  (imported from here too)
-
-MAX_WIDTH = 1 << 16  # the widest layer a config may ask for: 65,536 units
-MAX_LAYERS = 16
-MAX_OUTPUTS = 1024  # targets a task may have
-NOT_SETTINGS = ("head", "dims", "outputs")  # set by the data, not on the command line
-ALIASES = {"linear": "ridge"}  # the names heads had before (runs saved with them still load)
-
-
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
-def _inputs() -> Any:
-    """`inputs`: the one definition every head that chooses its inputs shares."""
-    return field(default="", metadata=_help(
-        "What the head reads, comma-separated; empty: all. concat, ridge: clip inputs and "
-        "streams (frame_stats, mean, vad, frame_vad_stats, features/NAME); streams-lstm: frame "
-        "streams (frames, features/NAME), an LSTM each, and clip streams joined as they "
-        "are."))  # fmt: skip
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """What every head has: its name, the widths of what it reads (`dims`, from the cache),
-    and the ablation switches of the VAD inputs and the global mean."""
-
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    network: ClassVar[str] = ""  # module:Class of its `Head`
-    reads: ClassVar[Callable[[Any], list[str]]]
-    needs_frames: ClassVar[bool] = False  # sequence heads read every frame
-    trained_by_sgd: ClassVar[bool] = True
-
-    head: str
-    dims: dict[str, int] = field(default_factory=dict)
-    outputs: int = 6  # the task's targets (the EMI track's six emotions unless the run says)
-    use_vad: bool = field(default=True, metadata=_help("Ablation: VAD inputs.", flag="vad"))
-    use_mean: bool = field(
-        default=True, metadata=_help("Ablation: global mean vector.", flag="mean")
-    )
-
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise ConfigError("; ".join(problems))
-
-    def problems(self) -> list[str]:
-        """A line per invalid setting (subclasses add their own)."""
-        problems = []
-        if self.head != self.name:
-            problems.append(f"head {self.head!r}: this config is the {self.name} head's")
-        if not 1 <= self.outputs <= MAX_OUTPUTS:
-            problems.append(f"outputs must be in 1..{MAX_OUTPUTS}")
-        bad_dims = [k for k, v in self.dims.items() if not 1 <= v <= 1 << 20]
-        if bad_dims:
-            problems.append(f"input widths out of range: {', '.join(bad_dims)}")
-        return [*problems, *choice_problems(self)]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def network_class(cls) -> type:
-        """The `Head` subclass this config builds (imports torch)."""
-        module, name = cls.network.split(":")
-        return getattr(importlib.import_module(module), name)
-
-    @classmethod
-    def setting_names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name not in NOT_SETTINGS]
-
-
-@dataclass(frozen=True)
-class NeuralConfig(HeadConfig):
-    """What every head trained by SGD has."""
-
-    mlp_hidden_zero: ClassVar[bool] = False  # may mlp_hidden be 0 (see RecurrentConfig)
-
-    mlp_hidden: int = field(
-        default=256,
-        metadata=_help("Hidden width of the output MLP (lstm, streams-lstm: 0 is its input's)."),
-    )
-    dropout: float = field(default=0.2, metadata=_help("Dropout in every head."))
-    output_activation: Literal["sigmoid", "none"] = field(
-        default="sigmoid",
-        metadata=_help(
-            "Output layer: sigmoid, or none (predictions clipped to [0, 1] only when written).",
-        ),
-    )
-    bias_at_label_mean: bool = field(
-        default=True, metadata=_help("Start the output bias at the training label mean.")
-    )
-    standardize: bool = field(
-        default=True,
-        metadata=_help(
-            "Standardise every input per dimension with the training set's mean and sd "
-            "(saved with the weights; ridge always standardises)."
-        ),
-    )
-
-    def problems(self) -> list[str]:
-        problems = super().problems()
-        if not int(not self.mlp_hidden_zero) <= self.mlp_hidden <= MAX_WIDTH:
-            problems.append(f"mlp_hidden must be in {int(not self.mlp_hidden_zero)}..{MAX_WIDTH}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append("dropout must be in [0, 1)")
-        return problems
-
-
-@dataclass(frozen=True)
-class RecurrentConfig(NeuralConfig):
-    """The LSTM heads: the LSTM's size and what joins its last state."""
-
-    needs_frames = True
-    mlp_hidden_zero = True  # mlp_hidden 0: the fused width, as published (Linear(2054, 2054))
-
-    hidden: int = field(
-        default=256,
-        metadata=_help("LSTM hidden size (0: its input's width, as published: LSTM(1027, 1027))."),
-    )
-    layers: int = field(default=2, metadata=_help("LSTM layers."))
-    mean_input: Literal["stats", "cache", "frames"] = field(
-        default="stats",
-        metadata=_help(
-            "lstm, streams-lstm: what joins the last state — the frames' mean and sd over the "
-            "crop (what ridge reads), the cache's /mean, or the time-mean of each LSTM's input "
-            "frames (as published).",
-        ),
-    )
-    input_norm: bool = field(
-        default=True, metadata=_help("lstm, streams-lstm: LayerNorm on the frames before the LSTM.")
-    )
-
-    def problems(self) -> list[str]:
-        problems = super().problems()
-        if not 0 <= self.hidden <= MAX_WIDTH:
-            problems.append(f"hidden must be in 0..{MAX_WIDTH}")
-        if not 1 <= self.layers <= MAX_LAYERS:
-            problems.append(f"layers must be in 1..{MAX_LAYERS}")
-        return problems
+from emi_heads.heads.settings_base import (  # noqa: F401  (imported from here too)
+    ALIASES,
+    MAX_LAYERS,
+    MAX_OUTPUTS,
+    MAX_WIDTH,
+    NOT_SETTINGS,
+    BranchConfig,
+    ConfigError,
+    HeadConfig,
+    NeuralConfig,
+    RecurrentConfig,
+    _help,
+    _inputs,
+)
 
 
 @dataclass(frozen=True)
 class LstmConfig(RecurrentConfig):
     name = "lstm"
-    description = ("frames (+ frame VAD) -> 2-layer LSTM, last state + global mean -> MLP "
-                   "(audio-only system, 6th ABAW)")  # fmt: skip
+    description = (
+        "frames (+ frame VAD) -> 2-layer LSTM, last state + global mean -> MLP "
+        "(audio-only system, 6th ABAW)"
+    )
     network = "emi_heads.heads.lstm:LstmHead"
     reads = staticmethod(reads.lstm_reads)
 
@@ -176,18 +48,22 @@ class LstmConfig(RecurrentConfig):
 @dataclass(frozen=True)
 class StreamsLstmConfig(RecurrentConfig):
     name = "streams-lstm"
-    description = ("one LSTM per frame-level stream (the cache's frames and every frame stream "
-                   "under /features), last states + global mean -> MLP (late fusion per "
-                   "modality, 8th ABAW)")  # fmt: skip
+    description = (
+        "one LSTM per frame-level stream (the cache's frames and every frame stream "
+        "under /features), last states + global mean -> MLP (late fusion per "
+        "modality, 8th ABAW)"
+    )
     network = "emi_heads.heads.streams_lstm:StreamLstmHead"
     reads = staticmethod(reads.streams_lstm_reads)
 
     inputs: str = _inputs()
     stream_hidden: str = field(
         default="",
-        metadata=_help("streams-lstm: an LSTM width per stream, NAME=WIDTH,... (0: the input's "
-                       "width; a stream not named: --hidden), e.g. features/face=768."),
-    )  # fmt: skip
+        metadata=_help(
+            "streams-lstm: an LSTM width per stream, NAME=WIDTH,... (0: the input's "
+            "width; a stream not named: --hidden), e.g. features/face=768."
+        ),
+    )
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -199,41 +75,12 @@ class StreamsLstmConfig(RecurrentConfig):
 
 
 @dataclass(frozen=True)
-class BranchConfig(NeuralConfig):
-    """The concatenation-fusion heads: a branch per input, auxiliary heads, a VAD latent."""
-
-    branch_dim: int = field(default=128, metadata=_help("concat: width of each branch."))
-    vad_latent: Literal["supervised", "free", "off"] = field(
-        default="supervised",
-        metadata=_help(
-            "concat: the 3-d VAD latent tied to the cached VAD, learned freely, or off.",
-        ),
-    )
-    aux_weight: float = field(
-        default=0.3, metadata=_help("concat: weight of each branch's auxiliary loss.")
-    )
-    vad_weight: float = field(
-        default=0.1, metadata=_help("concat: weight of the VAD latent's loss (supervised).")
-    )
-    aux_loss: Literal["main", "smooth_l1"] = field(
-        default="main",
-        metadata=_help("Loss of the auxiliary branch heads: the main loss, or Smooth-L1."),
-    )
-
-    def problems(self) -> list[str]:
-        problems = super().problems()
-        if not 1 <= self.branch_dim <= MAX_WIDTH:
-            problems.append(f"branch_dim must be in 1..{MAX_WIDTH}")
-        if not all(0 <= w < math.inf for w in (self.aux_weight, self.vad_weight)):
-            problems.append("aux_weight and vad_weight must be finite and >= 0")
-        return problems
-
-
-@dataclass(frozen=True)
 class ConcatConfig(BranchConfig):
     name = "concat"
-    description = ("branches per clip input, concatenated, auxiliary heads, VAD latent "
-                   "(concatenation fusion, 10th ABAW)")  # fmt: skip
+    description = (
+        "branches per clip input, concatenated, auxiliary heads, VAD latent "
+        "(concatenation fusion, 10th ABAW)"
+    )
     network = "emi_heads.heads.concat:ConcatHead"
     reads = staticmethod(reads.branch_inputs)
 
@@ -251,16 +98,22 @@ class ConcatConfig(BranchConfig):
 @dataclass(frozen=True)
 class FrameConcatConfig(BranchConfig):
     name = "concat-frames"
-    description = ("per-frame branches (LayerNorm, Linear, GELU) mean-pooled over time, VAD "
-                   "latent on the acoustic frames, auxiliary heads (the published concat "
-                   "fusion, 10th ABAW)")  # fmt: skip
+    description = (
+        "per-frame branches (LayerNorm, Linear, GELU) mean-pooled over time, VAD "
+        "latent on the acoustic frames, auxiliary heads (the published concat "
+        "fusion, 10th ABAW)"
+    )
     network = "emi_heads.heads.frame_concat:FrameConcatHead"
     reads = staticmethod(reads.frames_reads)
     needs_frames = True
 
-    inputs: str = field(default="frames", metadata=_help(
-        "concat-frames: the streams fused, comma-separated: frames, and frame or clip streams "
-        "(features/NAME); a clip stream is one step."))  # fmt: skip
+    inputs: str = field(
+        default="frames",
+        metadata=_help(
+            "concat-frames: the streams fused, comma-separated: frames, and frame or clip streams "
+            "(features/NAME); a clip stream is one step."
+        ),
+    )
     stream_aux_weights: str = field(
         default="",
         metadata=_help(
@@ -313,18 +166,22 @@ class FrameConcatConfig(BranchConfig):
     )
     encoding_dropout: float = field(
         default=0.0,
-        metadata=_help("concat-frames, training only: each clip's branch encodings dropped with "
-                       "probability p before the fusion (one kept), the kept scaled by "
-                       "1/(1-p) (MimicMetrics' modality dropout)."),
-    )  # fmt: skip
+        metadata=_help(
+            "concat-frames, training only: each clip's branch encodings dropped with "
+            "probability p before the fusion (one kept), the kept scaled by "
+            "1/(1-p) (MimicMetrics' modality dropout)."
+        ),
+    )
 
     def problems(self) -> list[str]:
         problems = super().problems()
         try:
             shares = reads.parse_stream_weights(self.stream_aux_weights)
             if sum(shares.values()) > 1 + 1e-9:
-                problems.append(f"stream_aux_weights: the shares of aux_weight add up to "
-                                f"{sum(shares.values()):g}, more than 1")  # fmt: skip
+                problems.append(
+                    f"stream_aux_weights: the shares of aux_weight add up to "
+                    f"{sum(shares.values()):g}, more than 1"
+                )
         except ValueError as error:
             problems.append(str(error))
         if not 0 <= self.pool_steps <= MAX_WIDTH:
@@ -380,8 +237,10 @@ def head_config(head: str, dims: dict[str, int] | None = None, **settings: Any) 
     own = set(config_class.setting_names())
     foreign = sorted(set(settings) - own)
     if foreign:
-        raise ConfigError(f"{', '.join(foreign)}: not a setting of the {config_class.name} head "
-                          f"(its settings: {', '.join(sorted(own))})")  # fmt: skip
+        raise ConfigError(
+            f"{', '.join(foreign)}: not a setting of the {config_class.name} head "
+            f"(its settings: {', '.join(sorted(own))})"
+        )
     return config_class(config_class.name, dict(dims or {}), **settings)
 
 

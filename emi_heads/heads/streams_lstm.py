@@ -59,11 +59,14 @@ class StreamLstmHead(Head):
         frames_width = config.dims["frames"] + (VAD_DIM if config.use_vad else 0)
         widths = {n: frames_width if n == "frames" else config.dims[n] for n in self.streams}
         hidden = parse_stream_widths(config.stream_hidden)
-        self.encoders = nn.ModuleDict({
-            module_key(name): _encoder(widths[name], config,
-                                       hidden.get(name.removeprefix("seq/"), config.hidden))
-            for name in self.streams
-        })  # fmt: skip
+        self.encoders = nn.ModuleDict(
+            {
+                module_key(name): _encoder(
+                    widths[name], config, hidden.get(name.removeprefix("seq/"), config.hidden)
+                )
+                for name in self.streams
+            }
+        )
         self.per_stream_mean = config.use_mean and config.mean_input == "frames"
         fused = sum(
             self.encoders[module_key(n)]["lstm"].hidden_size

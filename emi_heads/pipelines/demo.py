@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -32,12 +33,16 @@ DEMO_HEADS = ("ridge", "concat", "lstm")  # every one with its defaults
 # optimizer steps than the heads' defaults, and a narrower LSTM on each clip's first 6 s
 # (--full runs every head's defaults; --fast is the suite's smoke run). By head; "*": the rest.
 BUDGETS = {
-    "demo": {"*": ["--min-steps", "300"],
-             "lstm": ["--min-steps", "300", "--hidden", "128", "--max-seconds", "6"]},
+    "demo": {
+        "*": ["--min-steps", "300"],
+        "lstm": ["--min-steps", "300", "--hidden", "128", "--max-seconds", "6"],
+    },
     "full": {"*": []},
-    "fast": {"*": ["--min-steps", "100", "--epochs", "15"],
-             "lstm": ["--min-steps", "100", "--epochs", "15", "--hidden", "32"]},
-}  # fmt: skip
+    "fast": {
+        "*": ["--min-steps", "100", "--epochs", "15"],
+        "lstm": ["--min-steps", "100", "--epochs", "15", "--hidden", "32"],
+    },
+}
 
 
 def budget_options(budget: str, head: str) -> list[str]:
@@ -47,9 +52,15 @@ def budget_options(budget: str, head: str) -> list[str]:
 
 # Each stage's share of the demo's time as measured on a 2-core CPU (for the ETA).
 EXPECTED_SECONDS = {
-    "extract": 12, "train": 6, "train lstm": 25, "extract fb10": 8, "transcripts": 2,
-    "embed text": 6, "extract vision": 10, "predict": 3,
-}  # fmt: skip
+    "extract": 12,
+    "train": 6,
+    "train lstm": 25,
+    "extract fb10": 8,
+    "transcripts": 2,
+    "embed text": 6,
+    "extract vision": 10,
+    "predict": 3,
+}
 
 
 class Stages:
@@ -114,23 +125,14 @@ def run_demo(
     device_args = ["--device", device] if device else []
     cache = out / f"cache-{Path(model).name}.h5"
     streams = {(f"{model} alone" if k == "alone" else k): v for k, v in STREAMS.items()}
-    stages = Stages(["extract", "train", "train", "train lstm", "train", "extract fb10",
-                     "transcripts", "embed text", "extract vision", *(["train"] * len(streams)),
-                     "predict", "predict"])  # fmt: skip
+    stages = Stages(_planned_stages(len(streams)))
     extract = [str(data), "--model", model, "--out", str(cache), "--quiet", *device_args]
-    timings = {"extract": stages.run("extract", f"extract {model} features of every clip",
-                                     "emi-extract", extract)}  # fmt: skip
-    runs: dict[str, Path] = {}
-
-    def train(name: str, labels: Path, head: str, inputs: list[str]) -> float:
-        runs[name] = out / "runs" / name
-        args = [str(cache), "--train", str(labels), "--valid", str(data / "valid_split.csv"),
-                "--head", head, "--out", str(runs[name]), "--overwrite",
-                *budget_options(budget, head), *inputs, *flags,
-                *device_args]  # fmt: skip
-        stage = "train lstm" if head == "lstm" else "train"
-        return stages.run(stage, f"train {head} on {name}", "emi-train", args)
-
+    timings = {
+        "extract": stages.run(
+            "extract", f"extract {model} features of every clip", "emi-extract", extract
+        )
+    }
+    train = DemoTraining(stages, cache, data, out, budget, flags, device_args)
     for name in DEMO_HEADS:
         timings[name] = train(name, data / "train_split.csv", name, [])
     shuffled = _shuffled_labels(data / "train_split.csv", out / "shuffled_train.csv")
@@ -140,20 +142,70 @@ def run_demo(
         timings[f"concat, {label}"] = train(
             f"streams/{label.replace(' ', '-')}", data / "train_split.csv", "concat", inputs
         )
-    submission = out / "submission.csv"
-    ids = ["--ids", str(data / "test_split.csv")]
-    timings["predict"] = stages.run(
-        "predict", "predict the test split with the three heads' ensemble", "emi-predict",
-        [*(str(runs[h]) for h in DEMO_HEADS), "--cache", str(cache), *ids, "--out",
-         str(submission), *device_args],
-    )  # fmt: skip
-    stages.run("predict", "check the submission", "emi-predict", ["--check", str(submission), *ids])
-    summary = _summary(data, model, text_model, image_model, cache, submission, runs, timings)
+    submission, timings["predict"] = _predict_and_check(train)
+    summary = _summary(data, model, text_model, image_model, cache, submission, train.runs, timings)
     scores = summary.pop("scores")
     summary["valid"] = {k: v for k, v in scores.items() if not k.startswith("streams/")}
     summary["streams"] = {k: scores[f"streams/{k.replace(' ', '-')}"] for k in streams}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _planned_stages(stream_runs: int) -> list[str]:
+    """The demo's stages in order (their kinds: what the ETA expects of each)."""
+    return [
+        "extract",
+        *["train", "train", "train lstm", "train"],  # ridge, concat, lstm, the control
+        *["extract fb10", "transcripts", "embed text", "extract vision"],
+        *(["train"] * stream_runs),
+        *["predict", "predict"],  # the submission, its check
+    ]
+
+
+@dataclass
+class DemoTraining:
+    """How the demo trains a head: `emi train` on its cache, validated on the sample's valid
+    split, on the demo's budget, into OUT/runs/NAME (`runs` keeps where each went)."""
+
+    stages: Stages
+    cache: Path
+    data: Path
+    out: Path
+    budget: str
+    flags: tuple[str, ...]
+    device_args: list[str]
+    runs: dict[str, Path] = field(default_factory=dict)
+
+    def __call__(self, name: str, labels: Path, head: str, inputs: list[str]) -> float:
+        self.runs[name] = self.out / "runs" / name
+        args = [
+            str(self.cache),
+            *["--train", str(labels), "--valid", str(self.data / "valid_split.csv")],
+            *["--head", head, "--out", str(self.runs[name]), "--overwrite"],
+            *budget_options(self.budget, head),
+            *inputs,
+            *self.flags,
+            *self.device_args,
+        ]
+        stage = "train lstm" if head == "lstm" else "train"
+        return self.stages.run(stage, f"train {head} on {name}", "emi-train", args)
+
+
+def _predict_and_check(train: DemoTraining) -> tuple[Path, float]:
+    """The test split predicted by the three heads' ensemble, then checked; its seconds."""
+    submission = train.out / "submission.csv"
+    ids = ["--ids", str(train.data / "test_split.csv")]
+    runs = [str(train.runs[h]) for h in DEMO_HEADS]
+    seconds = train.stages.run(
+        "predict",
+        "predict the test split with the three heads' ensemble",
+        "emi-predict",
+        [*runs, "--cache", str(train.cache), *ids, "--out", str(submission), *train.device_args],
+    )
+    train.stages.run(
+        "predict", "check the submission", "emi-predict", ["--check", str(submission), *ids]
+    )
+    return submission, seconds
 
 
 def _sample(data: Path | None, out: Path) -> Path:
@@ -164,8 +216,11 @@ def _sample(data: Path | None, out: Path) -> Path:
         return BUNDLED_SAMPLE
     if data is None:
         data = out / "sample"
-        click.echo(f"sample: none bundled with this installation (a package has no data/): "
-                   f"generating the same sample in {data}", err=True)  # fmt: skip
+        click.echo(
+            f"sample: none bundled with this installation (a package has no data/): "
+            f"generating the same sample in {data}",
+            err=True,
+        )
     elif (data / "train_split.csv").is_file():
         click.echo(f"sample: {data}", err=True)
         return data
@@ -184,14 +239,26 @@ def _summary(data, model, text_model, image_model, cache, submission, runs, timi
         metrics = json.loads((path / "metrics.json").read_text())
         scores[name] = {"mean_r": metrics["valid_mean_r"], **metrics["valid_r"]}
     return {
-        "data": str(data), "model": model, "text_model": text_model,
-        "image_model": image_model, "cache": str(cache), "submission": str(submission),
-        "runs": {k: str(v) for k, v in runs.items()}, "seconds": timings, "scores": scores,
-    }  # fmt: skip
+        "data": str(data),
+        "model": model,
+        "text_model": text_model,
+        "image_model": image_model,
+        "cache": str(cache),
+        "submission": str(submission),
+        "runs": {k: str(v) for k, v in runs.items()},
+        "seconds": timings,
+        "scores": scores,
+    }
 
 
-def _add_streams(stages: Stages, data: Path, cache: Path, text_model: str,
-                 image_model: str, device_args: list[str]) -> dict[str, float]:  # fmt: skip
+def _add_streams(
+    stages: Stages,
+    data: Path,
+    cache: Path,
+    text_model: str,
+    image_model: str,
+    device_args: list[str],
+) -> dict[str, float]:
     """The other streams in the same cache: a second audio backbone, the transcripts embedded,
     the video frames embedded. Returns each command's seconds."""
     from emi_features.sample.generate import TRANSCRIPTS
@@ -199,19 +266,41 @@ def _add_streams(stages: Stages, data: Path, cache: Path, text_model: str,
     common = ["--out", str(cache), "--quiet", "--overwrite", *device_args]
     return {
         f"extract {STREAM}": stages.run(
-            "extract fb10", f"add a second audio stream ({STREAM_MODEL}, pooled)", "emi-extract",
-            [str(data), "--model", STREAM_MODEL, "--stream", STREAM, "--pool", "mean", *common]),
+            "extract fb10",
+            f"add a second audio stream ({STREAM_MODEL}, pooled)",
+            "emi-extract",
+            [str(data), "--model", STREAM_MODEL, "--stream", STREAM, "--pool", "mean", *common],
+        ),
         "transcripts": stages.run(
-            "transcripts", "import the transcripts", "emi-transcribe",
-            [str(data), "--transcripts", str(data / TRANSCRIPTS), *common]),
+            "transcripts",
+            "import the transcripts",
+            "emi-transcribe",
+            [str(data), "--transcripts", str(data / TRANSCRIPTS), *common],
+        ),
         "embed text": stages.run(
-            "embed text", f"embed the transcripts ({text_model})", "emi-embed-text",
-            [str(cache), "--model", text_model, "--overwrite", "--quiet", *device_args]),
+            "embed text",
+            f"embed the transcripts ({text_model})",
+            "emi-embed-text",
+            [str(cache), "--model", text_model, "--overwrite", "--quiet", *device_args],
+        ),
         "extract vision": stages.run(
-            "extract vision", f"embed the video at 5 frames/s ({image_model})",
-            "emi-extract", [str(data), "--modality", "vision", "--model", image_model,
-                            "--stream", "vision", "--fps", "5", *common]),
-    }  # fmt: skip
+            "extract vision",
+            f"embed the video at 5 frames/s ({image_model})",
+            "emi-extract",
+            [
+                str(data),
+                "--modality",
+                "vision",
+                "--model",
+                image_model,
+                "--stream",
+                "vision",
+                "--fps",
+                "5",
+                *common,
+            ],
+        ),
+    }
 
 
 def format_table(summary: dict) -> str:
@@ -223,8 +312,10 @@ def format_table(summary: dict) -> str:
         lines = [f"{title:<{width}}{'mean r':>8}" + "".join(f"{s:>9}" for s in short)]
         for name, scores in rows.items():
             label = "control*" if name == "control" else name
-            lines.append(f"{label:<{width}}{scores['mean_r']:>8.3f}"
-                         + "".join(f"{scores[e]:>9.3f}" for e in EMOTIONS))  # fmt: skip
+            lines.append(
+                f"{label:<{width}}{scores['mean_r']:>8.3f}"
+                + "".join(f"{scores[e]:>9.3f}" for e in EMOTIONS)
+            )
         return lines
 
     lines = table("head", summary["valid"], 10)

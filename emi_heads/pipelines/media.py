@@ -150,8 +150,10 @@ def check_windows(window: float, hop: float) -> None:
     if not (math.isfinite(window) and math.isfinite(hop)):
         raise MediaError("--window and --hop must be finite numbers of seconds")
     if window < MIN_WINDOW_SECONDS or hop < MIN_HOP_SECONDS:
-        raise MediaError(f"--window must be at least {MIN_WINDOW_SECONDS} s and --hop at least "
-                         f"{MIN_HOP_SECONDS} s")  # fmt: skip
+        raise MediaError(
+            f"--window must be at least {MIN_WINDOW_SECONDS} s and --hop at least "
+            f"{MIN_HOP_SECONDS} s"
+        )
 
 
 def cut_windows(paths: list[Path], folder: Path, window: float, hop: float) -> MediaSet:
@@ -167,8 +169,10 @@ def cut_windows(paths: list[Path], folder: Path, window: float, hop: float) -> M
     check_windows(window, hop)
     planned = sum(len(window_starts(probe_seconds(p), window, hop)) for p in paths)
     if planned > MAX_WINDOWS:
-        raise MediaError(f"--window {window:g} --hop {hop:g} makes {planned:,} windows (at most "
-                         f"{MAX_WINDOWS:,} a call): a longer hop, or fewer files")  # fmt: skip
+        raise MediaError(
+            f"--window {window:g} --hop {hop:g} makes {planned:,} windows (at most "
+            f"{MAX_WINDOWS:,} a call): a longer hop, or fewer files"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     media = MediaSet(folder, {})
     wanted: set[str] = set()
@@ -210,5 +214,6 @@ def run_stage_one(commands: list[list[str]], progress: bool, cwd: Path | None = 
         try:
             run_command(f"emi-{command[0]}", [*command[1:], *quiet], show=False, cwd=cwd)
         except StepFailed as error:
-            raise MediaError(f"emi {command[0]} failed (exit {error.returncode}); see "
-                             "above") from None  # fmt: skip
+            raise MediaError(
+                f"emi {command[0]} failed (exit {error.returncode}); see above"
+            ) from None

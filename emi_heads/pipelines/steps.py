@@ -25,8 +25,9 @@ class StepFailed(click.ClickException):
         self.returncode = returncode
 
 
-def run_command(stage: str, args: list[str], *, show: bool = True,
-                cwd: Path | None = None) -> float:  # fmt: skip
+def run_command(
+    stage: str, args: list[str], *, show: bool = True, cwd: Path | None = None
+) -> float:
     """Run `stage` (`emi-extract`, `emi-train`, ...) with `args` as a user would type it (a
     subprocess step in `cwd`); its log lines pass through. One-line ClickException when it
     fails. Returns seconds taken."""

@@ -160,13 +160,18 @@ class TrainConfig:
             problems.append("modality_dropout must be in [0, 1)")
         if self.unimodal_epochs < 0 or not 0.0 <= self.encoder_lr_scale <= 1.0:
             problems.append("unimodal_epochs must be >= 0 and encoder_lr_scale in [0, 1]")
-        bad = [n for n in self.l2_normalize.split(",") if n.strip() and
-               not n.strip().startswith("features/")]  # fmt: skip
+        bad = [
+            n
+            for n in self.l2_normalize.split(",")
+            if n.strip() and not n.strip().startswith("features/")
+        ]
         if bad:
             problems.append(f"l2_normalize: {bad[0].strip()} is not a stream (features/NAME)")
         if self.encoder_lr_scale and not self.unimodal_epochs:
-            problems.append("encoder_lr_scale is the fusion stage's rate of two-stage training: "
-                            "give unimodal_epochs too")  # fmt: skip
+            problems.append(
+                "encoder_lr_scale is the fusion stage's rate of two-stage training: "
+                "give unimodal_epochs too"
+            )
         if not 0.0 <= self.warmup_fraction < 1.0:
             problems.append("warmup_fraction must be in [0, 1)")
         if not 0.0 <= self.warmup_epochs <= self.epochs:
@@ -230,9 +235,14 @@ class InputSpec:
             streams = block.get("streams")
             crops = block.get("stream_max_seconds", {})
             crops = tuple((str(k), float(v)) for k, v in crops.items())
-            return cls(bool(block["frames"]), bool(block["vad"]), block["max_seconds"],
-                       None if streams is None else tuple(map(str, streams)), crops,
-                       tuple(map(str, block.get("unit_length", ()))))  # fmt: skip
+            return cls(
+                bool(block["frames"]),
+                bool(block["vad"]),
+                block["max_seconds"],
+                None if streams is None else tuple(map(str, streams)),
+                crops,
+                tuple(map(str, block.get("unit_length", ()))),
+            )
         from emi_heads.heads.settings import head_class
 
         head = head_class(recorded["head"]["head"])
@@ -246,13 +256,15 @@ def input_spec(head: HeadConfig, train: TrainConfig) -> InputSpec:
 
     crops = tuple(stream_crops(train.stream_max_seconds).items())
     unit = tuple(n.strip() for n in train.l2_normalize.split(",") if n.strip())
-    return InputSpec(head.needs_frames, head.use_vad, train.max_seconds, requested_streams(head),
-                     crops, unit)  # fmt: skip
+    return InputSpec(
+        head.needs_frames, head.use_vad, train.max_seconds, requested_streams(head), crops, unit
+    )
 
 
 def stream_crops(spec: str) -> dict[str, float]:
     """`stream_max_seconds` (`features/face=80`) as {input: seconds}, each > 0."""
     from emi_heads.heads.reads import parse_pairs
 
-    return parse_pairs(spec, "stream_max_seconds", "seconds > 0", float,
-                       lambda v: v > 0 and math.isfinite(v))  # fmt: skip
+    return parse_pairs(
+        spec, "stream_max_seconds", "seconds > 0", float, lambda v: v > 0 and math.isfinite(v)
+    )

@@ -246,8 +246,10 @@ def _with_a_frame_each(frames: np.ndarray, offsets: np.ndarray) -> Sequences:
     lengths = np.diff(offsets)
     if (lengths > 0).all():
         return Sequences(torch.from_numpy(frames), torch.from_numpy(offsets.astype(np.int64)))
-    blocks = [frames[a:b] if b > a else np.zeros((1, frames.shape[1]), frames.dtype)
-              for a, b in zip(offsets[:-1], offsets[1:], strict=True)]  # fmt: skip
+    blocks = [
+        frames[a:b] if b > a else np.zeros((1, frames.shape[1]), frames.dtype)
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+    ]
     new_offsets = np.concatenate([[0], np.cumsum(np.maximum(lengths, 1))]).astype(np.int64)
     return Sequences(torch.from_numpy(np.concatenate(blocks)), torch.from_numpy(new_offsets))
 

@@ -14,8 +14,9 @@ def predict(
     model: nn.Module, inputs: Any, *, device: torch.device, batch_size: int = 256
 ) -> np.ndarray:
     """(N, 6) float32 predictions of a head for loaded inputs, in their order."""
-    return predict_outputs(model, inputs, [PREDICTION], device=device,
-                           batch_size=batch_size)[PREDICTION]  # fmt: skip
+    return predict_outputs(model, inputs, [PREDICTION], device=device, batch_size=batch_size)[
+        PREDICTION
+    ]
 
 
 PREDICTION = "prediction"

@@ -70,8 +70,11 @@ def task_for(targets: str, csvs: list[Path], metric: str = "pearson") -> Task:
     first CSV): those columns, the id column the CSVs use, `metric`; in [0, 1] when every
     value of every CSV given is (a sigmoid output fits), else any finite values."""
     first = Path(csvs[0])
-    names = (numeric_columns(first) if targets.strip() == "all"
-             else tuple(t.strip() for t in targets.split(",") if t.strip()))  # fmt: skip
+    names = (
+        numeric_columns(first)
+        if targets.strip() == "all"
+        else tuple(t.strip() for t in targets.split(",") if t.strip())
+    )
     columns, _ = read_csv_rows(first)
     try:
         task = own_task(names, id_column=id_column(columns), metric=metric)
@@ -103,8 +106,12 @@ def read_labels(paths: list[Path] | Path, task: Task = EMI) -> Labels:
             raise LabelError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
         found, dropped = _read_rows(Path(path), rows, key, task)
         if dropped:
-            log.warning("%s: %d row(s) without labels (every target empty or NaN) left out: "
-                        "line(s) %s", path, len(dropped), _rows_text(dropped))  # fmt: skip
+            log.warning(
+                "%s: %d row(s) without labels (every target empty or NaN) left out: line(s) %s",
+                path,
+                len(dropped),
+                _rows_text(dropped),
+            )
         ids += [clip_id for clip_id, _ in found]
         values += [numbers for _, numbers in found]
     duplicated = duplicates(ids)
@@ -138,8 +145,10 @@ def _read_rows(path: Path, rows: list[dict], key: str, task: Task) -> tuple[list
     if empty:
         raise LabelError(f"{path}: empty id ({key}) on line(s) {_rows_text(empty)}")
     if bad:
-        raise LabelError(f"{path}: label values must be {task.range_text()} in every target "
-                         f"column; bad rows (line) {_rows_text(bad)}")  # fmt: skip
+        raise LabelError(
+            f"{path}: label values must be {task.range_text()} in every target "
+            f"column; bad rows (line) {_rows_text(bad)}"
+        )
     return found, dropped
 
 
@@ -148,11 +157,16 @@ def check_train_labels(labels: Labels, what: str = "--train") -> None:
     and no correlation to select by)."""
     if len(labels.ids) < 2:
         return
-    constant = [t for t, sd in zip(labels.task.targets, labels.values.std(axis=0), strict=True)
-                if not sd > 0]  # fmt: skip
+    constant = [
+        t
+        for t, sd in zip(labels.task.targets, labels.values.std(axis=0), strict=True)
+        if not sd > 0
+    ]
     if constant:
-        raise LabelError(f"{what}: target(s) {', '.join(constant)} take one value in every "
-                         "training clip: nothing to learn")  # fmt: skip
+        raise LabelError(
+            f"{what}: target(s) {', '.join(constant)} take one value in every "
+            "training clip: nothing to learn"
+        )
 
 
 def align_to_cache(

@@ -31,8 +31,9 @@ def ccc_columns(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(denominator > 1e-12, 2 * covariance / np.maximum(denominator, 1e-12), 0.0)
 
 
-def pearson_columns(predictions: np.ndarray, targets: np.ndarray,
-                    names: tuple[str, ...] = EMI.targets) -> np.ndarray:  # fmt: skip
+def pearson_columns(
+    predictions: np.ndarray, targets: np.ndarray, names: tuple[str, ...] = EMI.targets
+) -> np.ndarray:
     """Pearson r of each column over all clips: (N, K), (N, K) -> (K,) float64.
 
     A column where either side is constant has no correlation: r = 0 there, with a warning,
@@ -61,8 +62,6 @@ def mean_pearson(predictions: np.ndarray, targets: np.ndarray) -> float:
 def format_scores(columns: np.ndarray, task: Task = EMI) -> str:
     """`r 0.512 [Adm 0.40 Amu 0.61 Det 0.55 Emp 0.38 Exc 0.52 Joy 0.61]` (`ccc` for a task
     scored by CCC)."""
-    parts = " ".join(
-        f"{name} {value:.3f}" for name, value in zip(task.short, columns, strict=True)
-    )
+    parts = " ".join(f"{name} {value:.3f}" for name, value in zip(task.short, columns, strict=True))
     metric = "r" if task.metric == "pearson" else task.metric
     return f"{metric} {float(np.mean(columns)):.4f} [{parts}]"

@@ -76,8 +76,9 @@ def load_run_data(
     return RunData(cache_info, (train_labels, train_inputs), valid, sources)
 
 
-def _load_split(cache, paths: list[Path], what: str, spec: InputSpec,
-                task: Task) -> tuple[Labels, Inputs]:  # fmt: skip
+def _load_split(
+    cache, paths: list[Path], what: str, spec: InputSpec, task: Task
+) -> tuple[Labels, Inputs]:
     labels = align_to_cache(read_labels(paths, task), set(cache.ids), cache.skipped, what)
     if not labels.ids:
         raise ValueError(f"{what}: no labelled clip is in the cache")

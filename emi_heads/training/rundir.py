@@ -229,8 +229,9 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     except (ConfigError, TypeError) as error:
         raise RunError(f"{path}: {error}") from None
     if head.outputs != len(task.targets):
-        raise RunError(f"{path}: the head has {head.outputs} outputs for "
-                       f"{len(task.targets)} targets")  # fmt: skip
+        raise RunError(
+            f"{path}: the head has {head.outputs} outputs for {len(task.targets)} targets"
+        )
     mean = config["label_mean"]
     if not (
         isinstance(mean, list)

@@ -28,8 +28,10 @@ class Selection:
             improved = row["valid_r_smoothed"] > self.best_r + self.margin
         if improved:
             self.best_r, self.best_epoch, self.stale = (
-                row.get("valid_r_smoothed", -math.inf), row["epoch"], 0,
-            )  # fmt: skip
+                row.get("valid_r_smoothed", -math.inf),
+                row["epoch"],
+                0,
+            )
         else:
             self.stale += 1
         return improved
@@ -38,8 +40,10 @@ class Selection:
         if not self.history:  # no validation: every epoch is kept
             return f"epoch {self.best_epoch}"
         what = "r" if self.window == 1 else f"{self.window}-epoch mean r"
-        return f"valid r {self.history[-1]:.3f}, best {what} {self.best_r:.3f} (epoch " \
-               f"{self.best_epoch})"  # fmt: skip
+        return (
+            f"valid r {self.history[-1]:.3f}, best {what} {self.best_r:.3f} (epoch "
+            f"{self.best_epoch})"
+        )
 
 
 def smoothed(history: list[float], window: int) -> float:

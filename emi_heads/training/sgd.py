@@ -40,8 +40,17 @@ log = logging.getLogger(__name__)
 
 def epoch_columns(task: Task) -> list[str]:
     """The epoch log's columns: the losses, the valid score, one column per target."""
-    return ["epoch", "loss", "aux_loss", "lr", "valid_loss", "valid_r", "valid_r_smoothed",
-            *[f"r_{t}" for t in task.targets], "seconds"]  # fmt: skip
+    return [
+        "epoch",
+        "loss",
+        "aux_loss",
+        "lr",
+        "valid_loss",
+        "valid_r",
+        "valid_r_smoothed",
+        *[f"r_{t}" for t in task.targets],
+        "seconds",
+    ]
 
 
 @dataclass
@@ -79,8 +88,13 @@ def train_sgd(job: Job) -> Outcome:
     task = job.train[0].task
     epoch_log = EpochLog(run.path / LOG, epoch_columns(task), job.log_to, lambda: run.path)
     selection = Selection(config)
-    bar = tqdm(total=plan.steps_per_epoch * config.epochs, desc="training", unit="step",
-               disable=not job.progress or None, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=plan.steps_per_epoch * config.epochs,
+        desc="training",
+        unit="step",
+        disable=not job.progress or None,
+        dynamic_ncols=True,
+    )
     with bar, logging_redirect_tqdm():
         for epoch in range(1, config.epochs + 1):
             tic = time.perf_counter()
@@ -106,10 +120,12 @@ def train_sgd(job: Job) -> Outcome:
 
 def warn_if_last(best_epoch: int, config: TrainConfig, validated: bool) -> None:
     if validated and best_epoch == config.epochs > 1:
-        log.warning("the best epoch is the last one (%d of %d): the head may be under-trained; "
-                    "try more --epochs or a higher --lr", best_epoch, config.epochs)  # fmt: skip
-
-
+        log.warning(
+            "the best epoch is the last one (%d of %d): the head may be under-trained; "
+            "try more --epochs or a higher --lr",
+            best_epoch,
+            config.epochs,
+        )
 
 
 @contextlib.contextmanager

@@ -36,8 +36,10 @@ def train_branches_first(job) -> list[dict]:
     full lr, the branches at lr x encoder_lr_scale (left out and frozen at 0)."""
     model, config = job.model, job.config
     if not hasattr(model, "unimodal_loss"):
-        raise ValueError(f"--unimodal-epochs: the {job.head.name} head has no per-stream "
-                         "branches to train first (concat-frames has)")  # fmt: skip
+        raise ValueError(
+            f"--unimodal-epochs: the {job.head.name} head has no per-stream "
+            "branches to train first (concat-frames has)"
+        )
     runs = [tuple(model.streams)]
     if config.unimodal_runs == "separate":
         runs = [(name,) for name in model.streams]
@@ -60,30 +62,36 @@ def train_branches(job, streams: tuple[str, ...]) -> None:
     plan = StepPlan.build(model, job.train, stage, job.device, groups, unimodal=streams)
     selection, best_state = Selection(stage), None
     what = "branches" if len(streams) > 1 else streams[0]
-    bar = tqdm(total=plan.steps_per_epoch * stage.epochs, desc=what, unit="step",
-               disable=not job.progress or None, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=plan.steps_per_epoch * stage.epochs,
+        desc=what,
+        unit="step",
+        disable=not job.progress or None,
+        dynamic_ncols=True,
+    )
     with bar:
         for epoch in range(1, stage.epochs + 1):
             row = plan.train_epoch(model, epoch, bar)
             scores = branch_scores(model, job.valid, job.device, streams)
             mean_r = float(np.mean(list(scores.values()))) if scores else math.nan
             shown = "".join(f" {n} r {r:.4f}" for n, r in scores.items())
-            log.info("%s alone, epoch %d/%d loss %.4f%s", what, epoch, stage.epochs,
-                     row["loss"], shown)  # fmt: skip
+            log.info(
+                "%s alone, epoch %d/%d loss %.4f%s", what, epoch, stage.epochs, row["loss"], shown
+            )
             record = {"epoch": epoch, **({"valid_r": mean_r} if scores else {})}
             if selection.update(record) or best_state is None:
                 best_state = {k: v.detach().clone() for k, v in branches.state_dict().items()}
             if scores:
                 plan.end_epoch(mean_r)
                 if selection.stale >= stage.patience:
-                    log.info("%s: early stop, no better valid r for %d epochs", what,
-                             stage.patience)  # fmt: skip
+                    log.info(
+                        "%s: early stop, no better valid r for %d epochs", what, stage.patience
+                    )
                     break
     branches.load_state_dict(best_state)
 
 
-def branch_scores(model, valid, device: torch.device, streams: tuple[str, ...]
-                  ) -> dict[str, float]:  # fmt: skip
+def branch_scores(model, valid, device: torch.device, streams: tuple[str, ...]) -> dict[str, float]:
     """Each branch of `streams`: its mean valid r on its own auxiliary head (empty without
     validation), from one pass over the validation clips."""
     if valid is None:
@@ -106,5 +114,7 @@ def fusion_groups(model, config) -> list[dict]:
         for parameter in branch:
             parameter.requires_grad_(False)
         return [{"params": fusion, "lr": config.lr}]
-    return [{"params": fusion, "lr": config.lr},
-            {"params": branch, "lr": config.lr * config.encoder_lr_scale}]  # fmt: skip
+    return [
+        {"params": fusion, "lr": config.lr},
+        {"params": branch, "lr": config.lr * config.encoder_lr_scale},
+    ]

@@ -78,9 +78,15 @@ class StepPlan:
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None  # stepped per epoch
 
     @classmethod
-    def build(cls, model: Head, train: tuple[Labels, Inputs], config: TrainConfig,
-              device: torch.device, groups: list[dict] | None = None,
-              unimodal: tuple[str, ...] = ()) -> StepPlan:  # fmt: skip
+    def build(
+        cls,
+        model: Head,
+        train: tuple[Labels, Inputs],
+        config: TrainConfig,
+        device: torch.device,
+        groups: list[dict] | None = None,
+        unimodal: tuple[str, ...] = (),
+    ) -> StepPlan:
         """`groups`: AdamW parameter groups (each with its `lr`); default: every parameter.
         `unimodal`: the branches whose own losses stage one trains."""
         labels, inputs = train
@@ -91,19 +97,27 @@ class StepPlan:
             log.info(
                 "%d training clips: an epoch is %d passes (%d steps), so that %d epochs make at "
                 "least %d steps (--min-steps)",
-                len(inputs), passes, steps, config.epochs, config.min_steps,
-            )  # fmt: skip
+                len(inputs),
+                passes,
+                steps,
+                config.epochs,
+                config.min_steps,
+            )
         optimizer = torch.optim.AdamW(  # foreach: one fused update, also on a CPU
-            groups or model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+            groups or model.parameters(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
             foreach=True,
-        )  # fmt: skip
+        )
         plateau = scheduler = None
         if config.lr_schedule == "plateau":  # MimicMetrics' train_stage, lines 649-651
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=0.5, patience=max(3, config.patience // 3))
+                optimizer, mode="max", factor=0.5, patience=max(3, config.patience // 3)
+            )
         else:
             scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda s: lr_factor(s, config, steps))
+                optimizer, lambda s: lr_factor(s, config, steps)
+            )
         options = {
             "loss_fn": parse_loss(config.loss),
             "optimizer": optimizer,
@@ -137,8 +151,13 @@ class StepPlan:
             ramp = min(1.0, epoch / self.config.corr_ramp_epochs)
             self.options["loss_fn"] = parse_loss(self.config.loss, correlation_weight=ramp)
         lengths = self.inputs.lengths if self.config.length_buckets else None
-        batches = [index for _ in range(self.passes) for index in batch_order(
-            len(self.inputs), self.config.batch_size, self.generator, lengths)]  # fmt: skip
+        batches = [
+            index
+            for _ in range(self.passes)
+            for index in batch_order(
+                len(self.inputs), self.config.batch_size, self.generator, lengths
+            )
+        ]
         sums = torch.zeros(2, dtype=torch.float64)
         for index in batches:
             batch = self.inputs.batch(index, self.device)

@@ -77,9 +77,18 @@ def train(
     torch_device = resolve_device(device)
     data = load_run_data(cache_path, train_csvs, valid_csv, input_spec(head_config, train_config))
     return fit(
-        data, out, head_config, train_config, device=torch_device, progress=progress,
-        overwrite=overwrite, preset=preset, command=command, started=started, log_to=log_to,
-    )  # fmt: skip
+        data,
+        out,
+        head_config,
+        train_config,
+        device=torch_device,
+        progress=progress,
+        overwrite=overwrite,
+        preset=preset,
+        command=command,
+        started=started,
+        log_to=log_to,
+    )
 
 
 def fit(
@@ -115,8 +124,9 @@ def fit(
         save_json(run.path / CONFIG, config)
         _describe(model, head_config, data, device)
         trainer = train_sgd if head_config.trained_by_sgd else fit_ridge
-        outcome = trainer(Job(model, data.train, valid, head_config, train_config, run, device,
-                              progress, log_to))  # fmt: skip
+        outcome = trainer(
+            Job(model, data.train, valid, head_config, train_config, run, device, progress, log_to)
+        )
         if not run.published:
             raise RunError(
                 f"{run.final}: no epoch gave a finite validation r, so no weights were kept "
@@ -125,8 +135,13 @@ def fit(
         return _finish(run.path, model, valid, outcome, device, started, train_labels.task)
 
 
-def run_config(data: RunData, head: HeadConfig, train: TrainConfig, preset: str | None,
-               command: list[str] | None) -> dict[str, Any]:  # fmt: skip
+def run_config(
+    data: RunData,
+    head: HeadConfig,
+    train: TrainConfig,
+    preset: str | None,
+    command: list[str] | None,
+) -> dict[str, Any]:
     """What config.json records: the head's own settings, what it reads of a cache (`reads`,
     all that prediction needs), the training config, the labels and where everything came
     from."""
@@ -195,8 +210,11 @@ def _warn_if_collapsed(predictions: np.ndarray, labels: Labels) -> None:
     """Warn when a column's predictions barely vary next to its labels (collapse to the mean)."""
     spread = predictions.std(axis=0) / np.maximum(labels.values.std(axis=0), 1e-12)
     names = labels.task.targets
-    flat = [f"{name} {share:.2f}" for name, share in zip(names, spread, strict=True)
-            if share < COLLAPSE_SHARE]  # fmt: skip
+    flat = [
+        f"{name} {share:.2f}"
+        for name, share in zip(names, spread, strict=True)
+        if share < COLLAPSE_SHARE
+    ]
     if flat:
         log.warning(
             "predictions on validation barely vary (their sd as a share of the labels' sd: %s): "
@@ -239,12 +257,17 @@ def _finish(
                 "valid_r": dict(zip(task.targets, map(float, columns_r), strict=True)),
             }
         )
-        save_predictions(run_dir / "valid_predictions.csv", valid[0].ids, predictions,
-                         (task.id_column, *task.targets))  # fmt: skip
+        save_predictions(
+            run_dir / "valid_predictions.csv",
+            valid[0].ids,
+            predictions,
+            (task.id_column, *task.targets),
+        )
         _warn_if_collapsed(predictions, valid[0])
         plot_scatter(run_dir / "valid_scatter.png", predictions, valid[0].values, task)
-    plot_curves(run_dir / "curves.png", epoch_log.rows, alpha if alpha is not None else best_epoch,
-                task)  # fmt: skip
+    plot_curves(
+        run_dir / "curves.png", epoch_log.rows, alpha if alpha is not None else best_epoch, task
+    )
     save_json(run_dir / METRICS, metrics)
     if columns_r is not None:
         chosen = f"alpha {alpha:g}" if alpha is not None else f"best epoch {best_epoch}"

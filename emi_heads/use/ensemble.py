@@ -62,9 +62,11 @@ def _exported_members(folder: Path) -> list[Member]:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunError(f"{folder / MODEL_INDEX}: not a model index ({error})") from None
     if index.get("format") != MODEL_FORMAT or index.get("format_version") not in MODEL_VERSIONS:
-        raise RunError(f"{folder / MODEL_INDEX}: format {index.get('format')!r} version "
-                       f"{index.get('format_version')!r}; this emi reads {MODEL_FORMAT} version "
-                       f"{', '.join(map(str, MODEL_VERSIONS))}")  # fmt: skip
+        raise RunError(
+            f"{folder / MODEL_INDEX}: format {index.get('format')!r} version "
+            f"{index.get('format_version')!r}; this emi reads {MODEL_FORMAT} version "
+            f"{', '.join(map(str, MODEL_VERSIONS))}"
+        )
     outside = [r for m in members for r in m.runs if r.resolve().parent != folder.resolve()]
     if outside or not members or not all(m.runs for m in members):
         raise RunError(f"{folder / MODEL_INDEX}: members must name runs inside the folder")
@@ -140,8 +142,7 @@ def fit_weights(members: list[Member], labels_csv: Path, task: Task = EMI) -> np
         len(ids),
         labels_csv,
         "\n".join(
-            f"  {m.path}: "
-            + " ".join(f"{e} {w:.2f}" for e, w in zip(task.short, row, strict=True))
+            f"  {m.path}: " + " ".join(f"{e} {w:.2f}" for e, w in zip(task.short, row, strict=True))
             for m, row in zip(members, weights, strict=True)
         ),
     )

@@ -73,8 +73,10 @@ def _check_out(out: Path, runs: list[Path], overwrite: bool) -> None:
     if not overwrite:
         raise RunError(f"{out} exists; --overwrite replaces it")
     if not _is_model_folder(out):
-        raise RunError(f"--out {out} is not an emi model folder; --overwrite replaces only "
-                       f"one of those: give a new folder")  # fmt: skip
+        raise RunError(
+            f"--out {out} is not an emi model folder; --overwrite replaces only "
+            f"one of those: give a new folder"
+        )
 
 
 def _is_model_folder(folder: Path) -> bool:
@@ -176,8 +178,11 @@ def _without_paths(value: Any, moved: dict[str, str]) -> Any:
 def models_needed(configs: dict[str, dict[str, Any]], folder: Path) -> dict[str, str]:
     """Every model the runs' features need (backbones, stream encoders, speech recognizer) as
     the exported folder names them, with its licence where known."""
-    names: list[str] = [config["cache"]["backbone"] for config in configs.values()
-                        if not config["cache"].get("recipe")]  # fmt: skip
+    names: list[str] = [
+        config["cache"]["backbone"]
+        for config in configs.values()
+        if not config["cache"].get("recipe")
+    ]
     for name, config in configs.items():
         if config["cache"].get("recipe"):
             place = ModelPlace(folder, local_paths=False)
@@ -195,9 +200,13 @@ def _score_rows(configs: dict[str, dict[str, Any]], folder: Path, task: Task) ->
         metrics = json.loads(path.read_text()) if path.is_file() else {}
         scores = metrics.get("valid_r") or {}
         mean = metrics.get("valid_mean_r")
-        cells = [name, config["head"]["head"], config.get("preset") or "",
-                 "–" if mean is None else f"{mean:.3f}",
-                 *(f"{scores[e]:.3f}" if e in scores else "–" for e in task.targets)]  # fmt: skip
+        cells = [
+            name,
+            config["head"]["head"],
+            config.get("preset") or "",
+            "–" if mean is None else f"{mean:.3f}",
+            *(f"{scores[e]:.3f}" if e in scores else "–" for e in task.targets),
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
@@ -205,29 +214,81 @@ def _score_rows(configs: dict[str, dict[str, Any]], folder: Path, task: Task) ->
 def _what_it_predicts(task: Task, metric: str, version: str) -> list[str]:
     """The card's title and first paragraph: the task, its targets and its metric."""
     if task.targets == EMI.targets:
-        return ["# Emotional Mimicry Intensity model (EMI)", "",
-                "Predicts six intensities in [0, 1] of a person imitating an emotional video (the "
-                "ABAW challenge's EMI task): " + ", ".join(task.targets) + f". Scored by the mean "
-                f"{metric} over the six. Made with emi {version}."]  # fmt: skip
-    value_range = "any value" if task.value_range is None else (
-        f"values in [{task.value_range[0]:g}, {task.value_range[1]:g}]")  # fmt: skip
-    return [f"# A model of emi, task {task.name}", "",
-            f"Predicts {len(task.targets)} target(s) per recording ({value_range}): "
-            + ", ".join(task.targets) + f". Scored by the mean {metric} over them. Ids: "
-            f"`{task.id_column}`. Made with emi {version}."]  # fmt: skip
+        return [
+            "# Emotional Mimicry Intensity model (EMI)",
+            "",
+            "Predicts six intensities in [0, 1] of a person imitating an emotional video (the "
+            "ABAW challenge's EMI task): " + ", ".join(task.targets) + f". Scored by the mean "
+            f"{metric} over the six. Made with emi {version}.",
+        ]
+    value_range = (
+        "any value"
+        if task.value_range is None
+        else (f"values in [{task.value_range[0]:g}, {task.value_range[1]:g}]")
+    )
+    return [
+        f"# A model of emi, task {task.name}",
+        "",
+        f"Predicts {len(task.targets)} target(s) per recording ({value_range}): "
+        + ", ".join(task.targets)
+        + f". Scored by the mean {metric} over them. Ids: "
+        f"`{task.id_column}`. Made with emi {version}.",
+    ]
+
+
+USE = [
+    "## Use",
+    "",
+    "```bash",
+    "emi predict --model THIS_FOLDER --media recordings/ --out intensities.csv",
+    "emi predict --model THIS_FOLDER --media long.wav --window 10 --hop 5 \\",
+    "    --out over_time.csv",
+    "```",
+    "",
+    "```python",
+    "from emi_heads import load_model",
+    'result = load_model("THIS_FOLDER").predict(["recordings/"])',
+    "```",
+    "",
+]
+RESEARCH_ONLY = [
+    "**Research use only**: a model it needs is licensed CC BY-NC-SA 4.0 (audeering's VAD "
+    "model), so this model is too.",
+    "",
+]
 
 
 def model_card(configs: dict[str, dict[str, Any]], folder: Path, task: Task) -> str:
     """README.md: the Hugging Face metadata block, then what the model is and needs."""
     needed = models_needed(configs, folder)
     research_only = any("NC" in licence for licence in needed.values())
-    rows = _score_rows(configs, folder, task)
     metric = {"pearson": "Pearson r", "ccc": "concordance correlation (CCC)"}[task.metric]
     first = next(iter(configs.values()))
-    digests = first.get("provenance", {}).get("csv_digests", {})
-    commands = [" ".join(c["provenance"]["command"]) for c in configs.values()
-                if c.get("provenance", {}).get("command")]  # fmt: skip
-    return "\n".join([
+    return "\n".join(
+        [
+            *_metadata(research_only, task),
+            *_what_it_predicts(task, metric, str(first.get("emi_version", ""))),
+            "",
+            *USE,
+            "## Validation (the runs, averaged as listed in emi-model.json)",
+            "",
+            "| run | head | preset | mean | " + " | ".join(task.targets) + " |",
+            "|" + " --- |" * (4 + len(task.targets)),
+            *_score_rows(configs, folder, task),
+            "",
+            "## What it needs (its features are made again from your media with these)",
+            "",
+            *(f"- `{name}`: {licence}" for name, licence in needed.items()),
+            "",
+            *(RESEARCH_ONLY if research_only else []),
+            *_provenance(configs),
+        ]
+    )
+
+
+def _metadata(research_only: bool, task: Task) -> list[str]:
+    """The Hugging Face metadata block."""
+    return [
         "---",
         "library_name: emi",
         f"license: {'cc-by-nc-sa-4.0' if research_only else 'mit'}",
@@ -236,32 +297,19 @@ def model_card(configs: dict[str, dict[str, Any]], folder: Path, task: Task) -> 
         f"metrics: [{'pearsonr' if task.metric == 'pearson' else 'ccc'}]",
         "---",
         "",
-        *_what_it_predicts(task, metric, str(first.get("emi_version", ""))),
-        "",
-        "## Use",
-        "",
-        "```bash",
-        "emi predict --model THIS_FOLDER --media recordings/ --out intensities.csv",
-        "emi predict --model THIS_FOLDER --media long.wav --window 10 --hop 5 --out over_time.csv",
-        "```",
-        "",
-        "```python",
-        "from emi_heads import load_model",
-        'result = load_model("THIS_FOLDER").predict(["recordings/"])',
-        "```",
-        "",
-        "## Validation (the runs, averaged as listed in emi-model.json)",
-        "",
-        "| run | head | preset | mean | " + " | ".join(task.targets) + " |",
-        "|" + " --- |" * (4 + len(task.targets)),
-        *rows,
-        "",
-        "## What it needs (its features are made again from your media with these)",
-        "",
-        *(f"- `{name}`: {licence}" for name, licence in needed.items()),
-        "",
-        *(["**Research use only**: a model it needs is licensed CC BY-NC-SA 4.0 (audeering's "
-           "VAD model), so this model is too.", ""] if research_only else []),
+    ]
+
+
+def _provenance(configs: dict[str, dict[str, Any]]) -> list[str]:
+    """The training data's digests and the commands that made the runs."""
+    first = next(iter(configs.values()))
+    digests = first.get("provenance", {}).get("csv_digests", {})
+    commands = [
+        " ".join(c["provenance"]["command"])
+        for c in configs.values()
+        if c.get("provenance", {}).get("command")
+    ]
+    return [
         "## Training data",
         "",
         *(f"- `{name}`: `{digest}`" for name, digest in digests.items()),
@@ -272,7 +320,7 @@ def model_card(configs: dict[str, dict[str, Any]], folder: Path, task: Task) -> 
         *commands,
         "```",
         "",
-    ])  # fmt: skip
+    ]
 
 
 def export_command_main(run_dirs: tuple[str, ...], out: Path, overwrite: bool) -> str:

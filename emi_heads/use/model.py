@@ -67,8 +67,9 @@ class Predictions:
         def write(temporary: Path) -> None:
             with temporary.open("w", newline="") as handle:
                 writer = csv.writer(handle)
-                writer.writerow(["file", *(["start", "end"] if timed else []), *self.labels,
-                                 "reason"])  # fmt: skip
+                writer.writerow(
+                    ["file", *(["start", "end"] if timed else []), *self.labels, "reason"]
+                )
                 for k, name in enumerate(self.names):
                     span = [_number(self.starts[k]), _number(self.ends[k])] if timed else []
                     values = ["" if not np.isfinite(v) else f"{v:.6f}" for v in self.values[k]]
@@ -83,8 +84,12 @@ class EmiModel:
     member weighted per target: equally, by `weights` (`0.7,0.3`), or fitted on the held-out
     predictions of the clips a labelled CSV holds (`fit_weights_on`)."""
 
-    def __init__(self, members: list[Member], weights: str | None = None,
-                 fit_weights_on: str | Path | None = None):  # fmt: skip
+    def __init__(
+        self,
+        members: list[Member],
+        weights: str | None = None,
+        fit_weights_on: str | Path | None = None,
+    ):
         self.members = members
         self.runs = {run: load_run(run) for member in members for run in member.runs}
         self.task = common_task([config for _, config in self.runs.values()])
@@ -96,8 +101,9 @@ class EmiModel:
         """What it predicts: the targets of its runs' task (the six emotions of EMI)."""
         return self.task.targets
 
-    def predict_cache(self, cache: str | Path | list, ids: list[str] | None = None, *,
-                      device: str | None = None) -> Predictions:  # fmt: skip
+    def predict_cache(
+        self, cache: str | Path | list, ids: list[str] | None = None, *, device: str | None = None
+    ) -> Predictions:
         """The clips `ids` (default: all) of a cache (or one cache per backbone); a clip that
         cannot be predicted gets NaN and its reason."""
         paths = cache if isinstance(cache, list) else [cache]
@@ -107,8 +113,9 @@ class EmiModel:
             ids = list(first.ids) if ids is None else list(ids)
             present = [i for i in ids if all(c.has_clip(i) for c in caches.values())]
             reasons_of = {k: v for c in caches.values() for k, v in c.skipped.items()}
-            total = average(self.members, self.weights, self.runs, caches, present,
-                            resolve_device(device))  # fmt: skip
+            total = average(
+                self.members, self.weights, self.runs, caches, present, resolve_device(device)
+            )
             total = total.reshape(len(present), len(self.labels))
             reasons_of.update(self._nothing_to_read(caches, present))
         finally:
@@ -138,8 +145,10 @@ class EmiModel:
             for name in names:
                 mask = cache.stream_view(name).present
                 held |= np.ones(len(ids), bool) if mask is None else mask[()][rows]
-            why = (f"none of the streams {run.name} reads ({', '.join(names)}) could be made "
-                   "for it (does the file have the track they come from?)")  # fmt: skip
+            why = (
+                f"none of the streams {run.name} reads ({', '.join(names)}) could be made "
+                "for it (does the file have the track they come from?)"
+            )
             found.update({i: why for i, ok in zip(ids, held, strict=True) if not ok})
         return found
 
@@ -174,8 +183,9 @@ class EmiModel:
         except LockedError as error:
             raise MediaError(str(error)) from None
         try:
-            return self._predict_in(work, files, recipes, window, hop, device, progress,
-                                    trust_remote_code)  # fmt: skip
+            return self._predict_in(
+                work, files, recipes, window, hop, device, progress, trust_remote_code
+            )
         finally:
             lock.release()
 
@@ -188,8 +198,9 @@ class EmiModel:
         for fingerprint, recipe in recipes.items():  # a cache's name never comes from a run
             name = hashlib.blake2b(fingerprint.encode(), digest_size=8).hexdigest()
             cache = work / f"{'windows-' if window else ''}{name}.h5"
-            commands[cache] = stage_one_commands(recipe, media.folder, cache,
-                                                 trust_remote_code=trusted)  # fmt: skip
+            commands[cache] = stage_one_commands(
+                recipe, media.folder, cache, trust_remote_code=trusted
+            )
         for recipe in recipes.values():
             for role, model in recipe.models():
                 log.info("stage one loads %s: %s", role, model)
@@ -271,12 +282,20 @@ def load_model(*sources: str | Path, weights: str | None = None) -> EmiModel:
     return EmiModel(expand_members([local_source(s) for s in sources]), weights)
 
 
-def predict_media(sources: list[str | Path], media: list[str | Path], out: str | Path, *,
-                  window: float | None = None, hop: float | None = None,
-                  work: str | Path | None = None, device: str | None = None,
-                  progress: bool = True, weights: str | None = None,
-                  fit_weights_on: str | Path | None = None,
-                  trust_remote_code: bool = False) -> str:  # fmt: skip
+def predict_media(
+    sources: list[str | Path],
+    media: list[str | Path],
+    out: str | Path,
+    *,
+    window: float | None = None,
+    hop: float | None = None,
+    work: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    weights: str | None = None,
+    fit_weights_on: str | Path | None = None,
+    trust_remote_code: bool = False,
+) -> str:
     """`emi predict --media`: the CSV `out` (and with a window a plot per file beside it);
     returns the line that says what was written."""
     out = Path(out)
@@ -284,9 +303,15 @@ def predict_media(sources: list[str | Path], media: list[str | Path], out: str |
     work = Path(work) if work is not None else out.with_name(f"{out.stem}-features")
     model = EmiModel(expand_members([local_source(s) for s in sources]), weights, fit_weights_on)
     result = model.predict(
-        media, work=work, window=window, hop=hop, device=device, progress=progress,
-        trust_remote_code=trust_remote_code, out=out,
-    )  # fmt: skip
+        media,
+        work=work,
+        window=window,
+        hop=hop,
+        device=device,
+        progress=progress,
+        trust_remote_code=trust_remote_code,
+        out=out,
+    )
     result.to_csv(out)
     failed = sum(1 for reason in result.reasons if reason)
     line = f"{out}: {len(result.names)} rows"
@@ -310,8 +335,13 @@ def _plot_files(result: Predictions, plots: Path, task: Task) -> None:
         if stems.count(stem) > 1:
             stem = "__".join(Path(name).resolve().relative_to(shared).with_suffix("").parts)
         rows = [k for k, n in enumerate(result.names) if n == name]
-        plot_over_time(plots / f"{stem}.png", Path(name).name,
-                       [result.starts[k] for k in rows], result.values[rows], task)  # fmt: skip
+        plot_over_time(
+            plots / f"{stem}.png",
+            Path(name).name,
+            [result.starts[k] for k in rows],
+            result.values[rows],
+            task,
+        )
 
 
 def split_media(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:

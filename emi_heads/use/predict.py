@@ -85,23 +85,35 @@ def predict_submission(
     finally:
         for cache in caches.values():
             cache.close()
+    predictions, missing = _completed(ids, present, total, runs, skipped, out)
+    values = clip_to_range(np.array([predictions[i] for i in ids]), task)
+    header = SUBMISSION_HEADER if task.submission else (task.id_column, *task.targets)
+    save_predictions(Path(out), ids, values, header)
+    scores = _score(values, ids, Path(ids_csv), Path(out).name, task)
+    return PredictResult(Path(out), len(ids), missing, scores, len(runs), task)
+
+
+def _completed(ids, present, total, runs, skipped, out) -> tuple[dict, list[str]]:
+    """Each id's prediction: the ensemble's where the caches hold it, else the runs' training
+    label mean (logged, with the reason each was skipped); refused when any is not finite."""
     non_finite = [present[k] for k in np.flatnonzero(~np.isfinite(total).all(axis=1))]
     if non_finite:
-        raise RunError(f"non-finite predictions for {len(non_finite)} id(s) "
-                       f"({summarise_ids(non_finite, 5)}); {out} was not written")  # fmt: skip
+        raise RunError(
+            f"non-finite predictions for {len(non_finite)} id(s) "
+            f"({summarise_ids(non_finite, 5)}); {out} was not written"
+        )
     predictions = dict(zip(present, total, strict=True))
     missing = [i for i in ids if i not in predictions]
     if missing:
         fallback = np.mean([config["label_mean"] for _, config in runs.values()], axis=0)
         predictions.update({clip_id: fallback for clip_id in missing})
         reasons = [f"{i} ({skipped[i]})" if i in skipped else i for i in missing]
-        log.warning("%d id(s) not in the cache get the training label mean: %s", len(missing),
-                    summarise_ids(reasons))  # fmt: skip
-    values = clip_to_range(np.array([predictions[i] for i in ids]), task)
-    header = SUBMISSION_HEADER if task.submission else (task.id_column, *task.targets)
-    save_predictions(Path(out), ids, values, header)
-    scores = _score(values, ids, Path(ids_csv), Path(out).name, task)
-    return PredictResult(Path(out), len(ids), missing, scores, len(runs), task)
+        log.warning(
+            "%d id(s) not in the cache get the training label mean: %s",
+            len(missing),
+            summarise_ids(reasons),
+        )
+    return predictions, missing
 
 
 def clip_to_range(values: np.ndarray, task: Task) -> np.ndarray:
@@ -123,8 +135,9 @@ def _present(ids: list[str], caches: dict, ids_csv: str | Path) -> list[str]:
     return present
 
 
-def member_weights(members: list, weights: str | None, fit_on: str | Path | None,
-                   task: Task = EMI) -> np.ndarray:  # fmt: skip
+def member_weights(
+    members: list, weights: str | None, fit_on: str | Path | None, task: Task = EMI
+) -> np.ndarray:
     """(members, K): given (`--weights`), fitted on a labelled split, or equal."""
     if weights is not None and fit_on is not None:
         raise RunError("give --weights or --fit-weights, not both")
@@ -135,8 +148,9 @@ def member_weights(members: list, weights: str | None, fit_on: str | Path | None
     return np.full((len(members), len(task.targets)), 1 / len(members))
 
 
-def _score(values: np.ndarray, ids: list[str], ids_csv: Path, name: str,
-           task: Task) -> np.ndarray | None:  # fmt: skip
+def _score(
+    values: np.ndarray, ids: list[str], ids_csv: Path, name: str, task: Task
+) -> np.ndarray | None:
     """(K,) score of the written predictions when the ids file has labels (a validation
     split)."""
     if not has_labels(ids_csv, task):
@@ -149,8 +163,9 @@ def _score(values: np.ndarray, ids: list[str], ids_csv: Path, name: str,
     return scores
 
 
-def average(members, member_weights: np.ndarray, runs: dict, caches: dict, ids: list[str],
-            device) -> np.ndarray:  # fmt: skip
+def average(
+    members, member_weights: np.ndarray, runs: dict, caches: dict, ids: list[str], device
+) -> np.ndarray:
     """(len(ids), K) float64: each member's runs averaged, the members weighted per target;
     each run reads the cache of its backbone (`caches`: fingerprint -> open cache)."""
     loaded: dict[tuple, object] = {}  # runs that read the same inputs share one load

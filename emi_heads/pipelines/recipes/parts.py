@@ -40,32 +40,73 @@ class Recipe:
 
 
 DATA, CACHE, RUN = "{data}", "{cache}", "{run}"
-EXTRACT_AUDIO = Step("audio", ("extract", DATA, "--model", "{audio_model}", "--out", CACHE),
-                     "cache")  # fmt: skip
-TRANSCRIBE = Step("transcripts", ("transcribe", DATA, "--model", "{asr_model}", "--out", CACHE),
-                  "transcripts", when="!transcripts")  # fmt: skip
+EXTRACT_AUDIO = Step(
+    "audio", ("extract", DATA, "--model", "{audio_model}", "--out", CACHE), "cache"
+)
+TRANSCRIBE = Step(
+    "transcripts",
+    ("transcribe", DATA, "--model", "{asr_model}", "--out", CACHE),
+    "transcripts",
+    when="!transcripts",
+)
 IMPORT_TRANSCRIPTS = Step(
-    "transcripts", ("transcribe", DATA, "--transcripts", "{transcripts}", "--out", CACHE),
-    "transcripts", when="transcripts",
-)  # fmt: skip
+    "transcripts",
+    ("transcribe", DATA, "--transcripts", "{transcripts}", "--out", CACHE),
+    "transcripts",
+    when="transcripts",
+)
 
 
 def face_step(*extra: str) -> Step:
     """The image encoder on the face, `fps` samples a second (`extra`: its other options)."""
-    return Step("face", ("extract", DATA, "--modality", "vision", "--model", "{image_model}",
-                         "--stream", "face", "--fps", "{fps}", "--crop", "{crop}", *extra,
-                         "--out", CACHE), "stream:face")  # fmt: skip
+    return Step(
+        "face",
+        (
+            "extract",
+            DATA,
+            "--modality",
+            "vision",
+            "--model",
+            "{image_model}",
+            "--stream",
+            "face",
+            "--fps",
+            "{fps}",
+            "--crop",
+            "{crop}",
+            *extra,
+            "--out",
+            CACHE,
+        ),
+        "stream:face",
+    )
 
 
-PREDICT = Step("submission", ("predict", RUN, "--cache", CACHE, "--ids", "{data}/test_split.csv",
-                              "--out", "{submission}"), "submission")  # fmt: skip
-TRAIN = ("train", CACHE, "--train", "{data}/train_split.csv", "--valid",
-         "{data}/valid_split.csv", "--out", RUN, "--seed", "{seed}")  # fmt: skip
+PREDICT = Step(
+    "submission",
+    ("predict", RUN, "--cache", CACHE, "--ids", "{data}/test_split.csv", "--out", "{submission}"),
+    "submission",
+)
+TRAIN = (
+    "train",
+    CACHE,
+    "--train",
+    "{data}/train_split.csv",
+    "--valid",
+    "{data}/valid_split.csv",
+    "--out",
+    RUN,
+    "--seed",
+    "{seed}",
+)
 
 
 def text_step(*extra: str) -> Step:
-    return Step("text", ("embed-text", CACHE, "--model", "{text_model}", "--stream", "text",
-                         *extra), "stream:text")  # fmt: skip
+    return Step(
+        "text",
+        ("embed-text", CACHE, "--model", "{text_model}", "--stream", "text", *extra),
+        "stream:text",
+    )
 
 
 def train_step(*options: str) -> Step:
@@ -81,8 +122,16 @@ def media_steps(text: tuple[str, ...] = (), face: tuple[str, ...] = ()) -> tuple
 
 def media_settings(**models: str) -> dict[str, str]:
     """The settings every multimodal recipe has, its own models and knobs over them."""
-    return {"audio_model": VAD_MODEL_ID, "asr_model": ASR_MODEL_ID, "transcripts": "",
-            "fps": "5", "crop": "face", "epochs": "30", "seed": "0", **models}  # fmt: skip
+    return {
+        "audio_model": VAD_MODEL_ID,
+        "asr_model": ASR_MODEL_ID,
+        "transcripts": "",
+        "fps": "5",
+        "crop": "face",
+        "epochs": "30",
+        "seed": "0",
+        **models,
+    }
 
 
 def preset_options(name: str) -> tuple[str, ...]:
@@ -103,5 +152,3 @@ def training_of(preset: str, *, without: tuple[str, ...] = ("epochs",)) -> tuple
         else:  # None: the option's 0 (max_seconds: all; ema_decay: tied to the run)
             options += [flag, "0" if value is None else str(value)]
     return tuple(options)
-
-

@@ -62,8 +62,10 @@ def parse_sets(recipe: Recipe, pairs: tuple[str, ...]) -> dict[str, str]:
         except ValueError as error:
             raise RecipeError(str(error)) from None
         if key not in recipe.settings:
-            raise RecipeError(f"--set {key}: not a setting of {recipe.name} (its "
-                              f"settings: {', '.join(recipe.settings)})")  # fmt: skip
+            raise RecipeError(
+                f"--set {key}: not a setting of {recipe.name} (its "
+                f"settings: {', '.join(recipe.settings)})"
+            )
         overrides[key] = _checked_value(key, value, recipe.settings[key])
     return overrides
 
@@ -96,8 +98,12 @@ def plan(
 ) -> list[Planned]:
     """The recipe's steps with every `{key}` filled in, each marked done when the ledger holds
     that exact command and what it makes is still there."""
-    places = {"data": data.rstrip("/") or "/", "cache": str(out / "cache.h5"),
-              "run": str(out / "run"), "submission": str(out / "submission.csv")}  # fmt: skip
+    places = {
+        "data": data.rstrip("/") or "/",
+        "cache": str(out / "cache.h5"),
+        "run": str(out / "run"),
+        "submission": str(out / "submission.csv"),
+    }
     settings = {**recipe.settings, **overrides, **places}
     remote = [key for key in recipe.remote_code if settings[key] == recipe.settings[key]]
     if remote and not trust_remote_code:
@@ -206,11 +212,14 @@ def read_ledger(out: Path, recipe: Recipe) -> dict[str, list[str]]:
     if not isinstance(steps, dict) or not all(
         isinstance(v, list) and all(isinstance(a, str) for a in v) for v in steps.values()
     ):
-        raise RecipeError(f"{path} is not a recipe ledger (steps must map names to commands); "
-                          "remove it")  # fmt: skip
+        raise RecipeError(
+            f"{path} is not a recipe ledger (steps must map names to commands); remove it"
+        )
     if ledger.get("recipe") != recipe.name:
-        raise RecipeError(f"{out} holds the recipe {ledger.get('recipe')!r}, not {recipe.name}: "
-                          "one --out holds one recipe; give another --out")  # fmt: skip
+        raise RecipeError(
+            f"{out} holds the recipe {ledger.get('recipe')!r}, not {recipe.name}: "
+            "one --out holds one recipe; give another --out"
+        )
     return steps
 
 
@@ -261,8 +270,10 @@ def run_recipe(
         try:
             run_command(f"emi-{argv[0]}", [*argv[1:], *quiet], show=False)
         except click.ClickException as error:
-            raise RecipeError(f"step {item.step.name}: {error.format_message()}; the steps "
-                              "before it are kept: re-run to continue") from None  # fmt: skip
+            raise RecipeError(
+                f"step {item.step.name}: {error.format_message()}; the steps "
+                "before it are kept: re-run to continue"
+            ) from None
         ran = True
         record(out, recipe, item.step, item.argv)
     return out / "submission.csv"
