@@ -423,3 +423,62 @@ def test_cls_pooling_dropped_special_tokens_and_a_stand_in_for_empty_transcripts
         embed_text_command, cache, "--model", tiny_bert, "--empty-text", "x" * 80, ok=False
     )
     assert bad.exit_code == 2 and "--empty-text must be printable" in bad.output
+
+
+SENTENCE_POOLING = """
+import sys
+from emi_features.text.embed import sentence_pooling
+print(sentence_pooling(sys.argv[1]), sentence_pooling("example/plain-encoder"))
+"""
+
+
+def test_a_sentence_transformers_model_by_hub_id_is_pooled_as_it_says(tiny_bert, tmp_path):
+    """Its modules.json and 1_Pooling/config.json are read from the Hugging Face cache when it
+    is named by its hub id (offline), as they are from a folder; a repository without them,
+    or one not in the cache, is a plain encoder (the mean over its tokens)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from twins import lay_into_hub_cache
+
+    folder = tmp_path / "st"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_Pooling",
+                    "type": "sentence_transformers.models.Pooling",
+                },
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize",
+                },
+            ]
+        )
+    )
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    home = tmp_path / "hf"
+    lay_into_hub_cache(home, "example/sentence-cls", folder)
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", SENTENCE_POOLING, "example/sentence-cls"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "('cls', True) ('mean', False)"

@@ -1,7 +1,8 @@
 """`emi embed-text CACHE.h5 [--model ENCODER] [--name text] [--tokens]`: the cache's transcripts
 embedded by a Hugging Face text encoder into `/features/NAME`.
 
-A sentence-transformers folder is pooled as it says (`1_Pooling/config.json`: CLS or mean, and
+A sentence-transformers model (a folder, or a hub id: its files on the hub or in the local
+Hugging Face cache) is pooled as it says (`1_Pooling/config.json`: CLS or mean, and
 L2-normalised when it has a Normalize module); any other encoder by the mean of its last hidden
 state over the attention mask. A clip with no transcript, or an empty one (silence,
 non-speech), is recorded as missing from the stream, never embedded from an empty string. With
@@ -25,7 +26,13 @@ from emi_features.audio.backbones import state_fingerprint
 from emi_features.cache.attach import attach_streams, ready_to_rewrite, refuse_existing
 from emi_features.cache.reader import CacheError, open_cache
 from emi_features.cache.streams import check_stream_name, clip_stream, frame_stream
-from emi_features.core.hub import TINY_RANDOM, load_error, pretrained_options, resolve_model
+from emi_features.core.hub import (
+    TINY_RANDOM,
+    is_offline,
+    load_error,
+    pretrained_options,
+    resolve_model,
+)
 from emi_features.core.models import TEXT_MODEL_ID
 from emi_features.text.settings import TextSettings
 
@@ -33,21 +40,40 @@ log = logging.getLogger(__name__)
 MAX_TOKENS = 512
 
 
-def sentence_pooling(model: str) -> tuple[str, bool]:
-    """("cls" or "mean", normalise?) from a sentence-transformers folder; ("mean", False)
-    for a plain encoder."""
-    folder = Path(model)
-    modules_file = folder / "modules.json"
-    if not modules_file.is_file():
+def sentence_pooling(model: str, offline: bool = False) -> tuple[str, bool]:
+    """("cls" or "mean", normalise?) as a sentence-transformers model says (`modules.json`,
+    `1_Pooling/config.json`), in a local folder or on the hub (its cached copy when offline);
+    ("mean", False) for a plain encoder."""
+    modules_text = _model_file(model, "modules.json", offline)
+    if modules_text is None:
         return "mean", False
-    modules = json.loads(modules_file.read_text())
+    modules = json.loads(modules_text)
     normalise = any(m.get("type", "").endswith("Normalize") for m in modules)
     pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
     mode = "mean"
     if pooling is not None:
-        config = json.loads((folder / pooling["path"] / "config.json").read_text())
-        mode = "cls" if config.get("pooling_mode_cls_token") else "mean"
+        config_text = _model_file(model, f"{pooling['path']}/config.json", offline) or "{}"
+        mode = "cls" if json.loads(config_text).get("pooling_mode_cls_token") else "mean"
     return mode, normalise
+
+
+def _model_file(model: str, name: str, offline: bool) -> str | None:
+    """The text of the file `name` of a model folder or hub repository (None: it has none)."""
+    if Path(model).is_dir():
+        path = Path(model) / name
+        return path.read_text() if path.is_file() else None
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(
+            model,
+            name,
+            local_files_only=is_offline(offline),
+            _raise_exceptions_for_missing_entries=False,
+        )
+    except (OSError, ValueError):
+        return None
+    return Path(found).read_text() if found else None
 
 
 # Encoders whose position ids start after the padding index (RoBERTa's scheme): they hold
@@ -99,10 +125,8 @@ class TextEncoder:
             raise load_error(model, "text", offline, error, [TINY_RANDOM]) from error
         if settings.pooling != "auto":
             self.pooling, self.normalise = settings.pooling, False
-        elif Path(model).is_dir():
-            self.pooling, self.normalise = sentence_pooling(model)
         else:
-            self.pooling, self.normalise = "mean", False
+            self.pooling, self.normalise = sentence_pooling(model, offline)
         self.drop_special = settings.special_tokens == "drop"
         self.device = device
         self.max_tokens = token_limit(self.tokenizer.model_max_length, self.network.config)
