@@ -159,6 +159,11 @@ def measure(cache: Path, options: list[str], out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=300)
+    parser.add_argument(
+        "--heads",
+        default="",
+        help="Comma-separated words a head's row must contain to run (default: every head).",
+    )
     parser.add_argument("--write", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write is not None:  # in a process of its own: its peak is not the runs' peak
@@ -174,7 +179,10 @@ def main() -> None:
             [sys.executable, __file__, "--write", str(caches[name]), str(clips)], check=True
         )
     rows = []
+    chosen = [w.strip() for w in args.heads.split(",") if w.strip()]
     for head, options in HEADS.items():
+        if chosen and not any(word in head for word in chosen):
+            continue
         small = measure(caches["half"], options, work / "run")
         large = measure(caches["full"], options, work / "run")
         per_clip = {

@@ -384,3 +384,37 @@ def test_masked_attention_pooling_ignores_padding_and_learns(synthetic, tmp_path
     weights = load_file(str(out / "weights.safetensors"))
     assert "attention.frames.score.weight" in weights
     assert json.loads((out / "metrics.json").read_text())["valid_mean_r"] > 0.5
+
+
+def test_pooling_in_blocks_gives_what_pooling_everything_at_once_gives(monkeypatch):
+    """A stream's and the frames' clip statistics are pooled a block of clips at a time (memory
+    bounded by the block, not the cache); blocks of a few rows give the same numbers, cropped
+    or not, clips of no frames included."""
+    import emi_heads.training.pooled_stats as pooled
+    from emi_heads.training.data import _pooled_in_blocks, _read_clip_rows
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 0, 9, 1, 30, 2])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    frames = rng.standard_normal((int(offsets[-1]), 4)).astype(np.float16)
+    rows = [4, 0, 1, 2, 5]
+
+    class Dataset:  # h5py's read_direct and shape, on an array
+        shape = frames.shape
+        dtype = frames.dtype
+
+        def read_direct(self, out, source, target):
+            out[target] = frames[source]
+
+    for crop in (None, 6):
+        everything, at_once = _read_clip_rows(Dataset(), offsets, rows, crop)
+        expected = pooled.pooled_stats(everything, np.diff(at_once))
+        monkeypatch.setattr(pooled, "BLOCK_BYTES", 4 * 4 * 7)  # 7 rows a block
+        import emi_heads.training.data as data
+
+        monkeypatch.setattr(data, "block_rows", pooled.block_rows)
+        np.testing.assert_allclose(
+            _pooled_in_blocks(Dataset(), offsets, rows, crop), expected, rtol=1e-6, atol=1e-6
+        )
+        monkeypatch.undo()
+    assert pooled.block_rows(1024) == (64 << 20) // 4096

@@ -22,7 +22,7 @@ from emi_features.cache.schema import FEATURES, FRAME_VAD, FRAMES, MEAN, VAD, VA
 from emi_features.cache.streams import CLIP
 from emi_heads.heads.reads import LAYERS
 from emi_heads.training.config import InputSpec
-from emi_heads.training.pooled_stats import cache_frame_stats, pooled_stats
+from emi_heads.training.pooled_stats import block_rows, cache_frame_stats, pooled_stats
 
 
 def _read_clip_rows(
@@ -41,6 +41,26 @@ def _read_clip_rows(
                 out, np.s_[start : start + lengths[k]], np.s_[offsets[k] : offsets[k + 1]]
             )
     return out, offsets
+
+
+def _pooled_in_blocks(
+    dataset, source_offsets: np.ndarray, rows: list[int], max_frames: int | None
+) -> np.ndarray:
+    """(len(rows), 2d) float32: each clip's cropped frames' mean and sd, read a block of clips
+    at a time (`block_rows`), so that pooling a stream never holds more than a block of it."""
+    lengths = np.diff(source_offsets)[rows]
+    if max_frames is not None:
+        lengths = np.minimum(lengths, max_frames)
+    out = np.zeros((len(rows), 2 * dataset.shape[1]), dtype=np.float32)
+    limit, first = block_rows(dataset.shape[1]), 0
+    while first < len(rows):
+        last = first + 1
+        while last < len(rows) and lengths[first : last + 1].sum() <= limit:
+            last += 1
+        frames, offsets = _read_clip_rows(dataset, source_offsets, rows[first:last], max_frames)
+        out[first:last] = pooled_stats(frames, np.diff(offsets))
+        first = last
+    return out
 
 
 @dataclass
@@ -223,10 +243,10 @@ def load_inputs(cache: FeatureCache, ids: list[str], spec: InputSpec) -> Inputs:
             crop = None if seconds is None else max(1, int(seconds * rate))
             if stream.attrs.get("unit") == "token":  # text tokens: no seconds to crop by
                 crop = None
-            extra, extra_offsets = _read_clip_rows(stream.frames, stream.offsets, rows, crop)
-            values = pooled_stats(extra, np.diff(extra_offsets))
             if spec.need_frames:  # sequence heads read the stream's frames too
+                extra, extra_offsets = _read_clip_rows(stream.frames, stream.offsets, rows, crop)
                 sequences[f"{FEATURES}/{name}"] = _with_a_frame_each(extra, extra_offsets)
+            values = _pooled_in_blocks(stream.frames, stream.offsets, rows, crop)
         vectors[f"{FEATURES}/{name}"] = torch.from_numpy(np.asarray(values, dtype=np.float32))
     return Inputs(
         ids=list(ids),

@@ -20,7 +20,13 @@ from emi_features.cache.atomic import atomic_path
 from emi_features.cache.reader import FeatureCache
 
 log = logging.getLogger(__name__)
-BLOCK_ROWS = 1 << 20  # frames per read: bounded memory whatever the cache size
+BLOCK_BYTES = 64 << 20  # float32 bytes of frames per block: memory bounded by the width too
+
+
+def block_rows(width: int) -> int:
+    """Frames per block of a `width`-wide group: BLOCK_BYTES of float32 (at least one row);
+    pooling a block holds about four such copies (the rows, centred, squared, the read)."""
+    return max(1, BLOCK_BYTES // (4 * max(1, width)))
 
 
 def pooled_stats(frames: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -41,10 +47,11 @@ def _compute(dataset, offsets: np.ndarray, max_frames: int | None) -> np.ndarray
     """Stats of every clip, reading the group in contiguous blocks of whole clips."""
     count = len(offsets) - 1
     out = np.zeros((count, 2 * dataset.shape[1]), dtype=np.float32)
+    limit = block_rows(dataset.shape[1])
     first = 0
     while first < count:
         last = first + 1
-        while last < count and offsets[last + 1] - offsets[first] <= BLOCK_ROWS:
+        while last < count and offsets[last + 1] - offsets[first] <= limit:
             last += 1
         block = dataset[offsets[first] : offsets[last]]
         lengths = np.diff(offsets[first : last + 1])
