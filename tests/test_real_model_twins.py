@@ -70,6 +70,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_the_default_backbone_loads_by_name_offline(hub_home):
     """`load_backbone(VAD_MODEL_ID)` with the hub offline finds the twin in the cache, reads it
     as the VAD model (by its published architecture name), and its frames equal the twin's own

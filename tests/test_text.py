@@ -432,6 +432,7 @@ print(sentence_pooling(sys.argv[1]), sentence_pooling("example/plain-encoder"))
 """
 
 
+@pytest.mark.slow
 def test_a_sentence_transformers_model_by_hub_id_is_pooled_as_it_says(tiny_bert, tmp_path):
     """Its modules.json and 1_Pooling/config.json are read from the Hugging Face cache when it
     is named by its hub id (offline), as they are from a folder; a repository without them,
