@@ -37,62 +37,23 @@ print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
                   "seconds": time.perf_counter() - started}))
 """
 ONE_EPOCH = ["--epochs", "1", "--min-steps", "0"]
+RECIPE_HEADS = ("hallmen-2025", "casia-2026", "mimicmetrics-2026")  # their heads, one epoch
 HEADS = {
     "ridge (frame stats, mean)": ["--head", "ridge", "--inputs", "frame_stats,mean"],
     "concat (default inputs: every stream pooled)": ["--head", "concat", *ONE_EPOCH],
-    "hallmen-2025 head (streams-lstm)": [
-        "--head",
-        "streams-lstm",
-        "--inputs",
-        "frames,features/face,features/text",
-        "--hidden",
-        "0",
-        "--stream-hidden",
-        "features/face=768",
-        "--mlp-hidden",
-        "1027",
-        "--no-mean",
-        "--stream-max-seconds",
-        "features/face=80",
-        *ONE_EPOCH,
-    ],
-    "casia-2026 head (concat-frames)": [
-        "--preset",
-        "concat-2026",
-        "--inputs",
-        "features/face,features/wavlm,features/text-tokens",
-        "--stream-aux-weights",
-        "features/face=0.20,features/wavlm=0.35,features/text-tokens=0.45",
-        *ONE_EPOCH,
-    ],
-    "mimicmetrics-2026 head (two stages)": [
-        "--head",
-        "concat-frames",
-        "--inputs",
-        "features/text,frames,features/face",
-        "--frame-pool",
-        "attention",
-        "--branch-layout",
-        "pool-project",
-        "--pool-steps",
-        "0",
-        "--branch-dim",
-        "384",
-        "--mlp-hidden",
-        "384",
-        "--vad-latent",
-        "off",
-        "--unimodal-epochs",
-        "1",
-        "--unimodal-runs",
-        "separate",
-        "--encoder-lr-scale",
-        "0.05",
-        "--max-seconds",
-        "0",
-        *ONE_EPOCH,
-    ],
 }
+
+
+def recipe_options(name: str) -> list[str]:
+    """The recipe's own `emi train` options (after its data and run folder), one epoch of each
+    stage: the bench's cache names its streams as the recipes do."""
+    from emi_heads.pipelines.recipes.book import RECIPES
+    from emi_heads.pipelines.recipes.run import plan
+
+    settings = {"unimodal_epochs": "1"}
+    planned = plan(RECIPES[name], "DATA", Path("OUT"), settings, trust_remote_code=True)
+    argv = next(item.argv for item in planned if item.step.name == "train")
+    return [*argv[argv.index("--seed") :], *ONE_EPOCH]
 
 
 def write_cache(path: Path, clips: int, seed: int = 0) -> None:
@@ -180,7 +141,8 @@ def main() -> None:
         )
     rows = []
     chosen = [w.strip() for w in args.heads.split(",") if w.strip()]
-    for head, options in HEADS.items():
+    heads = {**HEADS, **{f"{name} head": recipe_options(name) for name in RECIPE_HEADS}}
+    for head, options in heads.items():
         if chosen and not any(word in head for word in chosen):
             continue
         small = measure(caches["half"], options, work / "run")

@@ -121,6 +121,25 @@ def tiny_bert(tmp_path_factory) -> Path:
     return save_tiny_text_encoder(tmp_path_factory.mktemp("tiny-bert"), WORDS, width=16)
 
 
+def sentence_transformers_folder(encoder: Path, folder: Path) -> Path:
+    """`encoder` as a sentence-transformers model in `folder`: Transformer, Pooling (CLS) and
+    Normalize modules, as `modules.json` and `1_Pooling/config.json` lay them out."""
+    import shutil
+
+    shutil.copytree(encoder, folder)
+    kinds = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+    modules = [
+        {"idx": k, "name": str(k), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for k, (path, kind) in enumerate(kinds)
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
+    return folder
+
+
 def invoke(command, *args, ok=True):
     result = CliRunner().invoke(command, [str(a) for a in args])
     if ok:
@@ -192,41 +211,11 @@ def test_imported_transcripts_are_embedded_and_empty_ones_recorded_missing(
 
 
 def test_a_sentence_transformers_folder_is_pooled_as_it_says(wav_cache, tiny_bert, tmp_path):
-    import shutil
 
     from transformers import BertModel, BertTokenizer
 
     folder, cache = wav_cache
-    model_dir = tmp_path / "st"
-    shutil.copytree(tiny_bert, model_dir)
-    (model_dir / "modules.json").write_text(
-        json.dumps(
-            [
-                {
-                    "idx": 0,
-                    "name": "0",
-                    "path": "",
-                    "type": "sentence_transformers.models.Transformer",
-                },
-                {
-                    "idx": 1,
-                    "name": "1",
-                    "path": "1_Pooling",
-                    "type": "sentence_transformers.models.Pooling",
-                },
-                {
-                    "idx": 2,
-                    "name": "2",
-                    "path": "2_Normalize",
-                    "type": "sentence_transformers.models.Normalize",
-                },
-            ]
-        )
-    )
-    (model_dir / "1_Pooling").mkdir()
-    (model_dir / "1_Pooling" / "config.json").write_text(
-        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
-    )
+    model_dir = sentence_transformers_folder(tiny_bert, tmp_path / "st")
     csv_file = tmp_path / "t.csv"
     csv_file.write_text("Filename,text\n0,hello world\n")
     invoke(transcribe_command, folder, "--out", cache, "--transcripts", csv_file)
@@ -438,40 +427,12 @@ def test_a_sentence_transformers_model_by_hub_id_is_pooled_as_it_says(tiny_bert,
     is named by its hub id (offline), as they are from a folder; a repository without them,
     or one not in the cache, is a plain encoder (the mean over its tokens)."""
     import os
-    import shutil
     import subprocess
     import sys
 
     from twins import lay_into_hub_cache
 
-    folder = tmp_path / "st"
-    shutil.copytree(tiny_bert, folder)
-    (folder / "modules.json").write_text(
-        json.dumps(
-            [
-                {
-                    "idx": 0,
-                    "name": "0",
-                    "path": "",
-                    "type": "sentence_transformers.models.Transformer",
-                },
-                {
-                    "idx": 1,
-                    "name": "1",
-                    "path": "1_Pooling",
-                    "type": "sentence_transformers.models.Pooling",
-                },
-                {
-                    "idx": 2,
-                    "name": "2",
-                    "path": "2_Normalize",
-                    "type": "sentence_transformers.models.Normalize",
-                },
-            ]
-        )
-    )
-    (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    folder = sentence_transformers_folder(tiny_bert, tmp_path / "st")
     home = tmp_path / "hf"
     lay_into_hub_cache(home, "example/sentence-cls", folder)
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}

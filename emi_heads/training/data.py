@@ -22,7 +22,12 @@ from emi_features.cache.schema import FEATURES, FRAME_VAD, FRAMES, MEAN, VAD, VA
 from emi_features.cache.streams import CLIP
 from emi_heads.heads.reads import LAYERS
 from emi_heads.training.config import InputSpec
-from emi_heads.training.pooled_stats import block_rows, cache_frame_stats, pooled_stats
+from emi_heads.training.pooled_stats import (
+    block_rows,
+    cache_frame_stats,
+    clip_blocks,
+    pooled_stats,
+)
 
 
 def _read_clip_rows(
@@ -52,14 +57,9 @@ def _pooled_in_blocks(
     if max_frames is not None:
         lengths = np.minimum(lengths, max_frames)
     out = np.zeros((len(rows), 2 * dataset.shape[1]), dtype=np.float32)
-    limit, first = block_rows(dataset.shape[1]), 0
-    while first < len(rows):
-        last = first + 1
-        while last < len(rows) and lengths[first : last + 1].sum() <= limit:
-            last += 1
+    for first, last in clip_blocks(lengths, block_rows(dataset.shape[1])):
         frames, offsets = _read_clip_rows(dataset, source_offsets, rows[first:last], max_frames)
         out[first:last] = pooled_stats(frames, np.diff(offsets))
-        first = last
     return out
 
 

@@ -43,16 +43,24 @@ def pooled_stats(frames: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return torch.cat([mean, std], dim=1).numpy()
 
 
+def clip_blocks(lengths: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive clips grouped into blocks [first, last) of at most `limit` frames (a longer
+    clip is a block of its own): how every pooling reads a group, a block at a time."""
+    blocks, first = [], 0
+    ends = np.cumsum(lengths)
+    while first < len(lengths):
+        start = ends[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(ends, start + limit, side="right")))
+        blocks.append((first, last))
+        first = last
+    return blocks
+
+
 def _compute(dataset, offsets: np.ndarray, max_frames: int | None) -> np.ndarray:
     """Stats of every clip, reading the group in contiguous blocks of whole clips."""
     count = len(offsets) - 1
     out = np.zeros((count, 2 * dataset.shape[1]), dtype=np.float32)
-    limit = block_rows(dataset.shape[1])
-    first = 0
-    while first < count:
-        last = first + 1
-        while last < count and offsets[last + 1] - offsets[first] <= limit:
-            last += 1
+    for first, last in clip_blocks(np.diff(offsets), block_rows(dataset.shape[1])):
         block = dataset[offsets[first] : offsets[last]]
         lengths = np.diff(offsets[first : last + 1])
         if max_frames is not None:  # keep each clip's first max_frames rows
@@ -62,7 +70,6 @@ def _compute(dataset, offsets: np.ndarray, max_frames: int | None) -> np.ndarray
             block = block[within < max_frames]
             lengths = np.minimum(lengths, max_frames)
         out[first:last] = pooled_stats(block, lengths)
-        first = last
     return out
 
 
